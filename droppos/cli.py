@@ -1,0 +1,63 @@
+"""The ``droppos`` command: one entry point, one subcommand per part of the suite.
+
+Each subcommand lives in its own module that exposes ``add_arguments(parser)`` and
+``run(args) -> int``. Modules are imported only when their subcommand is chosen, so
+``droppos pretrain`` never imports detectron2 or mmsegmentation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "pretrain": ("droppos.pretrain.main", "DropPos or MAE pretraining of a ViT"),
+    "data": ("droppos.tools.data.main", "build the embedded default datasets from Fashion-MNIST"),
+    "convert": ("droppos.tools.convert.main", "convert a ViT checkpoint to timm / detectron2 / mmseg"),
+    "classify": ("droppos.transfer.classification.main", "fine-tune, linear-probe or k-NN a backbone"),
+    "detect": ("droppos.transfer.detection.main", "ViTDet Mask R-CNN in detectron2"),
+    "segment": ("droppos.transfer.segmentation.main", "UperNet in mmsegmentation"),
+    "probe": ("droppos.transfer.probes.main", "location-awareness probes of a frozen backbone"),
+    "results": ("droppos.results.main", "aggregate run folders into tables and plots"),
+    "bench": ("droppos.bench.main", "plan and run a backbone x task benchmark from a spec"),
+}
+
+
+def _load(name: str):
+    module_name = COMMANDS[name][0]
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name and module_name.startswith(e.name):
+            raise SystemExit(f"droppos {name}: not available in this install ({module_name} missing)")
+        raise
+
+
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="droppos", description=__doc__.splitlines()[0])
+    from droppos import __version__
+
+    parser.add_argument("--version", action="version", version=f"droppos-bench {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    for name, (_, help_) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_, description=help_)
+        if name == chosen:  # only the chosen subcommand's module is imported
+            _load(name).add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    return int(_load(args.command).run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""Checkpoint files: atomic writes, safe reads, and the self-describing encoder format.
+
+Everything this project writes holds tensors and plain Python types only, so it loads with
+``torch.load(weights_only=True)``. Two kinds of file:
+
+* ``checkpoint.pth`` (resume): ``{"meta", "model", "optimizer", "scaler", "progress", "rng"}``.
+* ``encoder.pth`` (weights for converters): ``{"format": ENCODER_FORMAT, "meta", "state_dict"}``.
+
+``meta`` describes the weights: ``{"method", "arch": VisionTransformer.arch_args(), "epochs",
+"epochs_done", "config"}``, so a converter never guesses the architecture.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ENCODER_FORMAT = "droppos-bench/encoder/v1"
+
+
+def atomic_save(obj: Any, path: str | Path) -> Path:
+    """``torch.save`` to a temp file in the same folder, fsync, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def safe_load(path: str | Path, trust_pickle: bool = False) -> Any:
+    """Load a checkpoint on CPU with ``weights_only=True``.
+
+    ``trust_pickle=True`` falls back to a full unpickle, which can run arbitrary code: only for
+    files from a source you trust (e.g. official releases that pickle an ``argparse.Namespace``).
+    Errors name the file and the fix.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001
+        msg = str(e)
+        if "Weights only load failed" in msg or "weights_only" in msg:
+            if trust_pickle:
+                return torch.load(path, map_location="cpu", weights_only=False)  # explicit trust option
+            first = next((ln for ln in msg.splitlines() if "GLOBAL" in ln or "Unsupported" in ln), "")
+            raise ValueError(
+                f"{path}: holds pickled Python objects besides tensors ({first.strip()}); "
+                "if you trust its source, pass --trust-pickle (it runs the pickle's code)"
+            ) from None
+        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {msg.splitlines()[0]})") from None
+
+
+def encoder_payload(state_dict: dict, meta: dict) -> dict:
+    return {"format": ENCODER_FORMAT, "meta": meta, "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()}}
+
+
+def save_encoder(path: str | Path, state_dict: dict, meta: dict) -> Path:
+    """Write the self-describing encoder file (``meta`` must contain ``arch`` and ``method``)."""
+    missing = {"arch", "method"} - set(meta)
+    if missing:
+        raise ValueError(f"encoder meta lacks {sorted(missing)}")
+    return atomic_save(encoder_payload(state_dict, meta), path)

@@ -1,0 +1,134 @@
+"""Dataclass configs with command-line overrides and a resolved copy in every run folder.
+
+A config is a flat ``@dataclass`` whose fields carry a one-line ``help`` in their metadata::
+
+    @dataclass
+    class Cfg:
+        epochs: int = field(default=10, metadata={"help": "training epochs"})
+
+``add_dataclass_arguments`` turns each field into ``--epochs`` (underscores become dashes);
+``dataclass_from_args`` builds the config from a YAML/JSON file (``--config``) and then the
+flags that were given on the command line, so flags win over the file and the file over the
+defaults. ``write_config`` saves the resolved config as YAML and JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def opt(default: Any, help: str, **kw) -> Any:
+    """A dataclass field with a one-line help text."""
+    if isinstance(default, (list, dict)):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata={"help": help, **kw})
+    return dataclasses.field(default=default, metadata={"help": help, **kw})
+
+
+def _bool(s: str) -> bool:
+    v = s.strip().lower()
+    if v in ("1", "true", "yes", "on"):
+        return True
+    if v in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected a boolean (true/false), got {s!r}")
+
+
+def _field_type(cls, f: dataclasses.Field):
+    hints = typing.get_type_hints(cls)
+    t = hints[f.name]
+    origin = typing.get_origin(t)
+    args = [a for a in typing.get_args(t) if a is not type(None)]
+    optional = origin is typing.Union or (origin is not None and type(None) in typing.get_args(t))
+    if optional and len(args) == 1:
+        t = args[0]
+        origin = typing.get_origin(t)
+    return t, origin, optional
+
+
+def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
+    """Add one ``--flag`` per field of ``cls``; unset flags stay ``None`` so file values survive."""
+    group = parser.add_argument_group(f"{cls.__name__} options (defaults shown)")
+    for f in dataclasses.fields(cls):
+        t, origin, optional = _field_type(cls, f)
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        help_ = f.metadata.get("help", "")
+        choices = f.metadata.get("choices")
+        kw: dict[str, Any] = dict(dest=f.name, default=None, help=f"{help_} (default: {default})")
+        if choices:
+            kw["choices"] = choices
+        if t is bool:
+            kw.update(type=_bool, metavar="BOOL")
+        elif origin in (list, tuple):
+            (inner,) = set(typing.get_args(t)) - {Ellipsis} or {str}
+            kw.update(type=inner, nargs="*")
+        elif t in (int, float, str):
+            kw.update(type=(lambda s, t=t: None if s.lower() == "none" else t(s)) if optional else t)
+        else:
+            kw.update(type=str)
+        group.add_argument("--" + f.name.replace("_", "-"), **kw)
+
+
+def load_mapping(path: str | Path) -> dict:
+    """Read a YAML or JSON mapping; errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise SystemExit(f"config file not found: {path}")
+    text = path.read_text()
+    try:
+        if path.suffix == ".json":
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except Exception as e:  # noqa: BLE001 - report any parse error with the file name
+        raise SystemExit(f"{path}: cannot parse config: {e}")
+    if not isinstance(data, dict):
+        raise SystemExit(f"{path}: a config file must hold a mapping of option: value")
+    return data
+
+
+def from_mapping(cls: type[T], data: dict, source: str = "config") -> T:
+    """Build ``cls`` from a mapping, refusing unknown keys (a typo is an error, not ignored)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise SystemExit(f"{source}: unknown option(s) {unknown} for {cls.__name__}; valid: {sorted(names)}")
+    return cls(**data)
+
+
+def dataclass_from_args(cls: type[T], args: argparse.Namespace, base: dict | None = None) -> T:
+    """Defaults < ``base`` < ``--config`` file < command-line flags."""
+    data = dict(base or {})
+    cfg_file = getattr(args, "config", None)
+    if cfg_file:
+        data.update(load_mapping(cfg_file))
+    for f in dataclasses.fields(cls):
+        v = getattr(args, f.name, None)
+        if v is not None:
+            data[f.name] = v
+    return from_mapping(cls, data, source=str(cfg_file or "command line"))
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def write_config(cfg: Any, out_dir: str | Path, name: str = "config") -> Path:
+    """Write the resolved config as ``name.yaml`` (and ``name.json``) into ``out_dir``."""
+    import yaml
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    d = cfg if isinstance(cfg, dict) else to_dict(cfg)
+    (out_dir / f"{name}.json").write_text(json.dumps(d, indent=2, sort_keys=True) + "\n")
+    path = out_dir / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(d, sort_keys=True))
+    return path
