@@ -1,0 +1,124 @@
+"""Grouping runs into the backbone x task table: mean +- std over seeds, deltas, statuses,
+the Markdown cells and the published numbers."""
+
+import statistics
+from pathlib import Path
+
+import pytest
+
+from droppos.results.aggregate import Column, aggregate
+from droppos.results.discover import discover
+from droppos.results.markdown import cell_text, main_table
+from droppos.results.published import DEFAULT_FILE, comparability, load_published
+from droppos.results.records import Run
+
+FIX = Path(__file__).parent / "fixtures" / "results"
+TOP1 = Column("classification", "finetune", "fmnist", "top1")
+
+
+@pytest.fixture(scope="module")
+def table():
+    return aggregate(discover([FIX / "suite"]).runs)
+
+
+def row(table, method, arch="vit_tiny_p4"):
+    return next(r for r in table.rows if r.key[:2] == (method, arch))
+
+
+def test_mean_and_sample_std_over_seeds(table):
+    cell = row(table, "droppos").cells[TOP1]
+    assert cell.n == 3 and sorted(cell.seeds) == [0, 1, 2]
+    assert cell.mean == pytest.approx(statistics.fmean([84.1, 84.5, 83.9]))
+    assert cell.std == pytest.approx(statistics.stdev([84.1, 84.5, 83.9]))
+    assert cell_text(cell).startswith("84.17 ± 0.31 (n=3)")
+    single = row(table, "supervised").cells[TOP1]
+    assert single.std is None and cell_text(single).startswith("85.00 [")
+
+
+def test_deltas_against_mae_and_supervised(table):
+    dp = row(table, "droppos").cells[TOP1]
+    assert dp.deltas["MAE"] == pytest.approx(84.1667 - 83.2, abs=1e-3)
+    assert dp.deltas["sup"] == pytest.approx(84.1667 - 85.0, abs=1e-3)
+    assert "[Δ +0.97 vs MAE, −0.83 vs sup]" in cell_text(dp)
+    mae = row(table, "mae").cells[TOP1]
+    assert "MAE" not in mae.deltas and mae.deltas["sup"] == pytest.approx(-1.8)
+    det = row(table, "droppos").cells[Column("detection", "mask_rcnn", "fmnist", "bbox_AP")]
+    assert det.deltas == {"MAE": pytest.approx(31.2 - 29.4)}  # against a recovered MAE run; no supervised detection
+
+
+def test_unfinished_runs_never_become_numbers(table):
+    scratch = row(table, "scratch")
+    cls = scratch.cells[TOP1]
+    assert cls.mean is None and cls.status == "partial" and cell_text(cls) == "partial: 69.00 @ epoch 3/10"
+    seg = scratch.cells[Column("segmentation", "upernet", "fmnist", "mIoU")]
+    assert (seg.mean, cell_text(seg)) == (None, "missing")
+    probe = scratch.cells[Column("probe", "position", "fmnist", "top1")]
+    assert cell_text(probe) == "failed"
+    assert cell_text(None) == "—"
+    md = main_table(table, [])
+    scratch_line = next(line for line in md.splitlines() if line.startswith("| scratch"))
+    assert "0.00" not in scratch_line and "partial: 69.00" in scratch_line
+
+
+def test_probe_columns(table):
+    order = Column("probe", "order", "fmnist", "cos_dist")
+    assert order in table.columns and Column("probe", "order", "fmnist", "acc_drop") in table.columns
+    cell = row(table, "droppos").cells[order]
+    assert cell_text(cell) == "0.212 [Δ +0.158 vs MAE]"  # three decimals below 1
+
+
+def test_recovered_values_are_marked(table):
+    mae_det = row(table, "mae").cells[Column("detection", "mask_rcnn", "fmnist", "segm_AP")]
+    assert mae_det.status == "recovered" and cell_text(mae_det).startswith("26.00†")
+
+
+def test_pretraining_only_with_all_metrics(table):
+    assert not any(c.task == "pretrain" for c in table.columns)
+    full = aggregate(discover([FIX / "suite"]).runs, all_metrics=True)
+    assert Column("pretrain", "droppos", "fmnist", "pos_acc") in full.columns
+    assert Column("classification", "finetune", "fmnist", "top5") in full.columns
+
+
+def _run(method, epochs, value, seed=0, path="r", status="finished"):
+    return Run(path=Path(path), task="classification", protocol="linear", dataset="d",
+               backbone={"id": f"{method}{epochs}", "method": method, "arch": "vit_small_p16", "epochs": epochs},
+               seed=seed, metrics={"top1": value}, status=status)
+
+
+def test_mixed_statuses_in_one_cell_and_reference_epochs():
+    runs = [_run("droppos", 20, 70.0, 0, "a"), _run("droppos", 20, 72.0, 1, "b"),
+            _run("droppos", 20, 10.0, 2, "c", "partial"), _run("mae", 10, 60.0, 0, "d"), _run("mae", 20, 65.0, 0, "e"),
+            _run("droppos", 40, 75.0, 0, "f")]
+    t = aggregate(runs)
+    col = Column("classification", "linear", "d", "top1")
+    cell = next(r for r in t.rows if r.key[2] == 20).cells[col]
+    assert cell.values == [70.0, 72.0] and cell.partial == [(10.0, "")]
+    assert cell_text(cell) == "71.00 ± 1.41 (n=2) [Δ +6.00 vs MAE] (+1 partial)"  # same-epoch MAE (65.0)
+    longer = next(r for r in t.rows if r.key[2] == 40).cells[col]
+    assert longer.deltas["MAE"] == pytest.approx(10.0)  # no 40-ep MAE: the longest one (20 ep)
+
+
+def test_duplicate_seed_is_warned_and_counted_once():
+    t = aggregate([_run("mae", 10, 60.0, 0, "x1"), _run("mae", 10, 61.0, 0, "x2", "partial")])
+    assert t.rows[0].cells[Column("classification", "linear", "d", "top1")].values == [60.0]
+    assert len(t.warnings) == 1 and "duplicate run" in t.warnings[0] and "ignoring x2" in t.warnings[0]
+
+
+def test_published_numbers_have_sources_and_meet_runs(table, tmp_path):
+    pubs = load_published()
+    assert DEFAULT_FILE.name == "published.csv" and len(pubs) == 10
+    assert {p.source for p in pubs} == {"repo README", "paper", "model zoo page"}
+    assert sorted(p.value for p in pubs) == sorted([83.0, 84.2, 85.8, 83.6, 85.9, 51.6, 45.9, 55.5, 49.2, 48.13])
+    assert all(p.comparable and p.schedule and p.reference for p in pubs)
+    mseg = next(p for p in pubs if p.column.metric == "mIoU")
+    assert mseg.key == ("mae", "vit_base_p16", 1600) and mseg.text == "48.13"
+    assert comparability(mseg, table).startswith("reference only: no run of segmentation/upernet on ade20k")
+    full = aggregate(discover([FIX / "suite"]).runs)
+    dp800 = next(p for p in pubs if p.key == ("droppos", "vit_base_p16", 800))
+    assert comparability(dp800, full).startswith("same backbone and dataset as droppos vit_base_p16 800ep")
+    md = main_table(full, pubs)
+    assert "| *published: droppos vit_base_p16 800ep [repo README]* |  | *84.2* |" in md
+    bad = tmp_path / "pub.csv"
+    bad.write_text("method,arch,value\nmae,vit_base_p16,1\n")
+    with pytest.raises(ValueError, match="pub.csv: published-numbers CSV lacks columns"):
+        load_published(bad)
