@@ -1,0 +1,191 @@
+"""The ViT architecture of a state dict: the expected keys and shapes, and inference from shapes.
+
+A state dict in this project's encoder names (= official MAE/DropPos = timm names)::
+
+    cls_token                 (1, 1, D)
+    pos_embed                 (1, 1 + gh*gw, D)
+    patch_embed.proj.weight   (D, C, p, p)          .bias (D,)
+    blocks.N.norm1.*          (D,)                  blocks.N.norm2.*  (D,)
+    blocks.N.attn.qkv.weight  (3D, D)               .bias (3D,)
+    blocks.N.attn.proj.weight (D, D)                .bias (D,)
+    blocks.N.mlp.fc1.weight   (rD, D)               .bias (rD,)
+    blocks.N.mlp.fc2.weight   (D, rD)               .bias (D,)
+    norm.weight, norm.bias    (D,)
+
+Everything but the number of heads follows from the shapes. Heads come, in this order, from an
+explicit ``--arch`` override, a model name in the file (``vit_base_patch16`` in an official
+checkpoint), or the standard table ``VIT_SIZES`` by width; otherwise inference stops and asks for
+``--arch num_heads=H``.
+
+``--arch`` syntax (:func:`parse_arch_override`): comma-separated items, each a size name
+(``tiny`` ... ``huge``), a timm-style model name (``vit_base_patch16_224``), or ``key=value``
+with key one of ``embed_dim depth num_heads patch_size img_size in_chans mlp_ratio``.
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+ARCH_KEYS = ("img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads", "mlp_ratio")
+_MODEL_NAME = re.compile(r"vit_(tiny|small|base|large|huge)_patch(\d+)(?:_(\d+))?")
+
+
+def _sizes() -> dict[str, tuple[int, int, int]]:
+    from droppos.models.vit import VIT_SIZES  # imports timm: only when needed
+
+    return VIT_SIZES
+
+
+def encoder_shapes(arch: dict) -> dict[str, tuple[int, ...]]:
+    """Every encoder key of ``arch`` (``VisionTransformer(**arch)``) -> its shape."""
+    d, depth, p, c = arch["embed_dim"], arch["depth"], arch["patch_size"], arch.get("in_chans", 3)
+    h = int(round(d * arch.get("mlp_ratio", 4.0)))
+    gh, gw = grid_of(arch)
+    shapes: dict[str, tuple[int, ...]] = {
+        "cls_token": (1, 1, d),
+        "pos_embed": (1, 1 + gh * gw, d),
+        "patch_embed.proj.weight": (d, c, p, p),
+        "patch_embed.proj.bias": (d,),
+    }
+    for i in range(depth):
+        b = f"blocks.{i}."
+        shapes.update({
+            b + "norm1.weight": (d,), b + "norm1.bias": (d,),
+            b + "attn.qkv.weight": (3 * d, d), b + "attn.qkv.bias": (3 * d,),
+            b + "attn.proj.weight": (d, d), b + "attn.proj.bias": (d,),
+            b + "norm2.weight": (d,), b + "norm2.bias": (d,),
+            b + "mlp.fc1.weight": (h, d), b + "mlp.fc1.bias": (h,),
+            b + "mlp.fc2.weight": (d, h), b + "mlp.fc2.bias": (d,),
+        })
+    shapes.update({"norm.weight": (d,), "norm.bias": (d,)})
+    return shapes
+
+
+def grid_of(arch: dict, img_size: int | tuple[int, int] | list | None = None) -> tuple[int, int]:
+    """Patch grid (gh, gw) of ``img_size`` (default: the arch's own); errors if not divisible."""
+    size = arch["img_size"] if img_size is None else img_size
+    hw = (size, size) if isinstance(size, int) else tuple(size)
+    p = arch["patch_size"]
+    if hw[0] % p or hw[1] % p:
+        raise ValueError(f"image size {hw[0]}x{hw[1]} is not divisible by the patch size {p}; "
+                         f"choose a multiple of {p}")
+    return hw[0] // p, hw[1] // p
+
+
+def parse_arch_override(text: str | None) -> dict:
+    """``'base'``, ``'vit_base_patch16_224'``, ``'num_heads=4,img_size=64'`` -> arch fields."""
+    out: dict = {}
+    if not text:
+        return out
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        if "=" in item:
+            key, value = (s.strip() for s in item.split("=", 1))
+            if key not in ARCH_KEYS:
+                raise ValueError(f"--arch: unknown field {key!r}; valid: {', '.join(ARCH_KEYS)}")
+            out[key] = float(value) if key == "mlp_ratio" else int(value)
+        else:
+            named = arch_from_name(item)
+            if named is None:
+                raise ValueError(f"--arch: {item!r} is neither a size ({', '.join(_sizes())}), "
+                                 "a model name like vit_base_patch16_224, nor key=value")
+            out.update(named)
+    return out
+
+
+def arch_from_name(name: str) -> dict | None:
+    """Fields named by a size or a model name (``DropPos_mae_vit_base_patch16_dec512d2b``)."""
+    sizes = _sizes()
+    if name in sizes:
+        d, depth, heads = sizes[name]
+        return dict(embed_dim=d, depth=depth, num_heads=heads)
+    m = _MODEL_NAME.search(name)
+    if m is None:
+        return None
+    d, depth, heads = sizes[m.group(1)]
+    out = dict(embed_dim=d, depth=depth, num_heads=heads, patch_size=int(m.group(2)))
+    if m.group(3):
+        out["img_size"] = int(m.group(3))
+    return out
+
+
+def infer_arch(sd: dict[str, torch.Tensor], hint: dict | None = None, where: str = "") -> tuple[dict, list[str]]:
+    """Architecture of an encoder state dict -> (arch, notes saying what was inferred and how).
+
+    ``hint`` holds fields from the file or ``--arch``; shape-derived fields must agree with it
+    (except ``img_size``, which only sets the grid when the position embedding does not).
+    """
+    hint = dict(hint or {})
+    need = ["cls_token", "pos_embed", "patch_embed.proj.weight"]
+    absent = [k for k in need if k not in sd]
+    if absent:
+        raise ValueError(f"{where}no ViT encoder found: missing {absent}")
+    d = sd["cls_token"].shape[-1]
+    w = sd["patch_embed.proj.weight"]
+    if w.ndim != 4 or w.shape[-1] != w.shape[-2]:
+        raise ValueError(f"{where}patch_embed.proj.weight has shape {tuple(w.shape)}, expected (D, C, p, p)")
+    ids = sorted({int(m.group(1)) for k in sd if (m := re.match(r"blocks\.(\d+)\.", k))})
+    if not ids or ids != list(range(len(ids))):
+        raise ValueError(f"{where}transformer blocks are not numbered 0..N-1 (found {ids[:5]}...)")
+    fc1 = sd.get("blocks.0.mlp.fc1.weight")
+    if fc1 is None:
+        raise ValueError(f"{where}blocks.0.mlp.fc1.weight missing: not a standard ViT block")
+    n_pos = sd["pos_embed"].shape[1] - 1
+    shape_arch = dict(patch_size=int(w.shape[-1]), in_chans=int(w.shape[1]), embed_dim=int(d),
+                      depth=len(ids), mlp_ratio=fc1.shape[0] / d)
+    if set(shape_arch) <= set(hint) and "num_heads" in hint:
+        notes = ["architecture as stored in the file, checked against the weights' shapes"]
+    else:
+        notes = [f"inferred from shapes: width {d}, depth {len(ids)}, patch {w.shape[-1]}, "
+                 f"{w.shape[1]} input channels, mlp ratio {shape_arch['mlp_ratio']:g}"]
+    for k, v in shape_arch.items():
+        if k in hint and hint[k] != v:
+            raise ValueError(f"{where}the architecture says {k}={hint[k]} but the weights have {k}={v}")
+    side = int(round(n_pos ** 0.5))
+    if side * side == n_pos:
+        img = side * shape_arch["patch_size"]
+        if "img_size" in hint and _hw(hint["img_size"]) != (img, img):
+            notes.append(f"position embedding is for {img} px, not the {hint['img_size']} px named; using {img}")
+        img_size = [img, img]
+    elif "img_size" in hint and _grid_len(hint["img_size"], shape_arch["patch_size"]) == n_pos:
+        img_size = list(_hw(hint["img_size"]))
+    else:
+        raise ValueError(f"{where}position embedding has {n_pos} patch positions (not a square grid); "
+                         "give the pretraining image size with --arch img_size=N")
+    if "num_heads" in hint:
+        heads = int(hint["num_heads"])
+    elif d in (by_dim := {w: h for w, _, h in _sizes().values()}):
+        heads = by_dim[d]
+        notes.append(f"num_heads={heads}: the standard value for width {d} (not stored in the file; "
+                     "override with --arch num_heads=H)")
+    else:
+        raise ValueError(f"{where}cannot tell the number of attention heads of a width-{d} ViT; "
+                         "give it with --arch num_heads=H")
+    if d % heads:
+        raise ValueError(f"{where}width {d} is not divisible by num_heads={heads}")
+    arch = dict(img_size=img_size, num_heads=heads, **shape_arch)
+    return {k: arch[k] for k in ARCH_KEYS}, notes
+
+
+def check_shapes(sd: dict[str, torch.Tensor], arch: dict, where: str = "") -> None:
+    """Every encoder key present with its shape; raises naming the first few problems."""
+    expected = encoder_shapes(arch)
+    missing = sorted(set(expected) - set(sd))
+    wrong = [f"{k} {tuple(sd[k].shape)} != {v}" for k, v in expected.items() if k in sd and tuple(sd[k].shape) != v]
+    if missing or wrong:
+        parts = ([f"missing {_short(missing)}"] if missing else []) + ([f"wrong shapes {_short(wrong)}"] if wrong else [])
+        raise ValueError(f"{where}encoder weights do not match the architecture: " + "; ".join(parts))
+
+
+def _hw(size) -> tuple[int, int]:
+    return (size, size) if isinstance(size, int) else tuple(size)
+
+
+def _grid_len(size, p: int) -> int:
+    h, w = _hw(size)
+    return (h // p) * (w // p)
+
+
+def _short(items: list, n: int = 4) -> str:
+    return ", ".join(map(str, items[:n])) + (f" (+{len(items) - n} more)" if len(items) > n else "")
