@@ -1,0 +1,72 @@
+"""mmengine's Runner with one addition: the IoU metric also keeps its per-class numbers.
+
+mmseg's ``IoUMetric`` returns mIoU / mAcc / aAcc and only logs the per-class table.
+:class:`SegRunner` builds every ``IoUMetric`` of the config as :class:`PerClassIoUMetric`, the
+same computation that also keeps ``per_class = {class: {"IoU": %, "Acc": %}}`` of its last
+evaluation (on rank 0), for ``metrics.json``. Nothing is registered in mmengine's registries.
+
+Import after :func:`droppos.transfer.segmentation.mmcv_ops.ensure_mmcv_ops` (mmseg needs it).
+"""
+
+from __future__ import annotations
+
+import math
+
+from mmengine.evaluator import Evaluator
+from mmengine.runner import Runner
+from mmseg.evaluation import IoUMetric
+
+
+class PerClassIoUMetric(IoUMetric):
+    """``IoUMetric`` that also stores ``per_class`` (percent, ``None`` for a class never seen)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.per_class: dict[str, dict[str, float | None]] = {}
+
+    def compute_metrics(self, results: list) -> dict[str, float]:
+        metrics = super().compute_metrics(results)
+        if self.format_only or not results:
+            return metrics
+        inter, union, pred, label = (sum(col) for col in zip(*results))
+        per = self.total_area_to_metrics(inter, union, pred, label, self.metrics, self.nan_to_num, self.beta)
+        per.pop("aAcc", None)
+        names = self.dataset_meta["classes"]
+        self.per_class = {
+            str(name): {k: (None if math.isnan(float(v[i])) else round(float(v[i]) * 100, 2)) for k, v in per.items()}
+            for i, name in enumerate(names)
+        }
+        return metrics
+
+
+def _is_iou(cfg) -> bool:
+    return isinstance(cfg, dict) and cfg.get("type") in ("IoUMetric", "mmseg.IoUMetric")
+
+
+class SegRunner(Runner):
+    """``Runner`` whose evaluators use :class:`PerClassIoUMetric`; ``iou_metrics`` lists them."""
+
+    def __init__(self, *args, **kwargs):
+        self.iou_metrics: list[PerClassIoUMetric] = []
+        super().__init__(*args, **kwargs)
+
+    def build_evaluator(self, evaluator):
+        items = evaluator if isinstance(evaluator, list) else [evaluator]
+        if isinstance(evaluator, dict) and "metrics" in evaluator:
+            return super().build_evaluator(evaluator)
+        if not any(_is_iou(m) for m in items):
+            return super().build_evaluator(evaluator)
+        metrics = []
+        for m in items:
+            if _is_iou(m):
+                kwargs = {k: v for k, v in m.items() if k not in ("type", "_scope_")}
+                metric = PerClassIoUMetric(**kwargs)
+                self.iou_metrics.append(metric)
+                metrics.append(metric)
+            else:
+                metrics.append(m)
+        return Evaluator(metrics)
+
+    def last_per_class(self) -> dict:
+        """Per-class results of the most recent evaluation (empty if none or not rank 0)."""
+        return next((m.per_class for m in reversed(self.iou_metrics) if m.per_class), {})
