@@ -1,0 +1,62 @@
+"""Optimiser pieces shared by the training loops: weight-decay groups, schedule, clipping."""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable
+
+import torch
+import torch.nn as nn
+
+
+def param_groups_weight_decay(model: nn.Module, weight_decay: float, skip: Iterable[str] = ()) -> list[dict]:
+    """Two groups: decay for weight matrices, none for norms, biases, tokens and named ``skip`` params.
+
+    Parameters that do not require grad are left out.
+    """
+    skip = set(skip)
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        leaf = name.split(".")[-1]
+        if p.ndim <= 1 or name in skip or leaf in skip or name.endswith("_token") or "pos_embed" in name:
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    return [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": weight_decay}]
+
+
+def cosine_lr(step: float, total_steps: float, warmup_steps: float, base_lr: float, min_lr: float = 0.0) -> float:
+    """Linear warm-up to ``base_lr`` then half-cycle cosine to ``min_lr`` (MAE's per-iteration schedule)."""
+    if step < warmup_steps:
+        return base_lr * step / warmup_steps
+    span = max(total_steps - warmup_steps, 1e-12)
+    t = min(max((step - warmup_steps) / span, 0.0), 1.0)
+    return min_lr + (base_lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for g in optimizer.param_groups:
+        g["lr"] = lr * g.get("lr_scale", 1.0)
+
+
+@torch.no_grad()
+def clip_gradients(params: list[torch.Tensor], max_norm: float, mode: str = "global") -> torch.Tensor | None:
+    """Clip without host synchronisation; returns the (pre-clip) global norm tensor.
+
+    ``global``: one norm over all gradients (``clip_grad_norm_``). ``per_param``: every tensor
+    scaled to norm <= max_norm on its own (what the official DropPos code does in a Python loop
+    with a host sync per parameter), here with foreach kernels.
+    """
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads or max_norm <= 0:
+        return None
+    if mode == "global":
+        return torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
+    if mode != "per_param":
+        raise ValueError(f"clip mode must be 'global' or 'per_param', got {mode!r}")
+    norms = torch._foreach_norm(grads)
+    coefs = [torch.clamp(max_norm / (n + 1e-6), max=1.0) for n in norms]
+    torch._foreach_mul_(grads, coefs)
+    return torch.linalg.vector_norm(torch.stack(norms))

@@ -1,0 +1,24 @@
+"""Build a pretraining method around an encoder from a ``PretrainConfig``."""
+
+from __future__ import annotations
+
+import torch.nn as nn
+
+from droppos.models.vit import VisionTransformer
+
+from .config import PretrainConfig
+from .droppos import DropPos
+from .mae import MAE
+
+
+def build_method(cfg: PretrainConfig, encoder: VisionTransformer) -> nn.Module:
+    common = dict(mask_ratio=cfg.mask_ratio, decoder_dim=cfg.decoder_dim, decoder_depth=cfg.resolved_decoder_depth(),
+                  decoder_heads=cfg.decoder_heads, norm_pix_loss=cfg.norm_pix_loss)
+    if cfg.method == "mae":
+        return MAE(encoder, **common)
+    if cfg.method == "droppos":
+        return DropPos(encoder, pos_mask_ratio=cfg.pos_mask_ratio, mask_token=cfg.mask_token, sigma=cfg.sigma,
+                       smooth_norm=cfg.smooth_norm, attn_guide=cfg.attn_guide, attn_tau=cfg.attn_tau,
+                       conf_ignore=cfg.conf_ignore, shuffle=cfg.shuffle, multi_task=cfg.multi_task,
+                       pos_weight=cfg.pos_weight, **common)
+    raise ValueError(f"unknown method {cfg.method!r}; choose droppos or mae")

@@ -1,0 +1,124 @@
+"""Pretraining data: an ImageFolder that survives corrupt files, and a resumable sampler.
+
+Augmentation is the MAE recipe (random resized crop 0.2-1, horizontal flip, ImageNet
+normalisation). Each sample's augmentation is seeded from (seed, epoch, index), and the sampler's
+order from (seed, epoch), so a run resumed in the middle of an epoch sees exactly the batches and
+crops the uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch.utils.data import Dataset, Sampler
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+def pretrain_transform(img_size: int):
+    from torchvision import transforms as T
+
+    return T.Compose([
+        T.RandomResizedCrop(img_size, scale=(0.2, 1.0), interpolation=T.InterpolationMode.BICUBIC),
+        T.RandomHorizontalFlip(),
+        T.ToTensor(),
+        T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+    ])
+
+
+def find_images(root: str | Path) -> list[Path]:
+    """Images of an ImageFolder tree (``root/train`` when it exists). Clear errors for bad trees."""
+    root = Path(root)
+    if not root.is_dir():
+        raise SystemExit(f"data folder not found: {root}; build the default with `droppos data imagefolder --out {root}`")
+    if (root / "train").is_dir():
+        root = root / "train"
+    classes = sorted(d for d in root.iterdir() if d.is_dir())
+    if not classes:
+        raise SystemExit(f"{root}: no class folders; expected an ImageFolder tree ROOT/<class>/<image>")
+    files, empty = [], []
+    for c in classes:
+        imgs = sorted(p for p in c.rglob("*") if p.suffix.lower() in IMG_EXTENSIONS)
+        (files.extend(imgs) if imgs else empty.append(c.name))
+    if empty:
+        raise SystemExit(f"{root}: class folder(s) without images: {empty[:5]}{'...' if len(empty) > 5 else ''}; "
+                         "remove them or add images")
+    return files
+
+
+class PretrainImages(Dataset):
+    """Unlabelled images; returns (image tensor, 1 if a corrupt file was replaced else 0).
+
+    A file that cannot be decoded is replaced by the next readable one (deterministically) and
+    counted, so the batch size and the DDP step count stay the same on every process.
+    """
+
+    def __init__(self, root: str | Path, img_size: int, seed: int = 0):
+        self.files = find_images(root)
+        self.transform = pretrain_transform(img_size)
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int):
+        for offset in range(min(16, len(self.files))):
+            path = self.files[(index + offset) % len(self.files)]
+            try:
+                with Image.open(path) as im:
+                    img = im.convert("RGB")
+            except (OSError, ValueError, Image.DecompressionBombError):
+                continue
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index)
+                return self.transform(img), int(offset > 0)
+        raise RuntimeError(f"16 consecutive unreadable images from {self.files[index]}; is the data folder corrupt?")
+
+
+class ResumableSampler(Sampler[int]):
+    """Shuffled, rank-sharded indices (like DistributedSampler, drop-last) that can start mid-epoch.
+
+    ``set_epoch(epoch, start)`` reseeds the permutation with (seed, epoch) and skips this rank's
+    first ``start`` indices.
+    """
+
+    def __init__(self, n: int, rank: int = 0, world_size: int = 1, seed: int = 0):
+        self.n, self.rank, self.world_size, self.seed = n, rank, world_size, seed
+        self.per_rank = n // world_size
+        if self.per_rank == 0:
+            raise SystemExit(f"{n} images cannot be split over {world_size} processes")
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 7919 + self.epoch)
+        perm = torch.randperm(self.n, generator=g)[: self.per_rank * self.world_size]
+        mine = perm[self.rank :: self.world_size]
+        return iter(mine[self.start :].tolist())
+
+    def __len__(self) -> int:
+        return self.per_rank - self.start
+
+
+def iters_per_epoch(n_images: int, world_size: int, batch_size: int, accum: int) -> int:
+    """Micro-batches per epoch per process, a multiple of ``accum`` (drop-last)."""
+    it = (n_images // world_size) // batch_size
+    it -= it % accum
+    if it == 0:
+        raise SystemExit(f"{n_images} images give no full step of batch {batch_size} x accum {accum} x "
+                         f"{world_size} processes; lower --batch-size or --accum-iter")
+    return it
+
+
+def steps_per_epoch(n_images: int, world_size: int, batch_size: int, accum: int) -> int:
+    return iters_per_epoch(n_images, world_size, batch_size, accum) // accum
+

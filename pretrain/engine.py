@@ -1,0 +1,265 @@
+"""The pretraining loop: one loop for every method, resumable at any optimiser step.
+
+Run folder contents: ``config.yaml``/``config.json`` (resolved config), ``log.jsonl`` and ``tb/``
+(metrics), ``checkpoint.pth`` (resume: model, optimiser, scaler, progress, RNG; atomic),
+``encoder.pth`` (self-describing encoder weights for the converters) and ``metrics.json``.
+
+A resumed run continues at the exact optimiser step of its last checkpoint: the sampler order and
+each image's crop depend only on (seed, epoch, index), and the RNG states are restored, so
+killing and resuming gives the parameters of an uninterrupted run (no skipped or repeated epoch).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from droppos.models.vit import build_vit
+from droppos.utils import dist as du
+from droppos.utils.checkpoint import atomic_save, safe_load, save_encoder
+from droppos.utils.config import write_config
+from droppos.utils.logging import RunLogger, progress
+from droppos.utils.metrics import backbone_record, write_metrics
+from droppos.utils.optim import clip_gradients, cosine_lr, param_groups_weight_decay, set_lr
+
+from .build import build_method
+from .config import PretrainConfig
+from .data import PretrainImages, ResumableSampler, iters_per_epoch
+from .smoothing import decayed_sigma
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]),
+             "python_pos": random.getstate()[2], "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
+             "numpy_pos": int(np.random.get_state()[2])}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate((3, tuple(state["python"]), state["python_pos"]))
+    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"], 0, 0.0))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+class PretrainRun:
+    """Builds everything from a ``PretrainConfig`` and trains. ``resume`` continues ``cfg.output``."""
+
+    def __init__(self, cfg: PretrainConfig, resume: bool = False, overwrite: bool = False):
+        cfg.validate()
+        self.cfg = cfg
+        self.info = du.init_distributed()
+        self.device = du.get_device(self.info, cfg.device)
+        self.run_dir = Path(cfg.output)
+        self.ckpt_path = self.run_dir / "checkpoint.pth"
+        self._check_run_dir(resume, overwrite)
+
+        torch.manual_seed(cfg.seed + self.info.rank)
+        random.seed(cfg.seed + self.info.rank)
+        np.random.seed(cfg.seed + self.info.rank)
+
+        self.dataset = PretrainImages(cfg.data, cfg.img_size, seed=cfg.seed)
+        self.sampler = ResumableSampler(len(self.dataset), self.info.rank, self.info.world_size, seed=cfg.seed)
+        self.iters = iters_per_epoch(len(self.dataset), self.info.world_size, cfg.batch_size, cfg.accum_iter)
+        self.steps = self.iters // cfg.accum_iter
+        self.total_steps = self.steps * cfg.epochs
+        self.warmup_steps = cfg.warmup_epochs * self.steps
+        eff_batch = cfg.batch_size * cfg.accum_iter * self.info.world_size
+        self.lr = cfg.lr if cfg.lr is not None else cfg.blr * eff_batch / 256
+
+        self.encoder = build_vit(cfg.model, patch_size=cfg.patch_size, img_size=cfg.img_size)
+        self.method = build_method(cfg, self.encoder).to(self.device)
+        self.params = [p for p in self.method.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(
+            param_groups_weight_decay(self.method, cfg.weight_decay), lr=self.lr, betas=(0.9, 0.95))
+        self.amp_dtype = _amp_dtype(cfg.precision, self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        self.model = self.method
+        if self.info.distributed:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.model = torch.nn.parallel.DistributedDataParallel(self.method, device_ids=ids)
+        if cfg.compile:
+            self.model = torch.compile(self.model)
+        self.epoch, self.iter_in_epoch, self.step = 0, 0, 0
+        if resume and self.ckpt_path.is_file():
+            self._load_checkpoint()
+        self.logger = RunLogger(self.run_dir, enabled=self.info.is_main)
+        if self.info.is_main:
+            write_config(cfg, self.run_dir)
+
+    # ------------------------------------------------------------------ run folder
+    def _check_run_dir(self, resume: bool, overwrite: bool) -> None:
+        has_run = (self.run_dir / "metrics.json").is_file() or self.ckpt_path.is_file()
+        if has_run and not (resume or overwrite):
+            raise SystemExit(f"{self.run_dir} already holds a run; pass --resume to continue it "
+                             "or --overwrite to start over")
+        if overwrite and self.info.is_main:
+            for name in ("checkpoint.pth", "encoder.pth", "metrics.json", "log.jsonl"):
+                (self.run_dir / name).unlink(missing_ok=True)
+        du.barrier()
+
+    def meta(self) -> dict:
+        return {"method": self.cfg.method, "arch": self.encoder.arch_args(), "epochs": self.cfg.epochs,
+                "epochs_done": self.epoch, "config": dataclasses.asdict(self.cfg)}
+
+    # ------------------------------------------------------------------ checkpoints
+    def _save_checkpoint(self) -> None:
+        if not self.info.is_main:
+            return
+        atomic_save({
+            "meta": self.meta(),
+            "model": self.method.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "progress": {"epoch": self.epoch, "iter_in_epoch": self.iter_in_epoch, "step": self.step},
+            "rng": _rng_state(),
+        }, self.ckpt_path)
+
+    def _load_checkpoint(self) -> None:
+        ck = safe_load(self.ckpt_path)
+        meta = ck.get("meta", {})
+        if meta.get("method") != self.cfg.method or meta.get("arch") != self.encoder.arch_args():
+            raise SystemExit(
+                f"{self.ckpt_path}: checkpoint is {meta.get('method')} {meta.get('arch')}, the config asks for "
+                f"{self.cfg.method} {self.encoder.arch_args()}; resume with the run's own options or use --overwrite")
+        self.method.load_state_dict(ck["model"])
+        self.optimizer.load_state_dict(ck["optimizer"])
+        self.scaler.load_state_dict(ck["scaler"])
+        p = ck["progress"]
+        self.epoch, self.iter_in_epoch, self.step = p["epoch"], p["iter_in_epoch"], p["step"]
+        _set_rng_state(ck["rng"])
+        if self.info.is_main:
+            print(f"resumed {self.ckpt_path} at epoch {self.epoch}, iteration {self.iter_in_epoch}, step {self.step}")
+
+    # ------------------------------------------------------------------ training
+    def _loader(self) -> DataLoader:
+        self.dataset.set_epoch(self.epoch)
+        self.sampler.set_epoch(self.epoch, start=self.iter_in_epoch * self.cfg.batch_size)
+        workers = self.cfg.workers
+        return DataLoader(self.dataset, batch_size=self.cfg.batch_size, sampler=self.sampler, drop_last=True,
+                          num_workers=workers, pin_memory=self.device.type == "cuda",
+                          persistent_workers=False, generator=torch.Generator().manual_seed(self.epoch))
+
+    def _sync_context(self, last_micro: bool):
+        if self.info.distributed and not last_micro:
+            return self.model.no_sync()
+        return contextlib.nullcontext()
+
+    def train(self) -> dict:
+        cfg = self.cfg
+        n_proc = self.info.world_size
+        done = self.epoch * self.iters + self.iter_in_epoch
+        bar = progress(cfg.epochs * self.iters, initial=done, enabled=self.info.is_main, desc=cfg.method)
+        sums: dict[str, torch.Tensor] = {}
+        count, skipped = 0, torch.zeros((), dtype=torch.long)
+        t_log, n_img = time.perf_counter(), 0
+        epoch_stats: dict[str, float] = {}
+        steps_this_process = 0
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        while self.epoch < cfg.epochs:
+            if cfg.method == "droppos":
+                self.method.set_sigma(decayed_sigma(cfg.sigma, self.epoch, cfg.epochs, cfg.sigma_decay))
+            epoch_sums: dict[str, torch.Tensor] = {}
+            epoch_count = 0
+            for imgs, bad in self._loader():
+                if self.iter_in_epoch >= self.iters:
+                    break
+                last_micro = (self.iter_in_epoch + 1) % cfg.accum_iter == 0
+                if self.iter_in_epoch % cfg.accum_iter == 0:
+                    set_lr(self.optimizer, cosine_lr(self.step, self.total_steps, self.warmup_steps, self.lr, cfg.min_lr))
+                imgs = imgs.to(self.device, non_blocking=True)
+                with self._sync_context(last_micro):
+                    with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                                        enabled=self.amp_dtype is not None):
+                        out = self.model(imgs)
+                    self.scaler.scale(out["loss"] / cfg.accum_iter).backward()
+                if last_micro:
+                    if cfg.clip_grad > 0:
+                        self.scaler.unscale_(self.optimizer)
+                        clip_gradients(self.params, cfg.clip_grad, cfg.clip_mode)
+                    self.scaler.step(self.optimizer)
+                    self.scaler.update()
+                    self.optimizer.zero_grad(set_to_none=True)
+                    self.step += 1
+                    steps_this_process += 1
+                for k, v in out.items():
+                    v = v.detach().float()
+                    sums[k] = sums.get(k, 0) + v
+                    epoch_sums[k] = epoch_sums.get(k, 0) + v
+                count += 1
+                epoch_count += 1
+                skipped += bad.sum()
+                n_img += imgs.shape[0] * n_proc
+                self.iter_in_epoch += 1
+                bar.update(1)
+
+                if self.iter_in_epoch % cfg.log_every == 0 or self.iter_in_epoch == self.iters:
+                    stats = self._reduce(sums, count)
+                    dt = time.perf_counter() - t_log
+                    stats.update(lr=self.optimizer.param_groups[0]["lr"], img_per_s=n_img / max(dt, 1e-9),
+                                 epoch=self.epoch + self.iter_in_epoch / self.iters)
+                    if self.info.is_main:
+                        bar.set_postfix({k: f"{v:.4g}" for k, v in stats.items() if k in ("loss", "pos_acc", "img_per_s")})
+                        self.logger.log(self.step, **stats)
+                    sums, count, t_log, n_img = {}, 0, time.perf_counter(), 0
+                if last_micro and cfg.save_every_iters and self.step % cfg.save_every_iters == 0:
+                    self._save_checkpoint()
+                if last_micro and cfg.stop_after and steps_this_process >= cfg.stop_after:
+                    bar.close()
+                    return {"stopped_at_step": self.step}
+            epoch_stats = self._reduce(epoch_sums, epoch_count)
+            n_skip = int(du.all_reduce_mean(skipped.float()).item() * n_proc)
+            self.epoch += 1
+            self.iter_in_epoch = 0
+            if self.info.is_main:
+                self.logger.log(self.step, **{f"epoch_{k}": v for k, v in epoch_stats.items()}, epoch=self.epoch,
+                                corrupt_images_replaced=n_skip)
+                if n_skip:
+                    print(f"epoch {self.epoch}: {n_skip} unreadable image(s) replaced by their neighbours")
+                if cfg.keep_every_epochs and self.epoch % cfg.keep_every_epochs == 0 and self.epoch < cfg.epochs:
+                    save_encoder(self.run_dir / f"encoder_ep{self.epoch:04d}.pth", self.encoder.state_dict(), self.meta())
+            self._save_checkpoint()
+        bar.close()
+        return self._finish(epoch_stats)
+
+    def _reduce(self, sums: dict, count: int) -> dict[str, float]:
+        """Mean over iterations and processes; the one host sync of a log interval."""
+        if not sums:
+            return {}
+        keys = sorted(sums)
+        vec = du.all_reduce_mean(torch.stack([sums[k] for k in keys]) / max(count, 1)).tolist()
+        stats = dict(zip(keys, vec))
+        if not all(np.isfinite(v) for v in vec):
+            raise SystemExit(f"non-finite loss at epoch {self.epoch}, step {self.step}: {stats}; "
+                             "lower --blr or set --clip-grad")
+        return stats
+
+    def _finish(self, last_epoch: dict) -> dict:
+        if self.info.is_main:
+            save_encoder(self.run_dir / "encoder.pth", self.encoder.state_dict(), self.meta())
+            bb = backbone_record(self.cfg.method, self.encoder.arch_args(), self.cfg.epochs, source=str(self.run_dir / "encoder.pth"))
+            write_metrics(self.run_dir, task="pretrain", protocol=self.cfg.method, backbone=bb,
+                          dataset=Path(self.cfg.data).name, metrics=last_epoch, seed=self.cfg.seed,
+                          epochs=self.cfg.epochs, steps=self.step, config=dataclasses.asdict(self.cfg))
+            self.logger.close()
+            print(json.dumps({"final_epoch": last_epoch, "encoder": str(self.run_dir / "encoder.pth")}))
+        du.barrier()
+        return last_epoch
