@@ -1,0 +1,146 @@
+"""The pretraining engine end to end: resume equivalence, DDP on 2 CPU processes, CLI, bad input."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from droppos.cli import main as cli
+from droppos.pretrain.config import PretrainConfig
+from droppos.pretrain.engine import PretrainRun
+
+
+def make_imagefolder(root: Path, classes=2, per_class=8, size=16, seed=0) -> Path:
+    rng = np.random.default_rng(seed)
+    for c in range(classes):
+        d = root / "train" / f"class{c}"
+        d.mkdir(parents=True)
+        for i in range(per_class):
+            arr = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
+            Image.fromarray(arr).save(d / f"{i}.png")
+    return root
+
+
+def tiny_cfg(data, out, **kw) -> PretrainConfig:
+    base = dict(data=str(data), output=str(out), model="tiny", patch_size=4, img_size=16, epochs=2, warmup_epochs=1,
+                batch_size=4, blr=1e-3, decoder_dim=32, decoder_heads=2, workers=0, log_every=2)
+    base.update(kw)
+    return PretrainConfig(**base)
+
+
+@pytest.fixture
+def data(tmp_path):
+    return make_imagefolder(tmp_path / "data")
+
+
+@pytest.mark.parametrize("method", ["droppos", "mae"])
+def test_resume_after_kill_equals_uninterrupted(tmp_path, data, method):
+    full = PretrainRun(tiny_cfg(data, tmp_path / "a", method=method))
+    full.train()
+    killed = PretrainRun(tiny_cfg(data, tmp_path / "b", method=method, save_every_iters=1, stop_after=5))
+    assert killed.train() == {"stopped_at_step": 5}
+    assert not (tmp_path / "b" / "encoder.pth").exists()
+    resumed = PretrainRun(tiny_cfg(data, tmp_path / "b", method=method), resume=True)
+    assert (resumed.epoch, resumed.iter_in_epoch, resumed.step) == (1, 1, 5)
+    resumed.train()
+    a = torch.load(tmp_path / "a" / "encoder.pth", weights_only=True)
+    b = torch.load(tmp_path / "b" / "encoder.pth", weights_only=True)
+    assert a["meta"]["epochs_done"] == b["meta"]["epochs_done"] == 2
+    for k, v in a["state_dict"].items():
+        assert torch.equal(v, b["state_dict"][k]), k
+    steps = [json.loads(ln)["step"] for ln in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
+    assert max(steps) == 8
+
+
+def test_outputs_are_self_describing(tmp_path, data):
+    PretrainRun(tiny_cfg(data, tmp_path / "r", epochs=1, warmup_epochs=0)).train()
+    enc = torch.load(tmp_path / "r" / "encoder.pth", weights_only=True)
+    assert enc["format"] == "droppos-bench/encoder/v1"
+    assert enc["meta"]["method"] == "droppos" and enc["meta"]["arch"]["embed_dim"] == 192
+    assert enc["meta"]["arch"]["patch_size"] == 4 and enc["meta"]["config"]["img_size"] == 16
+    assert "pos_decoder.pred.weight" not in enc["state_dict"] and "blocks.11.mlp.fc2.weight" in enc["state_dict"]
+    ck = torch.load(tmp_path / "r" / "checkpoint.pth", weights_only=True)
+    assert {"meta", "model", "optimizer", "scaler", "progress", "rng"} <= set(ck)
+    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert metrics["task"] == "pretrain" and 0.0 <= metrics["metrics"]["pos_acc"] <= 1.0
+    assert (tmp_path / "r" / "config.yaml").is_file() and any((tmp_path / "r" / "tb").iterdir())
+
+
+def test_learning_rate_schedule_and_groups(tmp_path, data):
+    run = PretrainRun(tiny_cfg(data, tmp_path / "r", batch_size=8, accum_iter=2, blr=2.56e-2))
+    assert run.lr == pytest.approx(2.56e-2 * 16 / 256)  # blr * effective batch / 256
+    assert run.steps == 1 and run.total_steps == 2
+    no_decay = run.optimizer.param_groups[0]
+    assert no_decay["weight_decay"] == 0.0
+    names = {id(p): n for n, p in run.method.named_parameters()}
+    assert {"encoder.cls_token", "mask_pos_token", "encoder.norm.bias"} <= {names[id(p)] for p in no_decay["params"]}
+    assert "encoder.pos_embed" not in names.values() or not run.method.encoder.pos_embed.requires_grad
+
+
+def test_corrupt_images_are_replaced_and_counted(tmp_path, data):
+    (data / "train" / "class0" / "0.png").write_bytes(b"not a png")
+    PretrainRun(tiny_cfg(data, tmp_path / "r", epochs=1, warmup_epochs=0)).train()
+    lines = [json.loads(ln) for ln in (tmp_path / "r" / "log.jsonl").read_text().splitlines()]
+    assert lines[-1]["corrupt_images_replaced"] == 1
+
+
+def test_cli_end_to_end_and_refusals(tmp_path, data, capsys):
+    out = tmp_path / "run"
+    argv = ["pretrain", "--data", str(data), "--output", str(out), "--model", "tiny", "--patch-size", "4",
+            "--img-size", "16", "--epochs", "1", "--warmup-epochs", "0", "--batch-size", "4", "--workers", "0",
+            "--decoder-dim", "32", "--decoder-heads", "2", "--attn-guide", "false"]
+    assert cli(argv) == 0
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["attn_guide"] is False and saved["epochs"] == 1
+    with pytest.raises(SystemExit, match="already holds a run; pass --resume"):
+        cli(argv)
+    assert cli(["pretrain", "--output", str(out), "--resume"]) == 0
+    assert "already finished" in capsys.readouterr().out
+    assert cli(argv + ["--overwrite"]) == 0
+
+
+@pytest.mark.parametrize("kw, msg", [
+    (dict(img_size=18), "not divisible by --patch-size"),
+    (dict(mask_ratio=1.0), "mask-ratio must be in"),
+    (dict(pos_mask_ratio=0.0), "pos-mask-ratio must be in"),
+])
+def test_bad_config(tmp_path, data, kw, msg):
+    with pytest.raises(SystemExit, match=msg):
+        PretrainRun(tiny_cfg(data, tmp_path / "r", **kw))
+
+
+def test_bad_data(tmp_path):
+    with pytest.raises(SystemExit, match="data folder not found"):
+        PretrainRun(tiny_cfg(tmp_path / "missing", tmp_path / "r"))
+    make_imagefolder(tmp_path / "d2")
+    (tmp_path / "d2" / "train" / "empty").mkdir()
+    with pytest.raises(SystemExit, match="without images"):
+        PretrainRun(tiny_cfg(tmp_path / "d2", tmp_path / "r"))
+
+
+def test_resume_with_other_architecture_is_refused(tmp_path, data):
+    PretrainRun(tiny_cfg(data, tmp_path / "r", save_every_iters=1, stop_after=1)).train()
+    with pytest.raises(SystemExit, match="checkpoint is droppos"):
+        PretrainRun(tiny_cfg(data, tmp_path / "r", model="small"), resume=True)
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes(tmp_path, data):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
+           "-m", "droppos.cli", "pretrain", "--data", str(data), "--output", str(out), "--model", "tiny",
+           "--patch-size", "4", "--img-size", "16", "--epochs", "2", "--warmup-epochs", "1", "--batch-size", "4",
+           "--workers", "0", "--decoder-dim", "32", "--decoder-heads", "2", "--log-every", "1"]
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps"] == 4  # 16 images / 2 processes / batch 4 = 2 steps per epoch
+    enc = torch.load(out / "encoder.pth", weights_only=True)
+    assert enc["meta"]["epochs_done"] == 2
