@@ -1,0 +1,270 @@
+"""Classification transfer (transfer/classification): tiny end-to-end runs of each protocol, resume,
+the pieces they share, and bad inputs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from droppos.cli import main
+from droppos.models.vit import VisionTransformer
+from droppos.utils.checkpoint import save_encoder
+
+COLOURS = [(200, 30, 30), (30, 200, 30), (30, 30, 200)]
+
+
+def make_imagefolder(root, n_train=8, n_val=4, size=16, classes=3, seed=0):
+    """Colour-coded classes with noise: learnable in a few steps."""
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", n_train), ("val", n_val)):
+        for c in range(classes):
+            d = root / split / f"class{c}"
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                a = np.clip(np.array(COLOURS[c % 3])[None, None] + rng.normal(0, 40, (size, size, 3)), 0, 255)
+                Image.fromarray(a.astype(np.uint8)).save(d / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_imagefolder(tmp_path_factory.mktemp("imgs"))
+
+
+@pytest.fixture(scope="module")
+def encoder_file(tmp_path_factory):
+    torch.manual_seed(0)
+    enc = VisionTransformer(img_size=16, patch_size=4, embed_dim=64, depth=2, num_heads=2)
+    path = tmp_path_factory.mktemp("enc") / "encoder.pth"
+    save_encoder(path, enc.state_dict(), {"method": "droppos", "arch": enc.arch_args(), "epochs": 1, "epochs_done": 1})
+    return path
+
+
+def classify(protocol, encoder_file, data, out, *extra):
+    argv = ["classify", protocol, "--backbone", str(encoder_file), "--data", str(data), "--output", str(out),
+            "--workers", "0", "--batch-size", "8", *extra]
+    return main(argv)
+
+
+@pytest.mark.slow
+def test_finetune_end_to_end(tmp_path, data, encoder_file):
+    from droppos.transfer.classification.classifier import load_classifier
+    from droppos.utils.metrics import read_metrics
+
+    out = tmp_path / "ft"
+    assert classify("finetune", encoder_file, data, out, "--epochs", "2", "--warmup-epochs", "1") == 0
+    m = read_metrics(out / "metrics.json")
+    assert m["task"] == "classification" and m["protocol"] == "finetune" and m["dataset"] == data.name
+    assert m["backbone"]["id"] == "droppos-vit_d64x2_p4-e1" and m["epochs"] == 2
+    assert set(m["metrics"]) == {"top1", "top5", "top1_best"} and 0 <= m["metrics"]["top1"] <= 100
+    assert m["metrics"]["top5"] == 100.0  # 3 classes: the true one is always among the top 3
+    assert len(m["history"]) == 2 and m["config"]["layer_decay"] == 0.75
+    epochs = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if '"epoch"' in line]
+    assert [e["epoch"] for e in epochs] == [1, 2] and all("val_top1" in e for e in epochs)
+    assert (out / "config.yaml").is_file() and any((out / "tb").iterdir())
+    ck = torch.load(out / "checkpoint.pth", weights_only=True)
+    assert ck["epoch"] == 2 and ck["meta"]["num_classes"] == 3
+    model, meta = load_classifier(out / "classifier.pth")
+    assert meta["global_pool"] == "avg" and meta["classes"] == ["class0", "class1", "class2"]
+    assert model.head.out_features == 3 and model(torch.randn(2, 3, 16, 16)).shape == (2, 3)
+
+
+@pytest.mark.slow
+def test_finetune_resume_continues_after_last_epoch(tmp_path, data, encoder_file):
+    out = tmp_path / "ft"
+    assert classify("finetune", encoder_file, data, out, "--epochs", "1", "--warmup-epochs", "0") == 0
+    (out / "metrics.json").unlink()  # as if killed after the epoch-1 checkpoint
+    assert classify("finetune", encoder_file, data, out, "--epochs", "1") == 2  # refuses to clobber a run
+    assert main(["classify", "finetune", "--output", str(out), "--resume", "--epochs", "2"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert [h["epoch"] for h in m["history"]] == [1, 2] and m["config"]["data"] == str(data)
+
+
+@pytest.mark.slow
+def test_linear_probe_cached_features(tmp_path, data, encoder_file):
+    out = tmp_path / "lin"
+    assert classify("linear", encoder_file, data, out, "--epochs", "2", "--warmup-epochs", "1", "--lr", "0.5") == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["protocol"] == "linear" and m["cache_features"] is True and len(m["history"]) == 2
+    feats = torch.load(out / "features.pth", weights_only=True)
+    assert feats["train_x"].shape == (24, 64) and feats["val_x"].shape == (12, 64)
+    assert torch.equal(feats["train_y"], torch.arange(3).repeat_interleave(8))
+    head = torch.load(out / "checkpoint.pth", weights_only=True)["model"]
+    assert set(head) == {"0.running_mean", "0.running_var", "0.num_batches_tracked", "1.weight", "1.bias"}
+
+
+@pytest.mark.slow
+def test_linear_resume_from_middle_matches(tmp_path, data, encoder_file, monkeypatch):
+    """Cached features have no augmentation: killed after epoch 2 and resumed == uninterrupted."""
+    args = ["--warmup-epochs", "1", "--lr", "0.5"]
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    assert classify("linear", encoder_file, data, full, "--epochs", "3", *args) == 0
+    # an interrupted run: train 3 epochs' schedule but stop after 2 (checkpoint of epoch 2 is kept)
+    from droppos.transfer.classification.config import LinearConfig
+    from droppos.transfer.classification.main import run_protocol
+
+    cfg = LinearConfig(backbone=str(encoder_file), data=str(data), output=str(cut), workers=0, batch_size=8,
+                       epochs=3, warmup_epochs=1, lr=0.5)
+    import droppos.transfer.classification.linear as linear
+
+    calls = {"n": 0}
+    real = linear.train_one_epoch
+
+    def stop_after_two(*a, **k):
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        calls["n"] += 1
+        return real(*a, **k)
+
+    monkeypatch.setattr(linear, "train_one_epoch", stop_after_two)  # a kill during epoch 3
+    with pytest.raises(KeyboardInterrupt):
+        run_protocol(cfg, "linear")
+    monkeypatch.undo()
+    assert torch.load(cut / "checkpoint.pth", weights_only=True)["epoch"] == 2
+    assert main(["classify", "linear", "--output", str(cut), "--resume"]) == 0
+    a = torch.load(full / "checkpoint.pth", weights_only=True)["model"]
+    b = torch.load(cut / "checkpoint.pth", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    ma, mb = (json.loads((d / "metrics.json").read_text())["metrics"] for d in (full, cut))
+    assert ma == mb
+
+
+@pytest.mark.slow
+def test_linear_uncached_and_knn(tmp_path, data, encoder_file):
+    assert classify("linear", encoder_file, data, tmp_path / "lin", "--epochs", "1", "--warmup-epochs", "0",
+                    "--cache-features", "false", "--optimizer", "sgd", "--lr", "0.1") == 0
+    assert not (tmp_path / "lin" / "features.pth").exists()
+    assert classify("knn", encoder_file, data, tmp_path / "knn", "--k", "5") == 0
+    m = json.loads((tmp_path / "knn" / "metrics.json").read_text())
+    assert m["protocol"] == "knn" and m["k"] == 5 and m["temperature"] == 0.07
+    assert m["metrics"]["top1"] > 60  # colour-coded classes are near-separable even for a random ViT
+
+
+def test_knn_classify_on_known_neighbours():
+    from droppos.transfer.classification.knn import knn_classify
+
+    train_x = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
+    train_y = torch.tensor([0, 0, 1, 1])
+    test_x = torch.tensor([[1.0, 0.05], [0.05, 1.0], [0.2, 1.0]])
+    m = knn_classify(train_x, train_y, test_x, torch.tensor([0, 1, 0]), num_classes=2, k=2, temperature=0.07)
+    assert m["top1"] == pytest.approx(200 / 3) and m["top5"] == 100.0
+    m = knn_classify(train_x * 5, train_y, test_x, torch.tensor([0, 1, 1]), num_classes=2, k=4)  # scale-free
+    assert m["top1"] == 100.0
+
+
+def test_extract_features_order_and_pools(data, encoder_file):
+    from torch.utils.data import DataLoader
+
+    from droppos.tools.convert.sources import load_backbone
+    from droppos.transfer.classification.data import build_transform, check_imagefolder, image_folder
+    from droppos.transfer.classification.features import extract_features
+
+    enc = load_backbone(encoder_file).encoder().eval()
+    ds = image_folder(data, "val", build_transform("eval", 16), check_imagefolder(data))
+    loader = DataLoader(ds, batch_size=5)
+    cls, y = extract_features(enc, loader, "cpu")
+    tokens, _ = extract_features(enc, loader, "cpu", pool="all")
+    avg, _ = extract_features(enc, loader, "cpu", pool="avg")
+    assert cls.shape == (12, 64) and tokens.shape == (12, 17, 64) and torch.equal(y, torch.arange(3).repeat_interleave(4))
+    with torch.no_grad():
+        ref = enc.forward_features(torch.stack([ds[i][0] for i in range(12)]))
+    torch.testing.assert_close(cls, ref[:, 0])
+    torch.testing.assert_close(avg, ref[:, 1:].mean(1))
+    assert not enc.training
+
+
+def test_classifier_holds_the_backbone_weights(encoder_file):
+    from droppos.tools.convert.sources import load_backbone
+    from droppos.transfer.classification.finetune import build_classifier
+
+    bb = load_backbone(encoder_file)
+    model = build_classifier(bb, 16, 5, "avg")
+    for k, v in bb.state_dict.items():
+        if not k.startswith("norm."):
+            assert torch.equal(model.state_dict()[k], v), k
+    assert model.head.weight.abs().max() < 1e-3 and model.pos_embed.requires_grad
+    big = build_classifier(bb, 32, 5, "token", train_pos_embed=False)
+    assert big.pos_embed.shape == (1, 65, 64) and not big.pos_embed.requires_grad
+    assert torch.equal(big.norm.weight, bb.state_dict["norm.weight"])
+
+
+def test_bad_inputs_are_one_line_errors(tmp_path, data, encoder_file, capsys):
+    empty_val = make_imagefolder(tmp_path / "ev", n_val=1)
+    for f in (empty_val / "val").rglob("*.png"):
+        f.unlink()
+    other = make_imagefolder(tmp_path / "other")
+    (other / "val" / "class2").rename(other / "val" / "classX")
+    timm_sd = dict(torch.load(encoder_file, weights_only=True)["state_dict"])
+    timm_sd["head.weight"], timm_sd["head.bias"] = torch.zeros(7, 64), torch.zeros(7)
+    torch.save(timm_sd, tmp_path / "supervised.pth")
+    cases = [
+        (["finetune", "--backbone", str(encoder_file), "--data", str(data), "--img-size", "18"],
+         "image size 18x18 is not divisible by the patch size 4"),
+        (["knn", "--backbone", str(encoder_file), "--data", str(empty_val)], "the val split is empty"),
+        (["knn", "--backbone", str(encoder_file), "--data", str(other)], "train/ and val/ have different classes"),
+        (["knn", "--backbone", str(encoder_file), "--data", str(tmp_path / "nowhere")], "missing train/ folder"),
+        (["knn", "--data", str(data)], "no --backbone given"),
+        (["finetune", "--backbone", str(tmp_path / "supervised.pth"), "--arch", "num_heads=2", "--data", str(data),
+          "--head-init", "source"], "its classifier head has 7 classes, the data has 3"),
+        (["finetune", "--backbone", str(encoder_file), "--data", str(data), "--batch-size", "7"],
+         "mixup/cutmix need an even --batch-size"),
+    ]
+    for i, (argv, message) in enumerate(cases):
+        assert main(["classify", *argv, "--output", str(tmp_path / f"run{i}"), "--workers", "0"]) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, err
+
+
+@pytest.mark.slow
+def test_resume_with_other_classes_is_refused(tmp_path, data, encoder_file, capsys):
+    out = tmp_path / "lin"
+    assert classify("linear", encoder_file, data, out, "--epochs", "1", "--lr", "0.5") == 0
+    (out / "metrics.json").unlink()
+    four = make_imagefolder(tmp_path / "four", classes=4)
+    assert main(["classify", "linear", "--output", str(out), "--resume", "--data", str(four)]) == 2
+    assert "its classifier has 3 classes" in capsys.readouterr().err
+
+
+def _extract_worker(rank, world, port, data, encoder_file, out):
+    import torch.distributed as dist
+
+    from droppos.tools.convert.sources import load_backbone
+    from droppos.transfer.classification.data import build_transform, check_imagefolder, eval_loader, image_folder
+    from droppos.transfer.classification.features import extract_features
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        enc = load_backbone(encoder_file).encoder().eval()
+        ds = image_folder(data, "train", build_transform("eval", 16), check_imagefolder(data))
+        feats, labels = extract_features(enc, eval_loader(ds, 5, 0, rank, world), "cpu")
+        if rank == 0:
+            torch.save({"x": feats, "y": labels}, out)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_extract_features_gathers_shards_in_dataset_order(tmp_path, data, encoder_file):
+    import socket
+
+    import torch.multiprocessing as mp
+    from torch.utils.data import DataLoader
+
+    from droppos.tools.convert.sources import load_backbone
+    from droppos.transfer.classification.data import build_transform, check_imagefolder, image_folder
+    from droppos.transfer.classification.features import extract_features
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_extract_worker, args=(2, port, data, encoder_file, tmp_path / "x.pth"), nprocs=2)
+    got = torch.load(tmp_path / "x.pth", weights_only=True)
+    enc = load_backbone(encoder_file).encoder().eval()
+    ds = image_folder(data, "train", build_transform("eval", 16), check_imagefolder(data))
+    ref, labels = extract_features(enc, DataLoader(ds, batch_size=7), "cpu")
+    assert torch.equal(got["y"], labels)
+    torch.testing.assert_close(got["x"], ref)

@@ -1,0 +1,143 @@
+"""What every classification protocol does first and last: run folder, processes, backbone, data,
+resume checkpoints and ``metrics.json``.
+
+Run folder: ``config.yaml``/``config.json`` (resolved config), ``log.jsonl`` + ``tb/`` (per-epoch
+and per-iteration scalars), ``checkpoint.pth`` (resume, atomic, ``weights_only``-loadable),
+``metrics.json`` (the results aggregator's input) and, per protocol, ``classifier.pth`` or
+``features.pth``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from droppos.utils import dist as du
+from droppos.utils.checkpoint import atomic_save, safe_load
+from droppos.utils.config import write_config
+from droppos.utils.logging import RunLogger
+from droppos.utils.metrics import write_metrics
+
+from .config import CommonConfig
+from .data import check_imagefolder, dataset_name, resolve_data
+from .loop import amp_dtype
+
+RUN_FILES = ("checkpoint.pth", "metrics.json", "log.jsonl", "classifier.pth", "features.pth")
+
+
+@dataclass
+class Setup:
+    """Everything a protocol needs, built from its config by :func:`prepare`."""
+
+    cfg: CommonConfig
+    protocol: str
+    info: du.DistInfo
+    device: torch.device
+    amp: torch.dtype | None
+    run_dir: Path
+    backbone: object  # droppos.tools.convert.sources.Backbone
+    img_size: int
+    data_root: Path
+    classes: list[str]
+    dataset: str
+    logger: RunLogger
+
+    @property
+    def ckpt_path(self) -> Path:
+        return self.run_dir / "checkpoint.pth"
+
+    @property
+    def pin(self) -> bool:
+        return self.device.type == "cuda"
+
+
+def prepare(cfg: CommonConfig, protocol: str, resume: bool = False, overwrite: bool = False) -> Setup:
+    """Check the run folder, start the processes, read the backbone, check the data, save the config."""
+    from droppos.tools.convert.arch import grid_of
+    from droppos.tools.convert.sources import load_backbone
+
+    if not cfg.backbone:
+        raise ValueError("no --backbone given: pass a checkpoint (encoder.pth, an official release, timm weights) "
+                         "or scratch:<size>_p<patch>_<img>")
+    info = du.init_distributed()
+    device = du.get_device(info, cfg.device)
+    run_dir = Path(cfg.output)
+    _check_run_dir(run_dir, info, resume, overwrite)
+    torch.manual_seed(cfg.seed + info.rank)
+    random.seed(cfg.seed + info.rank)
+    np.random.seed(cfg.seed + info.rank)
+
+    bb = load_backbone(cfg.backbone, fmt=cfg.source_format, trust_pickle=cfg.trust_pickle, arch=cfg.arch)
+    img_size = cfg.img_size or int(bb.arch["img_size"][0])
+    grid_of(bb.arch, img_size)  # a size the position embedding cannot be resampled to: error here
+    if info.is_main:
+        resolve_data(cfg.data)  # builds the embedded default on first use
+    du.barrier()
+    root = Path(cfg.data)
+    classes = check_imagefolder(root)
+    logger = RunLogger(run_dir, enabled=info.is_main)
+    if info.is_main:
+        write_config(cfg, run_dir)
+        for note in bb.notes:
+            print(f"backbone: {note}")
+    return Setup(cfg=cfg, protocol=protocol, info=info, device=device, amp=amp_dtype(cfg.precision, device),
+                 run_dir=run_dir, backbone=bb, img_size=img_size, data_root=root, classes=classes,
+                 dataset=dataset_name(root, cfg.dataset), logger=logger)
+
+
+def _check_run_dir(run_dir: Path, info: du.DistInfo, resume: bool, overwrite: bool) -> None:
+    has_run = (run_dir / "metrics.json").is_file() or (run_dir / "checkpoint.pth").is_file()
+    if has_run and not (resume or overwrite):
+        raise ValueError(f"{run_dir} already holds a run; pass --resume to continue it or --overwrite to start over")
+    if overwrite and info.is_main:
+        for name in RUN_FILES:
+            (run_dir / name).unlink(missing_ok=True)
+    du.barrier()
+
+
+def run_meta(s: Setup, **extra) -> dict:
+    """Description stored in checkpoints and classifier files (plain types only)."""
+    return {"protocol": s.protocol, "backbone": s.backbone.backbone, "arch": {**s.backbone.arch, "img_size": [s.img_size] * 2},
+            "classes": list(s.classes), "num_classes": len(s.classes), "dataset": s.dataset, **extra}
+
+
+def save_checkpoint(s: Setup, payload: dict) -> None:
+    if s.info.is_main:
+        atomic_save({"meta": run_meta(s), "rng": {"torch": torch.get_rng_state()}, **payload}, s.ckpt_path)
+
+
+def load_checkpoint(s: Setup) -> dict | None:
+    """The run's ``checkpoint.pth`` if any, checked against this run's protocol, backbone and classes."""
+    if not s.ckpt_path.is_file():
+        return None
+    ck = safe_load(s.ckpt_path)
+    meta = ck.get("meta", {})
+    if meta.get("protocol") != s.protocol:
+        raise ValueError(f"{s.ckpt_path}: a {meta.get('protocol')} checkpoint, this is a {s.protocol} run; "
+                         "use another --output or --overwrite")
+    if meta.get("num_classes") != len(s.classes):
+        raise ValueError(f"{s.ckpt_path}: its classifier has {meta.get('num_classes')} classes, {s.data_root} has "
+                         f"{len(s.classes)}; use the run's own data or --overwrite")
+    if meta.get("arch") != run_meta(s)["arch"]:
+        raise ValueError(f"{s.ckpt_path}: checkpoint architecture {meta.get('arch')} differs from this run's "
+                         f"{run_meta(s)['arch']}; resume with the run's own options or use --overwrite")
+    torch.set_rng_state(ck["rng"]["torch"])
+    return ck
+
+
+def finish(s: Setup, metrics: dict[str, float], **extra) -> Path | None:
+    """Write ``metrics.json`` (main process) and close the logger."""
+    path = None
+    if s.info.is_main:
+        path = write_metrics(s.run_dir, task="classification", protocol=s.protocol, backbone=s.backbone.backbone,
+                             dataset=s.dataset, metrics=metrics, seed=s.cfg.seed, img_size=s.img_size,
+                             num_classes=len(s.classes), config=dataclasses.asdict(s.cfg), **extra)
+        s.logger.close()
+        print(f"{s.protocol}: " + ", ".join(f"{k} {v:.2f}" for k, v in metrics.items()) + f" -> {path}")
+    du.barrier()
+    return path

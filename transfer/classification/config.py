@@ -1,0 +1,98 @@
+"""Classification configs: options shared by every protocol, then one dataclass per protocol.
+
+Defaults are the published recipes: fine-tuning as DropPos's ``scripts/finetune_base.sh`` (the MAE
+recipe: 100 epochs, blr 1e-3 with layer decay 0.75, AdamW wd 0.05, drop path 0.1, RandAugment
+``rand-m9-mstd0.5-inc1``, mixup 0.8, cutmix 1.0, label smoothing 0.1, random erasing 0.25, average
+pooling + ``fc_norm``); linear probing as MAE's ``main_linprobe.py`` (90 epochs, LARS, blr 0.1, no
+weight decay, 10 warm-up epochs, BatchNorm without affine + linear head on the [cls] token);
+k-NN as DINO (k=20, temperature 0.07, cosine similarity).
+
+Every field is a ``droppos classify <protocol> --flag``; ``--config FILE.yaml`` sets many at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from droppos.utils.config import opt
+
+PROTOCOLS = ("finetune", "linear", "knn")
+
+
+@dataclass
+class CommonConfig:
+    # backbone
+    backbone: str = opt("", "weights to start from: any `droppos convert` source (encoder.pth, checkpoint.pth, "
+                            "official DropPos/MAE, timm) or scratch:<size>_p<patch>_<img>")
+    source_format: str | None = opt(None, "force the backbone file's format (as droppos convert --from)",
+                                    choices=["encoder", "checkpoint", "droppos", "mae", "timm", "scratch"])
+    trust_pickle: bool = opt(False, "allow pickled Python objects in the backbone file (official MAE); runs its code")
+    arch: str | None = opt(None, "architecture override for files that do not store it (as droppos convert --arch)")
+    # data
+    data: str = opt("data/fmnist", "ImageFolder root with train/ and val/ (default: the embedded Fashion-MNIST, "
+                                   "built on first use)")
+    dataset: str = opt("", "dataset name for metrics.json (default: from dataset.json, else the folder name)")
+    img_size: int | None = opt(None, "input size (default: the backbone's pretraining size); a multiple of the patch")
+    crop_pct: float = opt(0.875, "evaluation: resize to img_size / crop_pct, then centre crop")
+    batch_size: int = opt(64, "images per process and step")
+    workers: int = opt(4, "data loader worker processes per process")
+    # system
+    output: str = opt("runs/classify", "run folder: config, logs, checkpoints, metrics.json")
+    device: str = opt("auto", "auto | cpu | cuda")
+    precision: str = opt("auto", "auto = bf16 autocast on GPU, fp32 on CPU", choices=["auto", "fp32", "bf16"])
+    seed: int = opt(0, "random seed (each process adds its rank)")
+
+
+@dataclass
+class FinetuneConfig(CommonConfig):
+    output: str = opt("runs/finetune", "run folder: config, logs, checkpoints, classifier.pth, metrics.json")
+    epochs: int = opt(100, "training epochs")
+    warmup_epochs: float = opt(5.0, "linear warm-up epochs (then per-iteration cosine)")
+    blr: float = opt(1e-3, "base learning rate: lr = blr * effective_batch / 256")
+    lr: float | None = opt(None, "absolute learning rate (overrides blr)")
+    min_lr: float = opt(1e-6, "final learning rate of the cosine")
+    layer_decay: float = opt(0.75, "layer-wise lr decay (timm param_groups_layer_decay)")
+    weight_decay: float = opt(0.05, "AdamW weight decay (none on norms, biases, tokens, position embedding)")
+    drop_path: float = opt(0.1, "stochastic depth rate")
+    clip_grad: float = opt(0.0, "gradient norm clipping (0 = off)")
+    smoothing: float = opt(0.1, "label smoothing")
+    mixup: float = opt(0.8, "mixup alpha (0 = off)")
+    cutmix: float = opt(1.0, "cutmix alpha (0 = off)")
+    mixup_prob: float = opt(1.0, "probability of applying mixup or cutmix to a batch")
+    mixup_switch_prob: float = opt(0.5, "probability of cutmix instead of mixup when both are on")
+    aa: str = opt("rand-m9-mstd0.5-inc1", "timm auto-augment policy ('' = off)")
+    reprob: float = opt(0.25, "random erasing probability")
+    global_pool: str = opt("avg", "'avg' (patch mean + fc_norm, MAE/DropPos) or 'token' ([cls] + norm)",
+                           choices=["avg", "token"])
+    train_pos_embed: bool = opt(True, "train the position embedding (MAE). The official DropPos fine-tuning "
+                                      "freezes it by default (its fix_pos_emb flag reads the wrong way round)")
+    head_init: str = opt("new", "'new' (MAE init) or 'source' (the backbone file's own classifier head)",
+                         choices=["new", "source"])
+    log_every: int = opt(20, "iterations between log lines")
+
+
+@dataclass
+class LinearConfig(CommonConfig):
+    output: str = opt("runs/linear", "run folder: config, logs, checkpoints, features.pth, metrics.json")
+    batch_size: int = opt(512, "images (or cached features) per process and step")
+    epochs: int = opt(90, "training epochs")
+    warmup_epochs: float = opt(10.0, "linear warm-up epochs (then per-iteration cosine)")
+    blr: float = opt(0.1, "base learning rate: lr = blr * effective_batch / 256")
+    lr: float | None = opt(None, "absolute learning rate (overrides blr)")
+    min_lr: float = opt(0.0, "final learning rate of the cosine")
+    weight_decay: float = opt(0.0, "weight decay of the linear head")
+    optimizer: str = opt("lars", "LARS (MAE) or SGD with momentum 0.9", choices=["lars", "sgd"])
+    cache_features: bool = opt(True, "extract frozen features once (evaluation transform, no augmentation) and "
+                                     "train the head on them; false = MAE's random-resized-crop + flip every epoch")
+    log_every: int = opt(20, "iterations between log lines")
+
+
+@dataclass
+class KnnConfig(CommonConfig):
+    output: str = opt("runs/knn", "run folder: config, log, metrics.json")
+    batch_size: int = opt(256, "images per process and step of feature extraction")
+    k: int = opt(20, "neighbours")
+    temperature: float = opt(0.07, "temperature of the exp(similarity / T) vote weights")
+
+
+CONFIGS = {"finetune": FinetuneConfig, "linear": LinearConfig, "knn": KnnConfig}

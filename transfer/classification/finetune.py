@@ -1,0 +1,139 @@
+"""End-to-end fine-tuning, the MAE/DropPos recipe (see :mod:`.config` for the defaults).
+
+The classifier is this project's ``VisionTransformer`` (timm's) with ``num_classes`` outputs and
+average pooling + ``fc_norm`` (``global_pool='avg'``), initialised from the backbone: the encoder
+weights load with exactly the expected keys missing (``head.*``, and ``fc_norm.*`` with average
+pooling) and unused (``norm.*`` with average pooling), anything else is an error; the head gets
+MAE's init (trunc-normal std 2e-5) unless ``head_init='source'``.
+
+Optimisation: AdamW over timm's ``param_groups_layer_decay`` groups (``lr_scale`` per block,
+no weight decay on 1-D weights, tokens and the position embedding), per-iteration cosine with
+linear warm-up, timm ``Mixup`` (soft targets with label smoothing) or label-smoothed
+cross-entropy, bf16 autocast on GPU, DDP when started with torchrun. Evaluated (top-1, top-5)
+after every epoch; resumable per epoch. Writes ``classifier.pth`` (see :mod:`.classifier`).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from droppos.models.pos_embed import resample_pos_embed
+from droppos.utils.logging import progress
+
+from .classifier import save_classifier
+from .common import Setup, finish, load_checkpoint, save_checkpoint
+from .config import FinetuneConfig
+from .data import build_transform, eval_loader, image_folder, train_loader
+from .loop import evaluate, train_one_epoch
+
+
+def build_classifier(bb, img_size: int, num_classes: int, global_pool: str = "avg", drop_path: float = 0.0,
+                     train_pos_embed: bool = True, head_init: str = "new", where: str = ""):
+    """A ``VisionTransformer`` classifier holding ``bb``'s encoder weights (checked key by key)."""
+    from timm.layers import trunc_normal_
+
+    from droppos.models.vit import VisionTransformer
+    from droppos.tools.convert.arch import grid_of
+
+    arch = {**bb.arch, "img_size": img_size}
+    model = VisionTransformer(**arch, num_classes=num_classes, global_pool=global_pool, drop_path_rate=drop_path,
+                              train_pos_embed=train_pos_embed)
+    sd = dict(bb.state_dict)
+    sd["pos_embed"] = resample_pos_embed(sd["pos_embed"], grid_of(arch), 1, grid_of(bb.arch))
+    result = model.load_state_dict(sd, strict=False)
+    avg = global_pool == "avg"
+    want_missing = {"head.weight", "head.bias"} | ({"fc_norm.weight", "fc_norm.bias"} if avg else set())
+    want_unused = {"norm.weight", "norm.bias"} if avg else set()
+    if set(result.missing_keys) != want_missing or set(result.unexpected_keys) != want_unused:
+        raise ValueError(f"{where}backbone weights do not fit the classifier: missing "
+                         f"{sorted(set(result.missing_keys) - want_missing)}, unused "
+                         f"{sorted(set(result.unexpected_keys) - want_unused)}")
+    with torch.no_grad():
+        if head_init == "source":
+            if not bb.head:
+                raise ValueError(f"{where}--head-init source: the backbone file has no classifier head")
+            k = bb.head["weight"].shape[0]
+            if k != num_classes:
+                raise ValueError(f"{where}its classifier head has {k} classes, the data has {num_classes}; "
+                                 "use --head-init new (a fresh head) or data with the head's classes")
+            model.head.weight.copy_(bb.head["weight"])
+            model.head.bias.copy_(bb.head["bias"])
+        else:
+            trunc_normal_(model.head.weight, std=2e-5)
+            nn.init.zeros_(model.head.bias)
+    return model
+
+
+def criterion_and_mixup(cfg: FinetuneConfig, num_classes: int):
+    from timm.data import Mixup
+    from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+
+    if cfg.mixup > 0 or cfg.cutmix > 0:
+        if cfg.batch_size % 2:
+            raise ValueError(f"mixup/cutmix need an even --batch-size, got {cfg.batch_size}")
+        mixup = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, prob=cfg.mixup_prob,
+                      switch_prob=cfg.mixup_switch_prob, mode="batch", label_smoothing=cfg.smoothing,
+                      num_classes=num_classes)
+        return SoftTargetCrossEntropy(), mixup
+    if cfg.smoothing > 0:
+        return LabelSmoothingCrossEntropy(smoothing=cfg.smoothing), None
+    return nn.CrossEntropyLoss(), None
+
+
+def run_finetune(s: Setup) -> dict[str, float]:
+    from timm.optim import param_groups_layer_decay
+
+    cfg: FinetuneConfig = s.cfg  # type: ignore[assignment]
+    c = len(s.classes)
+    model = build_classifier(s.backbone, s.img_size, c, cfg.global_pool, cfg.drop_path, cfg.train_pos_embed,
+                             cfg.head_init, where=f"{cfg.backbone}: ").to(s.device)
+    groups = param_groups_layer_decay(model, cfg.weight_decay, no_weight_decay_list=model.no_weight_decay(),
+                                      layer_decay=cfg.layer_decay)
+    world = s.info.world_size
+    lr = cfg.lr if cfg.lr is not None else cfg.blr * cfg.batch_size * world / 256
+    optimizer = torch.optim.AdamW(groups, lr=lr)
+    criterion, mixup = criterion_and_mixup(cfg, c)
+
+    train_ds = image_folder(s.data_root, "train", build_transform("finetune", s.img_size, aa=cfg.aa, reprob=cfg.reprob), s.classes)
+    val_ds = image_folder(s.data_root, "val", build_transform("eval", s.img_size, cfg.crop_pct), s.classes)
+    iters = len(train_ds) // (world * cfg.batch_size)
+    schedule = dict(lr=lr, min_lr=cfg.min_lr, warmup_steps=cfg.warmup_epochs * iters, total_steps=cfg.epochs * iters)
+
+    start, best, history = 0, 0.0, []
+    ck = load_checkpoint(s)
+    if ck is not None:
+        model.load_state_dict(ck["model"])
+        optimizer.load_state_dict(ck["optimizer"])
+        start, best, history = ck["epoch"], ck["best_top1"], list(ck["history"])
+        if s.info.is_main:
+            print(f"resumed {s.ckpt_path} after epoch {start}")
+    net = model
+    if s.info.distributed:
+        ids = [s.device.index] if s.device.type == "cuda" else None
+        net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    val = eval_loader(val_ds, cfg.batch_size, cfg.workers, s.info.rank, world, s.pin)
+    bar = progress(cfg.epochs * iters, initial=start * iters, enabled=s.info.is_main, desc="finetune")
+    for epoch in range(start, cfg.epochs):
+        loader = train_loader(train_ds, cfg.batch_size, cfg.workers, s.info.rank, world, cfg.seed, epoch, s.pin)
+        stats = train_one_epoch(net, loader, optimizer, criterion, s.device, epoch=epoch, iters=iters,
+                                schedule=schedule, mixup=mixup, amp=s.amp, clip_grad=cfg.clip_grad,
+                                logger=s.logger if s.info.is_main else None, log_every=cfg.log_every, bar=bar)
+        ev = evaluate(net, val, s.device, c, s.amp)
+        best = max(best, ev["top1"])
+        history.append({"epoch": epoch + 1, **stats, **ev})
+        if s.info.is_main:
+            s.logger.log((epoch + 1) * iters, epoch=epoch + 1, **stats, val_top1=ev["top1"], val_top5=ev["top5"],
+                         val_loss=ev["val_loss"], best_top1=best)
+            bar.set_postfix(top1=f"{ev['top1']:.2f}", loss=f"{stats['train_loss']:.3f}")
+        save_checkpoint(s, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
+                            "best_top1": best, "history": history})
+    bar.close()
+    if not history:
+        raise ValueError(f"--epochs {cfg.epochs}: nothing to train")
+    last = history[-1]
+    if s.info.is_main:
+        save_classifier(s.run_dir / "classifier.pth", model, s, global_pool=cfg.global_pool)
+    metrics = {"top1": last["top1"], "top5": last["top5"], "top1_best": best}
+    finish(s, metrics, epochs=cfg.epochs, history=history, lr=lr, iters_per_epoch=iters)
+    return metrics

@@ -1,0 +1,102 @@
+"""The supervised training epoch and the evaluation pass shared by fine-tuning and linear probing.
+
+``train_one_epoch`` sets the per-iteration learning rate (``droppos.utils.optim.cosine_lr``, which
+honours each group's ``lr_scale`` from layer decay), applies mixup/cutmix when given, runs the
+forward under bf16 autocast when asked, and returns the epoch's mean loss. ``evaluate`` counts
+top-1/top-5 hits over a (possibly sharded) loader and sums them over processes.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+import torch.distributed as dist
+
+from droppos.utils.optim import clip_gradients, cosine_lr, set_lr
+
+
+def amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """'auto' -> bf16 on GPU, None (fp32) elsewhere; 'bf16' / 'fp32' as named."""
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    return {"fp32": None, "bf16": torch.bfloat16}[precision]
+
+
+def _sum(t: torch.Tensor) -> torch.Tensor:
+    if dist.is_available() and dist.is_initialized():
+        t = t.clone()
+        dist.all_reduce(t)
+    return t
+
+
+def train_one_epoch(model, loader, optimizer, criterion, device: torch.device, *, epoch: int, iters: int,
+                    schedule: dict, mixup=None, amp: torch.dtype | None = None, clip_grad: float = 0.0,
+                    logger=None, log_every: int = 20, bar=None) -> dict[str, float]:
+    """One epoch of ``iters`` iterations.
+
+    Args:
+        schedule: ``{"lr", "min_lr", "warmup_steps", "total_steps"}`` of ``cosine_lr`` (in iterations).
+        mixup: a timm ``Mixup`` (targets become soft; ``criterion`` must take them), or None.
+        logger: a ``RunLogger`` (main process) for per-``log_every`` scalars.
+    Returns:
+        ``{"train_loss", "lr"}`` (loss averaged over iterations and processes).
+    """
+    model.train()
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    loss_sum, seen = torch.zeros((), device=device), 0
+    t0 = time.perf_counter()
+    for i, (images, target) in enumerate(loader):
+        if i >= iters:
+            break
+        step = epoch * iters + i
+        set_lr(optimizer, cosine_lr(step, schedule["total_steps"], schedule["warmup_steps"], schedule["lr"],
+                                    schedule["min_lr"]))
+        images, target = images.to(device, non_blocking=True), target.to(device, non_blocking=True)
+        if mixup is not None:
+            images, target = mixup(images, target)
+        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            loss = criterion(model(images), target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip_grad > 0:
+            clip_gradients(params, clip_grad)
+        optimizer.step()
+        loss_sum += loss.detach().float()
+        seen += 1
+        if bar is not None:
+            bar.update(1)
+        if logger is not None and (i + 1) % log_every == 0:
+            logger.log(step + 1, loss=loss.item(), lr=max(g["lr"] for g in optimizer.param_groups),
+                       img_per_s=(i + 1) * images.shape[0] / max(time.perf_counter() - t0, 1e-9))
+    mean = _sum(loss_sum / max(seen, 1))
+    if dist.is_available() and dist.is_initialized():
+        mean = mean / dist.get_world_size()
+    loss = float(mean.item())
+    if loss != loss or loss in (float("inf"), float("-inf")):
+        raise FloatingPointError(f"non-finite training loss at epoch {epoch}; lower --blr or set --clip-grad")
+    return {"train_loss": loss, "lr": max(g["lr"] for g in optimizer.param_groups)}
+
+
+@torch.no_grad()
+def evaluate(model, loader, device: torch.device, num_classes: int, amp: torch.dtype | None = None) -> dict[str, float]:
+    """Top-1 / top-5 accuracy (percent) and mean cross-entropy over every sample of ``loader``."""
+    model.eval()
+    k = min(5, num_classes)
+    hits = torch.zeros(3, device=device, dtype=torch.float64)  # top1, top5, loss sum
+    n = torch.zeros((), device=device, dtype=torch.float64)
+    for images, target in loader:
+        images, target = images.to(device, non_blocking=True), target.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            logits = model(images)
+        logits = logits.float()
+        top = logits.topk(k, dim=1).indices
+        correct = top.eq(target[:, None])
+        hits[0] += correct[:, 0].sum()
+        hits[1] += correct.any(dim=1).sum()
+        hits[2] += torch.nn.functional.cross_entropy(logits, target, reduction="sum")
+        n += target.shape[0]
+    hits, n = _sum(hits), _sum(n)
+    total = max(float(n.item()), 1.0)
+    return {"top1": 100.0 * hits[0].item() / total, "top5": 100.0 * hits[1].item() / total,
+            "val_loss": hits[2].item() / total, "n": int(n.item())}
