@@ -152,3 +152,33 @@ def test_not_a_checkpoint_and_scratch(tmp_path):
     with pytest.raises(InitError, match="nope.pth"):
         resolve_init(str(tmp_path / "nope.pth"))
     assert resolve_init("scratch").kind == "scratch"
+
+
+def test_converted_source_of_another_architecture_names_the_fix(tmp_path, model_and_cfg):
+    pytest.importorskip("droppos.tools.convert.targets")
+    from droppos.models.vit import VisionTransformer
+    from droppos.transfer.segmentation.config import load_config
+    from droppos.transfer.segmentation.weights import check_arch
+    from droppos.utils.checkpoint import save_encoder
+    from segmentation_helpers import TINY_MODEL
+
+    enc = VisionTransformer(img_size=64, patch_size=16, embed_dim=2 * WIDTH, depth=2 * DEPTH, num_heads=HEADS)
+    save_encoder(tmp_path / "wide.pth", enc.state_dict(), {"arch": enc.arch_args(), "method": "mae"})
+    init = resolve_init(str(tmp_path / "wide.pth"), img_size=(IMG, IMG))
+    cfg = load_config("upernet_vit_fmnist", dict(TINY_MODEL))
+    with pytest.raises(InitError, match="wrong architecture") as err:
+        check_arch(init, cfg)
+    fix = str(err.value).split("--cfg-options ", 1)[1].split()
+    assert f"model.backbone.embed_dims={2 * WIDTH}" in fix and "model.backbone.out_indices=[1,3,5,7]" in fix
+    # applying the suggested options makes the config fit, and the weights load
+    from droppos.transfer.segmentation.config import parse_cfg_options
+
+    fitted = load_config("upernet_vit_fmnist", {**TINY_MODEL, **parse_cfg_options(fix)})
+    check_arch(init, fitted)
+    from mmengine.model import revert_sync_batchnorm
+    from mmseg.registry import MODELS
+
+    model = revert_sync_batchnorm(MODELS.build(fitted.model))
+    model.init_weights()
+    load_init(model, init, dict(fitted.model.backbone))
+    assert torch.equal(model.backbone.layers[7].attn.proj.weight, enc.state_dict()["blocks.7.attn.proj.weight"])

@@ -76,7 +76,7 @@ def _run(args: argparse.Namespace) -> int:
     from .data import check_data
     from .mmcv_ops import ensure_mmcv_ops
     from .safe_load import allow_mmengine_checkpoints
-    from .weights import SCRATCH, backbone_info, load_init, resolve_init
+    from .weights import SCRATCH, backbone_info, check_arch, load_init, resolve_init
 
     ensure_mmcv_ops()
     allow_mmengine_checkpoints()
@@ -100,6 +100,7 @@ def _run(args: argparse.Namespace) -> int:
     img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
     init = resolve_init(args.init, args.fmt, args.trust_pickle, img_size=img_size,
                         final_norm=bool(bb_cfg.get("final_norm", False)), arch=args.arch)
+    check_arch(init, cfg)
     latest = _latest_checkpoint(work_dir) if args.resume else None
     if args.resume and latest is None and args.eval_only:
         raise SegmentError(f"{work_dir}: --resume --eval-only, but there is no checkpoint in it (last_checkpoint)")

@@ -55,6 +55,7 @@ class InitWeights:
     meta: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     backbone: dict = field(default_factory=dict)  # backbone_record of the source, when known
+    arch: dict = field(default_factory=dict)  # ViT arguments of the source (embed_dim, depth, ...), when known
 
 
 @dataclass
@@ -153,7 +154,8 @@ def resolve_init(src: str, fmt: str | None = None, trust_pickle: bool = False,
             side = _sidecar(path)
             meta = {**(side.get("meta") or {}), **meta}
             return InitWeights(kind=kind, source=str(path), state_dict=sd, meta=meta,
-                               notes=["file already in mmseg names: loaded as is"], backbone=side.get("backbone") or {})
+                               notes=["file already in mmseg names: loaded as is"], backbone=side.get("backbone") or {},
+                               arch=side.get("arch") or {})
         if fmt == "mmseg":
             example = next(iter(sd), "no tensors") if sd else "no tensor dict"
             raise InitError(f"{path}: not an mmseg backbone or segmentor state dict (first key: {example}); "
@@ -181,7 +183,45 @@ def _convert(src: str, fmt: str | None, trust_pickle: bool, img_size, final_norm
         raise InitError(f"{src}: the converter's mmseg output has no MAE-backbone keys (first: {next(iter(sd), None)})")
     notes = [f"converted on the fly ({backbone.meta.get('format', fmt)} format) for {img_size} px"] + report.lines()
     return InitWeights(kind="backbone", source=str(src), state_dict=sd, meta=dict(backbone.meta), notes=notes,
-                       backbone=dict(backbone.backbone))
+                       backbone=dict(backbone.backbone), arch=dict(backbone.arch))
+
+
+# --------------------------------------------------------------------------- architecture
+_ARCH_FIELDS = (("embed_dim", "embed_dims"), ("depth", "num_layers"), ("num_heads", "num_heads"),
+                ("patch_size", "patch_size"), ("mlp_ratio", "mlp_ratio"))
+
+
+def arch_overrides(arch: dict, cfg) -> list[str]:
+    """``--cfg-options`` items that make ``cfg``'s UperNet fit a ViT of ``arch`` (empty if it fits)."""
+    bb = cfg.model.backbone
+    if all(arch.get(a) is None or float(arch[a]) == float(bb.get(b, 4 if b == "mlp_ratio" else -1))
+           for a, b in _ARCH_FIELDS):
+        return []
+    d, depth = int(arch["embed_dim"]), int(arch["depth"])
+    out = []
+    for a, b in _ARCH_FIELDS:
+        if arch.get(a) is not None:
+            out.append(f"model.backbone.{b}={float(arch[a]):g}" if a == "mlp_ratio" else f"model.backbone.{b}={int(arch[a])}")
+    if depth != int(bb.num_layers):
+        quarter = [max(0, depth * k // 4 - 1) for k in (1, 2, 3, 4)]
+        out += [f"model.backbone.out_indices=[{','.join(map(str, quarter))}]",
+                f"optim_wrapper.paramwise_cfg.num_layers={depth}"]
+    n_out = len(cfg.model.decode_head.in_channels)
+    out += [f"model.neck.embed_dim={d}", f"model.decode_head.in_channels=[{','.join([str(d)] * n_out)}]",
+            f"model.auxiliary_head.in_channels={d}"]
+    return out
+
+
+def check_arch(init: InitWeights, cfg) -> None:
+    """Raise :class:`InitError` with the exact ``--cfg-options`` when the source's ViT differs from the config's."""
+    if not init.arch:
+        return
+    fix = arch_overrides(init.arch, cfg)
+    if fix:
+        have = ", ".join(f"{a}={init.arch.get(a)}" for a, _ in _ARCH_FIELDS)
+        want = ", ".join(f"{b}={cfg.model.backbone.get(b)}" for _, b in _ARCH_FIELDS)
+        raise InitError(f"{init.source}: wrong architecture for this config: the weights are a ViT with {have}, the "
+                        f"config's backbone has {want}; pick the matching config or add --cfg-options {' '.join(fix)}")
 
 
 # --------------------------------------------------------------------------- load
