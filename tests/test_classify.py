@@ -268,3 +268,18 @@ def test_extract_features_gathers_shards_in_dataset_order(tmp_path, data, encode
     ref, labels = extract_features(enc, DataLoader(ds, batch_size=7), "cpu")
     assert torch.equal(got["y"], labels)
     torch.testing.assert_close(got["x"], ref)
+
+
+def test_randaugment_runs_with_zero_bit_posterize():
+    """Magnitude 10 of PosterizeIncreasing keeps 0 bits: a black image (Pillow >= 13 would raise)."""
+    from timm.data.auto_augment import RandAugment
+
+    from droppos.transfer.classification.data import build_transform
+
+    t = build_transform("finetune", 16, aa="rand-m10-mstd0.5-inc1", reprob=0.25)
+    (ra,) = [x for x in t.transforms if isinstance(x, RandAugment)]
+    (post,) = [op for op in ra.ops if op.name == "PosterizeIncreasing"]
+    img = Image.fromarray(np.full((16, 16, 3), 200, np.uint8))
+    assert np.asarray(post.aug_fn(img, 0)).max() == 0 and np.asarray(post.aug_fn(img, 4)).max() == 192
+    for _ in range(100):
+        assert t(img).shape == (3, 16, 16)

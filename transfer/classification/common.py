@@ -25,6 +25,7 @@ from droppos.utils.metrics import write_metrics
 
 from .config import CommonConfig
 from .data import check_imagefolder, dataset_name, resolve_data
+from .errors import InputError
 from .loop import amp_dtype
 
 RUN_FILES = ("checkpoint.pth", "metrics.json", "log.jsonl", "classifier.pth", "features.pth")
@@ -62,7 +63,7 @@ def prepare(cfg: CommonConfig, protocol: str, resume: bool = False, overwrite: b
     from droppos.tools.convert.sources import load_backbone
 
     if not cfg.backbone:
-        raise ValueError("no --backbone given: pass a checkpoint (encoder.pth, an official release, timm weights) "
+        raise InputError("no --backbone given: pass a checkpoint (encoder.pth, an official release, timm weights) "
                          "or scratch:<size>_p<patch>_<img>")
     info = du.init_distributed()
     device = du.get_device(info, cfg.device)
@@ -72,9 +73,12 @@ def prepare(cfg: CommonConfig, protocol: str, resume: bool = False, overwrite: b
     random.seed(cfg.seed + info.rank)
     np.random.seed(cfg.seed + info.rank)
 
-    bb = load_backbone(cfg.backbone, fmt=cfg.source_format, trust_pickle=cfg.trust_pickle, arch=cfg.arch)
-    img_size = cfg.img_size or int(bb.arch["img_size"][0])
-    grid_of(bb.arch, img_size)  # a size the position embedding cannot be resampled to: error here
+    try:
+        bb = load_backbone(cfg.backbone, fmt=cfg.source_format, trust_pickle=cfg.trust_pickle, arch=cfg.arch)
+        img_size = cfg.img_size or int(bb.arch["img_size"][0])
+        grid_of(bb.arch, img_size)  # a size the position embedding cannot be resampled to: error here
+    except (ValueError, FileNotFoundError) as e:
+        raise InputError(str(e)) from None
     if info.is_main:
         resolve_data(cfg.data)  # builds the embedded default on first use
     du.barrier()
@@ -93,7 +97,7 @@ def prepare(cfg: CommonConfig, protocol: str, resume: bool = False, overwrite: b
 def _check_run_dir(run_dir: Path, info: du.DistInfo, resume: bool, overwrite: bool) -> None:
     has_run = (run_dir / "metrics.json").is_file() or (run_dir / "checkpoint.pth").is_file()
     if has_run and not (resume or overwrite):
-        raise ValueError(f"{run_dir} already holds a run; pass --resume to continue it or --overwrite to start over")
+        raise InputError(f"{run_dir} already holds a run; pass --resume to continue it or --overwrite to start over")
     if overwrite and info.is_main:
         for name in RUN_FILES:
             (run_dir / name).unlink(missing_ok=True)
@@ -118,13 +122,13 @@ def load_checkpoint(s: Setup) -> dict | None:
     ck = safe_load(s.ckpt_path)
     meta = ck.get("meta", {})
     if meta.get("protocol") != s.protocol:
-        raise ValueError(f"{s.ckpt_path}: a {meta.get('protocol')} checkpoint, this is a {s.protocol} run; "
+        raise InputError(f"{s.ckpt_path}: a {meta.get('protocol')} checkpoint, this is a {s.protocol} run; "
                          "use another --output or --overwrite")
     if meta.get("num_classes") != len(s.classes):
-        raise ValueError(f"{s.ckpt_path}: its classifier has {meta.get('num_classes')} classes, {s.data_root} has "
+        raise InputError(f"{s.ckpt_path}: its classifier has {meta.get('num_classes')} classes, {s.data_root} has "
                          f"{len(s.classes)}; use the run's own data or --overwrite")
     if meta.get("arch") != run_meta(s)["arch"]:
-        raise ValueError(f"{s.ckpt_path}: checkpoint architecture {meta.get('arch')} differs from this run's "
+        raise InputError(f"{s.ckpt_path}: checkpoint architecture {meta.get('arch')} differs from this run's "
                          f"{run_meta(s)['arch']}; resume with the run's own options or use --overwrite")
     torch.set_rng_state(ck["rng"]["torch"])
     return ck

@@ -25,6 +25,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from .config import CommonConfig
+from .errors import InputError
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 DEFAULT_DATA = CommonConfig.data
@@ -45,15 +46,15 @@ def scan_split(root: Path, split: str) -> list[str]:
     """Class names of ``root/split``; errors for a missing or empty split or an empty class."""
     d = root / split
     if not d.is_dir():
-        raise ValueError(f"{d}: missing {split}/ folder; expected an ImageFolder tree ROOT/{{train,val}}/<class>/<image>")
+        raise InputError(f"{d}: missing {split}/ folder; expected an ImageFolder tree ROOT/{{train,val}}/<class>/<image>")
     classes = sorted(c.name for c in d.iterdir() if c.is_dir())
     if not classes:
-        raise ValueError(f"{d}: no class folders; the {split} split is empty")
+        raise InputError(f"{d}: no class folders; the {split} split is empty")
     empty = [c for c in classes if not any(p.suffix.lower() in IMG_EXTENSIONS for p in (d / c).rglob("*"))]
     if len(empty) == len(classes):
-        raise ValueError(f"{d}: no images in any class folder; the {split} split is empty")
+        raise InputError(f"{d}: no images in any class folder; the {split} split is empty")
     if empty:
-        raise ValueError(f"{d}: class folder(s) without images: {', '.join(empty[:5])}; remove them or add images")
+        raise InputError(f"{d}: class folder(s) without images: {', '.join(empty[:5])}; remove them or add images")
     return classes
 
 
@@ -62,7 +63,7 @@ def check_imagefolder(root: Path) -> list[str]:
     train, val = scan_split(root, "train"), scan_split(root, "val")
     if train != val:
         only_t, only_v = sorted(set(train) - set(val)), sorted(set(val) - set(train))
-        raise ValueError(f"{root}: train/ and val/ have different classes (only in train: {only_t[:5]}, "
+        raise InputError(f"{root}: train/ and val/ have different classes (only in train: {only_t[:5]}, "
                          f"only in val: {only_v[:5]}); the splits must share their class folders")
     return train
 
@@ -87,8 +88,9 @@ def build_transform(kind: str, img_size: int, crop_pct: float = 0.875, aa: str =
     from timm.data import create_transform
 
     if kind == "finetune":
-        return create_transform(input_size=img_size, is_training=True, auto_augment=aa or None, interpolation="bicubic",
-                                re_prob=reprob, re_mode="pixel", re_count=1, color_jitter=None)
+        return allow_zero_bit_posterize(create_transform(
+            input_size=img_size, is_training=True, auto_augment=aa or None, interpolation="bicubic",
+            re_prob=reprob, re_mode="pixel", re_count=1, color_jitter=None))
     if kind == "linear":
         from torchvision import transforms as T
 
@@ -101,13 +103,48 @@ def build_transform(kind: str, img_size: int, crop_pct: float = 0.875, aa: str =
     raise ValueError(f"unknown transform kind {kind!r}")
 
 
+def _posterize_any_bits(img, bits_to_keep, **_):
+    """timm's posterize, with 0 bits giving a black image as Pillow < 13 did (Pillow 13 raises)."""
+    from PIL import Image, ImageOps
+
+    if bits_to_keep >= 8:
+        return img
+    if bits_to_keep <= 0:
+        return Image.new(img.mode, img.size, 0)
+    return ImageOps.posterize(img, bits_to_keep)
+
+
+def allow_zero_bit_posterize(transform):
+    """Make timm's RandAugment run on Pillow >= 13.
+
+    RandAugment ``rand-m9-mstd0.5-inc1`` samples magnitudes up to 10, where ``PosterizeIncreasing``
+    keeps 0 bits; Pillow 13 refuses ``ImageOps.posterize(img, 0)`` ("bits must be between or equal
+    to 1 and 8") where older Pillow returned a black image. This swaps in a posterize with the old
+    result, in this transform only; with a Pillow that accepts 0 bits it changes nothing.
+    """
+    from PIL import Image, ImageOps
+    from timm.data.auto_augment import RandAugment
+
+    try:
+        ImageOps.posterize(Image.new("RGB", (1, 1)), 0)
+        return transform
+    except ValueError:
+        pass
+    for t in getattr(transform, "transforms", []):
+        if isinstance(t, RandAugment):
+            for op in t.ops:
+                if op.name.startswith("Posterize"):
+                    op.aug_fn = _posterize_any_bits
+    return transform
+
+
 def image_folder(root: Path, split: str, transform, classes: list[str]):
     """torchvision ``ImageFolder`` of ``root/split`` whose class indices follow ``classes``."""
     from torchvision.datasets import ImageFolder
 
     ds = ImageFolder(str(root / split), transform=transform)
     if ds.classes != classes:
-        raise ValueError(f"{root / split}: classes changed while reading ({ds.classes[:5]}...)")
+        raise InputError(f"{root / split}: classes changed while reading ({ds.classes[:5]}...)")
     return ds
 
 
@@ -131,7 +168,7 @@ def train_loader(dataset, batch_size: int, workers: int, rank: int, world_size: 
     from torch.utils.data import DistributedSampler
 
     if len(dataset) // world_size < batch_size:
-        raise ValueError(f"{len(dataset)} training samples give no full batch of {batch_size} on {world_size} "
+        raise InputError(f"{len(dataset)} training samples give no full batch of {batch_size} on {world_size} "
                          "process(es); lower --batch-size")
     sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=True)
     sampler.set_epoch(epoch)

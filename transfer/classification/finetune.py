@@ -25,6 +25,7 @@ from .classifier import save_classifier
 from .common import Setup, finish, load_checkpoint, save_checkpoint
 from .config import FinetuneConfig
 from .data import build_transform, eval_loader, image_folder, train_loader
+from .errors import InputError
 from .loop import evaluate, train_one_epoch
 
 
@@ -46,16 +47,16 @@ def build_classifier(bb, img_size: int, num_classes: int, global_pool: str = "av
     want_missing = {"head.weight", "head.bias"} | ({"fc_norm.weight", "fc_norm.bias"} if avg else set())
     want_unused = {"norm.weight", "norm.bias"} if avg else set()
     if set(result.missing_keys) != want_missing or set(result.unexpected_keys) != want_unused:
-        raise ValueError(f"{where}backbone weights do not fit the classifier: missing "
+        raise InputError(f"{where}backbone weights do not fit the classifier: missing "
                          f"{sorted(set(result.missing_keys) - want_missing)}, unused "
                          f"{sorted(set(result.unexpected_keys) - want_unused)}")
     with torch.no_grad():
         if head_init == "source":
             if not bb.head:
-                raise ValueError(f"{where}--head-init source: the backbone file has no classifier head")
+                raise InputError(f"{where}--head-init source: the backbone file has no classifier head")
             k = bb.head["weight"].shape[0]
             if k != num_classes:
-                raise ValueError(f"{where}its classifier head has {k} classes, the data has {num_classes}; "
+                raise InputError(f"{where}its classifier head has {k} classes, the data has {num_classes}; "
                                  "use --head-init new (a fresh head) or data with the head's classes")
             model.head.weight.copy_(bb.head["weight"])
             model.head.bias.copy_(bb.head["bias"])
@@ -71,7 +72,7 @@ def criterion_and_mixup(cfg: FinetuneConfig, num_classes: int):
 
     if cfg.mixup > 0 or cfg.cutmix > 0:
         if cfg.batch_size % 2:
-            raise ValueError(f"mixup/cutmix need an even --batch-size, got {cfg.batch_size}")
+            raise InputError(f"mixup/cutmix need an even --batch-size, got {cfg.batch_size}")
         mixup = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, prob=cfg.mixup_prob,
                       switch_prob=cfg.mixup_switch_prob, mode="batch", label_smoothing=cfg.smoothing,
                       num_classes=num_classes)
@@ -130,7 +131,7 @@ def run_finetune(s: Setup) -> dict[str, float]:
                             "best_top1": best, "history": history})
     bar.close()
     if not history:
-        raise ValueError(f"--epochs {cfg.epochs}: nothing to train")
+        raise InputError(f"--epochs {cfg.epochs}: nothing to train")
     last = history[-1]
     if s.info.is_main:
         save_classifier(s.run_dir / "classifier.pth", model, s, global_pool=cfg.global_pool)

@@ -19,6 +19,7 @@ from droppos.utils.logging import progress
 from .common import Setup, finish, load_checkpoint, save_checkpoint
 from .config import LinearConfig
 from .data import build_transform, eval_loader, image_folder, train_loader
+from .errors import InputError
 from .features import extract_features
 from .loop import evaluate, train_one_epoch
 
@@ -132,7 +133,7 @@ def run_linear(s: Setup) -> dict[str, float]:
                             "best_top1": best, "history": history})
     bar.close()
     if not history:
-        raise ValueError(f"--epochs {cfg.epochs}: nothing to train")
+        raise InputError(f"--epochs {cfg.epochs}: nothing to train")
     last = history[-1]
     metrics = {"top1": last["top1"], "top5": last["top5"], "top1_best": best}
     finish(s, metrics, epochs=cfg.epochs, history=history, lr=lr, cache_features=cfg.cache_features)

@@ -24,6 +24,7 @@ from pathlib import Path
 from droppos.utils.config import add_dataclass_arguments, dataclass_from_args, load_mapping
 
 from .config import CONFIGS, PROTOCOLS
+from .errors import InputError
 
 HELP = {"finetune": "end-to-end fine-tuning (MAE/DropPos recipe)",
         "linear": "linear probe on frozen [cls] features (MAE protocol)",
@@ -54,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         cfg = dataclass_from_args(cls, args, base=base)
         run_protocol(cfg, args.protocol, resume=args.resume, overwrite=args.overwrite)
-    except (ValueError, FileNotFoundError) as e:
+    except (InputError, FileNotFoundError) as e:
         print(f"droppos classify {args.protocol}: error: {e}", file=sys.stderr)
         return 2
     return 0
