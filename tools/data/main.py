@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace a dataset folder built earlier with other settings")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     g = parser.add_argument_group("imagefolder")
-    g.add_argument("--size", type=int, default=32, help="image side in px (default: %(default)s)")
+    g.add_argument("--size", type=int, default=64, help="image side in px (default: %(default)s)")
     g.add_argument("--mode", choices=("resize", "pad"), default="resize", help="bilinear resize, or pad with black to --size (default: %(default)s)")
     g.add_argument("--train-per-class", type=int, default=500, help="train images per class, 0 = all 6000 (default: %(default)s)")
     g.add_argument("--val-per-class", type=int, default=100, help="val images per class, 0 = all 1000 (default: %(default)s)")
