@@ -1,0 +1,1 @@
+"""Detection transfer: ViTDet Mask R-CNN in detectron2 (``droppos detect``; configs in ``configs/``)."""

@@ -1,0 +1,172 @@
+"""Train and evaluate a LazyConfig detector with detectron2's own engine.
+
+The contract of a config (as for detectron2's ``tools/lazyconfig_train_net.py``)::
+
+    model                     instantiates to a GeneralizedRCNN
+    dataloader.train / .test  instantiate to data loaders; dataloader.evaluator to COCOEvaluator
+    optimizer                 instantiates to an optimizer once ``optimizer.params.model`` is set
+    lr_multiplier             instantiates to an fvcore scheduler of the training fraction
+    train                     output_dir, init_checkpoint, max_iter, amp.enabled, ddp, device,
+                              checkpointer (period, max_to_keep), eval_period, log_period, seed
+    datasets                  prefix and root of the COCO-layout data (see ``datasets.py``)
+
+:func:`worker` runs in every process that ``detectron2.engine.launch`` starts: it registers the
+datasets, calls ``default_setup`` (logger, ``config.yaml`` in the output folder, seeds), builds
+the model, loads the initial weights with a load report (:mod:`.init`), and trains with
+``SimpleTrainer`` (CPU, or AMP off) or ``AMPTrainer`` (GPU + ``train.amp.enabled``), with
+detectron2's hooks: iteration timer, lr scheduler, ``PeriodicCheckpointer`` (``model_NNNNNNN.pth``,
+``model_final.pth``, ``last_checkpoint`` for ``--resume``), ``EvalHook`` (every ``eval_period``
+and after the last iteration) and the metric writers (``metrics.json`` event lines,
+TensorBoard, console; the JSON event lines go to ``OUTPUT/events.json``). The final
+COCOEvaluator results go to ``OUTPUT/metrics.json`` in this project's schema.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from pathlib import Path
+
+logger = logging.getLogger("droppos.detect")
+
+METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+
+
+def flat_metrics(results: dict) -> dict[str, float]:
+    """COCOEvaluator's ``{"bbox": {"AP": ..}, "segm": {..}}`` -> ``{"bbox_AP": .., "segm_AP50": ..}``.
+
+    A metric COCOeval could not compute (NaN) is kept as NaN (written as null), never as 0.
+    """
+    out = {}
+    for task in ("bbox", "segm"):
+        for name in METRIC_NAMES:
+            value = (results or {}).get(task, {}).get(name, float("nan"))
+            out[f"{task}_{name}"] = float(value)
+    return out
+
+
+def do_test(cfg, model) -> dict:
+    """COCO evaluation of ``model`` on ``dataloader.test``; returns the evaluator's results."""
+    from detectron2.config import instantiate
+    from detectron2.evaluation import inference_on_dataset, print_csv_format
+
+    results = inference_on_dataset(model, instantiate(cfg.dataloader.test), instantiate(cfg.dataloader.evaluator))
+    if results:
+        print_csv_format(results)
+    return results
+
+
+def do_train(cfg, args, init) -> dict:
+    """Train ``cfg`` (resuming from ``cfg.train.output_dir`` with ``args.resume``); returns the last evaluation."""
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.config import instantiate
+    from detectron2.engine import AMPTrainer, SimpleTrainer, hooks
+    from detectron2.engine.defaults import create_ddp_model
+    from detectron2.utils import comm
+
+    from .init import load_weights
+
+    model = instantiate(cfg.model)
+    model.to(cfg.train.device)
+    output_dir = cfg.train.output_dir
+    resuming = bool(args.resume) and DetectionCheckpointer(model, output_dir).has_checkpoint()
+    load_report = None
+    if resuming:
+        logger.info("resuming from %s", os.path.join(output_dir, "last_checkpoint"))
+    elif cfg.train.init_checkpoint:
+        load_report = load_weights(model, cfg.train.init_checkpoint)
+    else:
+        logger.info("no initial weights: the whole detector starts from detectron2's random init")
+
+    cfg.optimizer.params.model = model
+    optim = instantiate(cfg.optimizer)
+    train_loader = instantiate(cfg.dataloader.train)
+    model = create_ddp_model(model, **cfg.train.ddp)
+    use_amp = bool(cfg.train.amp.enabled) and str(cfg.train.device).startswith("cuda")
+    trainer = (AMPTrainer if use_amp else SimpleTrainer)(model, train_loader, optim)
+    checkpointer = DetectionCheckpointer(model, output_dir, trainer=trainer)
+    last = {}
+
+    def evaluate():
+        last["results"] = do_test(cfg, model)
+        return last["results"]
+
+    trainer.register_hooks([
+        hooks.IterationTimer(),
+        hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
+        hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer) if comm.is_main_process() else None,
+        hooks.EvalHook(cfg.train.eval_period, evaluate),
+        hooks.PeriodicWriter(event_writers(output_dir, cfg.train.max_iter), period=cfg.train.log_period)
+        if comm.is_main_process() else None,
+    ])
+    start_iter = 0
+    if resuming:
+        checkpointer.resume_or_load("", resume=True)
+        start_iter = trainer.iter + 1
+    trainer.train(start_iter, cfg.train.max_iter)
+    return {"results": last.get("results", {}), "load_report": load_report, "start_iter": start_iter}
+
+
+def do_eval_only(cfg, args) -> dict:
+    """Evaluate ``train.init_checkpoint`` (or the run's last checkpoint) without training."""
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.config import instantiate
+    from detectron2.engine.defaults import create_ddp_model
+
+    from .init import InitError, load_weights
+
+    model = instantiate(cfg.model)
+    model.to(cfg.train.device)
+    path = cfg.train.init_checkpoint
+    if not path:
+        ck = DetectionCheckpointer(model, cfg.train.output_dir)
+        if not ck.has_checkpoint():
+            raise InitError(f"{cfg.train.output_dir}: no checkpoint to evaluate; pass --init MODEL.pth")
+        path = ck.get_checkpoint_file()
+    report = load_weights(model, path, require_full=True)
+    model = create_ddp_model(model)
+    model.eval()
+    return {"results": do_test(cfg, model), "load_report": report, "start_iter": None, "checkpoint": path}
+
+
+def event_writers(output_dir: str, max_iter: int) -> list:
+    """detectron2's default writers, with the JSON event log in ``events.json``.
+
+    (``default_writers`` would write it to ``metrics.json``, the name of this project's result file.)
+    """
+    from detectron2.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
+
+    return [CommonMetricPrinter(max_iter), JSONWriter(os.path.join(output_dir, "events.json")),
+            TensorboardXWriter(output_dir)]
+
+
+def worker(args, init) -> int:
+    """Body of every process started by ``launch``: set up, train or evaluate, write metrics.json."""
+    from detectron2.engine import default_setup
+    from detectron2.utils import comm
+
+    from droppos.utils.metrics import write_metrics
+
+    from .config import load_config
+    from .datasets import dataset_id, register_datasets
+
+    cfg = load_config(args, init)
+    register_datasets(cfg.datasets.prefix, cfg.datasets.root)
+    default_setup(cfg, args)
+    out = do_eval_only(cfg, args) if args.eval_only else do_train(cfg, args, init)
+    if comm.is_main_process():
+        metrics = flat_metrics(out["results"])
+        if all(math.isnan(v) for v in metrics.values()):
+            logger.warning("COCOEvaluator returned no AP (no detection above the score threshold?)")
+        rep = out["load_report"]
+        path = write_metrics(
+            cfg.train.output_dir, task="detection", protocol="mask_rcnn", backbone=init.backbone,
+            dataset=dataset_id(cfg.datasets.prefix), metrics=metrics, seed=int(cfg.train.seed),
+            iterations=int(cfg.train.max_iter), config=str(args.config_file),
+            eval_only=bool(args.eval_only), init={"source": args.init, "kind": init.kind, "checkpoint": init.path},
+            load_report=rep.to_dict() if rep is not None else None,
+        )
+        logger.info("wrote %s", path)
+    comm.synchronize()
+    return 0
