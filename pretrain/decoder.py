@@ -8,6 +8,7 @@ import torch
 import torch.nn as nn
 from timm.models.vision_transformer import Block
 
+from droppos.models.init import xavier_init_
 from droppos.models.pos_embed import sincos_2d
 
 from .masking import gather_tokens
@@ -54,16 +55,9 @@ class PixelDecoder(nn.Module):
         return out[:, 1:]
 
 
-@torch.no_grad()
+
 def mae_init_(module: nn.Module) -> None:
-    """MAE init of a pretext head: xavier-uniform linears, zero biases, unit LayerNorms."""
-    for m in module.modules():
-        if isinstance(m, nn.Linear):
-            nn.init.xavier_uniform_(m.weight)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+    """MAE init of a pretext head: xavier-uniform linears, unit LayerNorms, N(0, 0.02) mask token."""
+    xavier_init_(module)
     if isinstance(module, PixelDecoder):
         nn.init.normal_(module.mask_token, std=0.02)

@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 from timm.models.vision_transformer import VisionTransformer as _TimmViT
 
+from .init import xavier_init_
 from .pos_embed import sincos_2d
 
 # name -> (embed_dim, depth, num_heads); patch size and image size are free.
@@ -99,14 +100,7 @@ class VisionTransformer(_TimmViT):
         nn.init.xavier_uniform_(w.view(w.shape[0], -1))
         nn.init.zeros_(self.patch_embed.proj.bias)
         nn.init.normal_(self.cls_token, std=0.02)
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        xavier_init_(self)
 
     # ------------------------------------------------------------------ description
     def arch_args(self) -> dict:
