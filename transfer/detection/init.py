@@ -44,12 +44,14 @@ class InitSource:
         kind: "scratch" | "detectron2" | "converted".
         backbone: ``backbone_record`` for metrics.json.
         conversion: the converter's key report (converted sources only).
+        source: what ``--init`` said.
     """
 
     path: str
     kind: str
     backbone: dict
     conversion: dict = field(default_factory=dict)
+    source: str = ""
 
 
 def arch_of_config(net) -> dict:
@@ -76,9 +78,10 @@ def prepare_init(src: str, net, out_dir: str | Path, fmt: str | None = None, tru
 
     arch = arch_of_config(net)
     if src == "scratch":
-        return InitSource("", "scratch", backbone_record("scratch", arch, 0, "scratch (detectron2 init)"))
+        return InitSource("", "scratch", backbone_record("scratch", arch, 0, "scratch (detectron2 init)"), source=src)
     if fmt == "detectron2" or (not src.startswith("scratch:") and fmt is None and _looks_detectron2(src)):
-        return InitSource(str(src), "detectron2", _sidecar_backbone(src) or backbone_record("unknown", arch, None, src))
+        return InitSource(str(src), "detectron2", _sidecar_backbone(src) or backbone_record("unknown", arch, None, src),
+                          source=str(src))
 
     from droppos.tools.convert.main import ConversionError, convert_backbone, save_converted
     from droppos.tools.convert.sources import load_backbone
@@ -95,7 +98,7 @@ def prepare_init(src: str, net, out_dir: str | Path, fmt: str | None = None, tru
     out.with_name(out.name + ".json").write_text(json.dumps(
         {"source": str(src), "backbone": record, "source_arch": bb.arch, "report": report.to_dict()}, indent=2) + "\n")
     print(report.summary())
-    return InitSource(str(out), "converted", record, report.to_dict())
+    return InitSource(str(out), "converted", record, report.to_dict(), source=str(src))
 
 
 def _looks_detectron2(src: str) -> bool:
@@ -241,9 +244,16 @@ def explain(rep: LoadReport, net) -> str:
     blocks = {int(m.group(1)) for k in rep.unexpected if (m := _BLOCK.match(k))}
     if blocks:
         hints.append(f"depth {max(blocks) + 1} vs model.backbone.net.depth={cfg['depth']}")
-    elif any(_BLOCK.match(k) for k in rep.missing):
-        have = sorted({int(m.group(1)) for k in rep.loaded if (m := _BLOCK.match(k))})
-        hints.append(f"depth {len(have)} vs model.backbone.net.depth={cfg['depth']}")
+    elif rep.missing:
+        have = {int(m.group(1)) for k in rep.loaded if (m := _BLOCK.match(k))}
+        absent = {int(m.group(1)) for k in rep.missing if (m := _BLOCK.match(k))}
+        if have and absent and max(have) < min(absent) and len(absent) + len(have) == cfg["depth"] \
+                and all(_BLOCK.match(k) for k in rep.missing):
+            hints.append(f"depth {len(have)} vs model.backbone.net.depth={cfg['depth']}")
+        else:
+            hints.append(f"{len(rep.missing)} backbone weights are not in the checkpoint: {_keys(rep.missing, 3)}")
+    if rep.unexpected and not blocks:
+        hints.append(f"{len(rep.unexpected)} checkpoint weights have no place in the model: {_keys(rep.unexpected, 3)}")
     pos = shapes.get(NET + "pos_embed")
     if pos is not None and not hints:
         hints.append(f"position table of {pos[1]} rows vs model.backbone.net.pretrain_img_size={cfg['img_size']}; "

@@ -18,7 +18,8 @@ init), a detectron2 checkpoint, or any source ``droppos convert`` reads (convert
 weight that does not land is an error. Multi-GPU / multi-node: ``--num-gpus`` processes per
 machine, ``--num-machines``, ``--machine-rank``, ``--dist-url tcp://HOST:PORT`` (detectron2's
 ``launch``). The run folder gets ``config.yaml`` (the resolved config), checkpoints, ``log.txt``,
-``events.json`` (detectron2's event lines), TensorBoard files and ``metrics.json``.
+``events.json`` (detectron2's event lines), TensorBoard files, ``init.json`` (what ``--init``
+resolved to; ``--resume`` and ``--eval-only`` reuse it) and ``metrics.json``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import argparse
 import sys
 from pathlib import Path
 
+INIT_STATE = "init.json"  # what the run was initialised from, for --resume and --eval-only
 INIT_FORMATS = ("detectron2", "encoder", "checkpoint", "droppos", "mae", "timm", "scratch")
 
 
@@ -61,9 +63,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def prepare(args):
     """Main-process work before ``launch``: config, data checks, init weights. Returns the InitSource."""
+    from droppos.utils.metrics import backbone_record
+
     from .config import load_config, resolve_config_file
     from .datasets import check_datasets
-    from .init import InitSource, prepare_init
+    from .init import InitSource, arch_of_config, prepare_init
 
     if args.num_gpus < 1 or args.num_machines < 1 or not 0 <= args.machine_rank < args.num_machines:
         raise ValueError("need --num-gpus >= 1, --num-machines >= 1 and 0 <= --machine-rank < --num-machines")
@@ -74,28 +78,43 @@ def prepare(args):
     for line in check_datasets(cfg.datasets.prefix, cfg.datasets.root, cfg.model.roi_heads.num_classes):
         print(line)
     net = cfg.model.backbone.net
+    state = read_init_state(args.output)
+    if args.eval_only:
+        if args.init is None:  # the run's own last checkpoint
+            backbone = state["backbone"] if state else backbone_record("unknown", arch_of_config(net), None, str(args.output))
+            return InitSource("", "detectron2", backbone, source=state["source"] if state else "")
+        init = prepare_init(args.init, net, args.output, fmt=args.fmt, trust_pickle=args.trust_pickle)
+        if init.kind == "scratch":
+            raise ValueError("--eval-only --init scratch would evaluate an untrained detector; give a trained checkpoint")
+        return init
+    if args.resume and (args.output / "last_checkpoint").is_file() and state:
+        print(f"resuming {args.output} (initialised from {state['source']}); --init is not used")
+        return InitSource(state["checkpoint"], state["kind"], state["backbone"], state.get("conversion", {}),
+                          source=state["source"])
     if args.init is None:
-        if not args.eval_only:
-            raise ValueError("training needs --init SRC: a checkpoint, or 'scratch' for random init")
-        return InitSource("", "detectron2", _previous_backbone(args.output, net))
+        raise ValueError("training needs --init SRC: a checkpoint, or 'scratch' for random init")
     init = prepare_init(args.init, net, args.output, fmt=args.fmt, trust_pickle=args.trust_pickle)
-    if args.eval_only and init.kind == "scratch":
-        raise ValueError("--eval-only --init scratch would evaluate an untrained detector; give a trained checkpoint")
+    write_init_state(args.output, init)
     return init
 
 
-def _previous_backbone(output: Path, net) -> dict:
-    """Backbone record of an earlier run in ``output`` (for --eval-only without --init)."""
+def read_init_state(output: Path) -> dict | None:
+    """What an earlier run in ``output`` was initialised from (``OUTPUT/init.json``), if any."""
     import json
 
-    from droppos.utils.metrics import backbone_record
-
-    from .init import arch_of_config
-
     try:
-        return json.loads((output / "metrics.json").read_text())["backbone"]
-    except (OSError, ValueError, KeyError):
-        return backbone_record("unknown", arch_of_config(net), None, str(output))
+        return json.loads((output / INIT_STATE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def write_init_state(output: Path, init) -> None:
+    import json
+
+    output.mkdir(parents=True, exist_ok=True)
+    state = {"source": init.source, "kind": init.kind, "checkpoint": init.path, "backbone": init.backbone,
+             "conversion": init.conversion}
+    (output / INIT_STATE).write_text(json.dumps(state, indent=2) + "\n")
 
 
 def run(args: argparse.Namespace) -> int:

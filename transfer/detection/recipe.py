@@ -46,8 +46,17 @@ def warmup_step_schedule(max_iter: int, warmup_iters: int = 250, fractions=VITDE
     max_iter = int(max_iter)
     if max_iter <= 0:
         raise ValueError(f"train.max_iter must be positive, got {max_iter}")
-    steps = MultiStepParamScheduler(values=[1.0, 0.1, 0.01], milestones=step_milestones(max_iter, fractions),
-                                    num_updates=max_iter)
+    # fvcore needs 0 < m1 < m2 < num_updates; a very short schedule (tests) is resolved on a grid
+    # 100x finer than one iteration, which drops the lr at the same fractions of training.
+    resolution = 1
+    while True:
+        milestones = step_milestones(max_iter * resolution, fractions)
+        bounds = [0, *milestones, max_iter * resolution]
+        if all(a < b for a, b in zip(bounds, bounds[1:])) or resolution > 1:
+            break
+        resolution = 100
+    steps = MultiStepParamScheduler(values=[10.0 ** -i for i in range(len(milestones) + 1)],
+                                    milestones=milestones, num_updates=max_iter * resolution)
     return WarmupParamScheduler(steps, warmup_factor=warmup_factor,
                                 warmup_length=min(1.0, warmup_iters / max_iter))
 

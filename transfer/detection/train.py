@@ -164,7 +164,7 @@ def worker(args, init) -> int:
             cfg.train.output_dir, task="detection", protocol="mask_rcnn", backbone=init.backbone,
             dataset=dataset_id(cfg.datasets.prefix), metrics=metrics, seed=int(cfg.train.seed),
             iterations=int(cfg.train.max_iter), config=str(args.config_file),
-            eval_only=bool(args.eval_only), init={"source": args.init, "kind": init.kind, "checkpoint": init.path},
+            eval_only=bool(args.eval_only), init={"source": init.source, "kind": init.kind, "checkpoint": out.get("checkpoint") or init.path},
             load_report=rep.to_dict() if rep is not None else None,
         )
         logger.info("wrote %s", path)
