@@ -14,9 +14,10 @@ What changes against ``mask_rcnn_vitdet_b_100ep.py``, and why:
   16..128 px for items of 16..115 px; for speed on a CPU: 128 pyramid channels instead of 256,
   64-channel box and mask heads (still 4 conv + 1 fc with LN), 64 RoIs per image instead of 512,
   fewer proposals;
-- data: jitter x0.5..1.5 of 128 px (objects are already small), batch 8, evaluation at 128 px;
-- schedule: 600 iterations, warmup 50, the recipe's steps at 8/9 and 26/27; AdamW lr 2e-4
-  (for batch 8 and a short schedule), weight decay 0.1, layer decay 0.75;
+- data: jitter x0.5..1.5 of 128 px (objects are already small), batch 4, evaluation at 128 px;
+- schedule: 300 iterations (1200 images, 4 epochs of the default 300 training scenes), warmup
+  30, the recipe's steps at 8/9 and 26/27; AdamW lr 2e-4 (for a short schedule), weight decay
+  0.1, layer decay 0.75;
 - CPU: no AMP there (``droppos detect`` uses SimpleTrainer without a GPU), no data workers.
 
 The architecture must match the ``--init`` checkpoint (the load report says what does not);
@@ -80,17 +81,17 @@ dataloader.train.dataset.names = "fmnist_coco_train"
 dataloader.test.dataset.names = "fmnist_coco_val"
 dataloader.train.mapper.augmentations = L(lsj_train_augmentations)(image_size=image_size, min_scale=0.5, max_scale=1.5)
 dataloader.test.mapper.augmentations = L(test_augmentations)(image_size=image_size)
-dataloader.train.total_batch_size = 8
+dataloader.train.total_batch_size = 4
 dataloader.train.num_workers = 0
 dataloader.test.num_workers = 0
 
 # ---------------------------------------------------------------- training
-train.max_iter = 600
-train.checkpointer.period = 200
+train.max_iter = 300
+train.checkpointer.period = 100
 train.checkpointer.max_to_keep = 2
 train.eval_period = 0  # evaluate once, at the end
 train.log_period = 20
-lr_multiplier.warmup_iters = 50
+lr_multiplier.warmup_iters = 30
 optimizer.lr = 2e-4
 optimizer.params.lr_factor_func = L(layer_decay)(num_layers="${model.backbone.net.depth}", decay_rate=0.75)
 
