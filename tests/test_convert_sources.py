@@ -75,6 +75,13 @@ def test_string_model_key_trap_is_named(tmp_path):
         load_backbone(tmp_path / "droppos.pth", fmt="mae")
 
 
+def test_forced_format_that_does_not_fit(tmp_path):
+    torch.save(dict(tiny_encoder().state_dict()), tmp_path / "plain.pth")
+    for fmt in ("droppos", "checkpoint", "mae"):
+        with pytest.raises(ValueError, match=f"plain.pth: is not in the {fmt} format.*drop --from"):
+            load_backbone(tmp_path / "plain.pth", fmt=fmt, arch="num_heads=2")
+
+
 def test_official_mae_needs_trust_pickle(tmp_path):
     enc = tiny_encoder()
     write_mae_official(tmp_path / "mae.pth", enc)

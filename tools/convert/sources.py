@@ -135,8 +135,15 @@ def load_backbone(src: str | Path, fmt: str | None = None, trust_pickle: bool = 
     obj = _read(path, trust_pickle)
     if not isinstance(obj, dict):
         raise ValueError(f"{where}holds a {type(obj).__name__}, not a checkpoint dict")
+    forced = fmt is not None
     fmt = fmt or detect_format(obj, where)
-    raw, info = _EXTRACT[fmt](obj, where)
+    try:
+        raw, info = _EXTRACT[fmt](obj, where)
+    except (KeyError, TypeError, AttributeError) as e:
+        if not forced:
+            raise
+        raise ValueError(f"{where}is not in the {fmt} format ({type(e).__name__}: {e}); "
+                         "drop --from to detect the format") from None
     return _finish(raw, hint, fmt, str(path), info, where)
 
 

@@ -47,9 +47,6 @@ def run(args: argparse.Namespace) -> int:
     base = None
     if args.resume:
         out = Path(args.output or cls().output)
-        if (out / "metrics.json").is_file():
-            print(f"{out}: run already finished (metrics.json); nothing to do")
-            return 0
         if (out / "config.json").is_file():
             base = load_mapping(out / "config.json")
     try:
@@ -62,8 +59,19 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_protocol(cfg, protocol: str, resume: bool = False, overwrite: bool = False) -> dict[str, float]:
-    """Run one protocol from its config (the Python entry point the benchmark uses); returns its metrics."""
+    """Run one protocol from its config (the Python entry point the benchmark uses); returns its metrics.
+
+    With ``resume``, a run folder that already holds ``metrics.json`` is finished: its metrics are
+    returned and nothing runs.
+    """
     from .common import prepare
+
+    done = Path(cfg.output) / "metrics.json"
+    if resume and done.is_file():
+        from droppos.utils.metrics import read_metrics
+
+        print(f"{cfg.output}: run already finished (metrics.json); nothing to do")
+        return read_metrics(done)["metrics"]
 
     setup = prepare(cfg, protocol, resume=resume, overwrite=overwrite)
     if protocol == "finetune":
