@@ -1,0 +1,196 @@
+"""``droppos bench [SPEC]``: plan and run a backbones x tasks x seeds benchmark, then tabulate it.
+
+Examples::
+
+    droppos bench smoke --dry-run            # the plan: runs, folders, status, command lines
+    droppos bench smoke                      # everything, one run at a time, then the table
+    droppos bench smoke --only 'droppos/*' 'mae/knn/*'  # some runs (and what they need)
+    droppos bench my_spec.yaml --out runs/mine --jobs 2
+    droppos bench paper --slurm --partition gpu --gpus-per-node 8 --nodes 1 --timeout 4320
+
+SPEC is a spec file or the name of a shipped one (``droppos/bench/specs``: ``smoke``, the
+default, and ``paper``); its format is documented in :mod:`droppos.bench.spec`. Runs go to
+``OUT/<backbone>/<task>/seed<k>/`` (pretraining: ``OUT/<backbone>/pretrain/``), default OUT
+``runs/bench/<spec name>``. Each run is the real command line in a subprocess
+(``python -m droppos.cli ...``); finished runs are skipped, interrupted ones resumed, failed ones
+recorded (``run.json``) without stopping the others. At the end ``droppos results OUT --out
+OUT/results`` writes the Markdown/CSV/JSON table and the PNG figure. Exit status: 0 when every
+run finished, 1 when some failed, 2 on a bad spec or option.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+SLURM_ONLY = ("nodes", "partition", "timeout", "cpus_per_task", "slurm_option", "slurm_cluster", "wait")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.description = __doc__
+    parser.add_argument("spec", nargs="?", default="smoke",
+                        help="spec file, or a shipped spec name (smoke, paper); default: %(default)s")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default: runs/bench/<spec name>)")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan (runs, folders, status, commands); run nothing")
+    parser.add_argument("--only", nargs="+", metavar="GLOB", default=None,
+                        help="run only the runs whose id matches (e.g. 'mae/*', '*/knn/*'; a bare backbone name: all "
+                             "its runs), plus the runs they need")
+    parser.add_argument("-j", "--jobs", type=int, default=1,
+                        help="runs at once on this machine (default: %(default)s); each gets cores/jobs threads "
+                             "and, with GPUs, its own GPU")
+    parser.add_argument("--gpus-per-node", type=int, default=None,
+                        help="processes (GPUs) per run: torchrun locally (detectron2 --num-gpus for detect; probes "
+                             "and dataset builds stay one process); with --slurm, GPUs per node of each job (default: 1)")
+    parser.add_argument("--no-results", action="store_true", help="do not run the aggregator at the end")
+    parser.add_argument("--list", action="store_true", help="list the shipped specs and exit")
+    g = parser.add_argument_group("SLURM (through submitit, pip install 'droppos-bench[cluster]')")
+    g.add_argument("--slurm", action="store_true", help="submit every run as a SLURM job (datasets are built here first)")
+    g.add_argument("--nodes", type=int, default=None, help="nodes per job (default: 1); torchrun spans them")
+    g.add_argument("--partition", default=None, help="SLURM partition")
+    g.add_argument("--timeout", type=int, default=None, metavar="MIN",
+                   help="time limit of each job in minutes (default: 4320); a job that reaches it is requeued and resumes")
+    g.add_argument("--cpus-per-task", type=int, default=None, help="CPUs per job and node (default: 8)")
+    g.add_argument("--slurm-option", nargs="+", default=None, metavar="KEY=VALUE",
+                   help="more #SBATCH options, e.g. account=proj qos=high constraint=a100")
+    g.add_argument("--slurm-cluster", choices=("slurm", "local", "debug"), default=None,
+                   help="submitit executor: slurm (default); 'local' runs the jobs as local processes, to try the path")
+    g.add_argument("--wait", action="store_true", help="wait for the jobs, then tabulate (default: submit and return)")
+
+
+def _check_args(args) -> str | None:
+    if args.jobs < 1:
+        return f"--jobs must be >= 1, got {args.jobs}"
+    if args.gpus_per_node is not None and args.gpus_per_node < 0:
+        return f"--gpus-per-node must be >= 0, got {args.gpus_per_node}"
+    if not args.slurm:
+        given = [n for n in SLURM_ONLY if getattr(args, n) not in (None, False)]
+        if given:
+            return f"{', '.join('--' + n.replace('_', '-') for n in given)} appl{'ies' if len(given) == 1 else 'y'} to --slurm only"
+    elif args.jobs != 1:
+        return "--jobs applies to local runs; with --slurm every run is its own job"
+    if args.nodes is not None and args.nodes < 1:
+        return f"--nodes must be >= 1, got {args.nodes}"
+    return None
+
+
+def _lock(out: Path) -> Path:
+    """``OUT/.bench.lock`` with this process id; refuses when a live bench holds it."""
+    out.mkdir(parents=True, exist_ok=True)
+    lock = out / ".bench.lock"
+    if lock.is_file():
+        try:
+            pid = int(lock.read_text().strip())
+            os.kill(pid, 0)
+            if pid != os.getpid():
+                raise SystemExit(f"droppos bench: {out} is in use by another bench (pid {pid}); wait for it, "
+                                 f"or remove {lock} if that process is not a bench")
+        except (ValueError, ProcessLookupError):
+            pass  # stale lock
+        except PermissionError:
+            raise SystemExit(f"droppos bench: {out} is in use by another bench ({lock})") from None
+    lock.write_text(f"{os.getpid()}\n")
+    return lock
+
+
+def _aggregate(out: Path) -> int:
+    from droppos.cli import main as cli
+
+    print(f"\n$ droppos results {out} --out {out / 'results'}", flush=True)
+    rc = cli(["results", str(out), "--out", str(out / "results")])
+    md, png = out / "results" / "results.md", out / "results" / "results.png"
+    if md.is_file():
+        print(f"table:  {md}")
+    if png.is_file():
+        print(f"figure: {png}")
+    return rc
+
+
+def run(args: argparse.Namespace) -> int:
+    from .spec import SpecError, load_spec, resolve_spec_path, shipped_specs
+
+    if args.list:
+        for name, path in shipped_specs().items():
+            print(f"{name:10s} {path}")
+        return 0
+    problem = _check_args(args)
+    if problem:
+        print(f"droppos bench: error: {problem}", file=sys.stderr)
+        return 2
+    try:
+        spec = load_spec(resolve_spec_path(args.spec))
+        from .plan import build_plan, select
+
+        out = args.out or Path("runs") / "bench" / spec.name
+        runs = select(build_plan(spec, out), args.only)
+    except SpecError as e:
+        print(f"droppos bench: error: {e}", file=sys.stderr)
+        return 2
+    if not runs:
+        print(f"droppos bench: error: --only {' '.join(args.only)} matches no run of {spec.file}; "
+              "see the run ids with --dry-run", file=sys.stderr)
+        return 2
+
+    from .table import plan_table, write_plan_json
+
+    print(f"spec {spec.file} -> {out}")
+    if args.dry_run:
+        print(plan_table(runs))
+        print(f"then: droppos results {out} --out {out / 'results'}")
+        return 0
+    lock = _lock(out)
+    try:
+        return _execute(args, spec, out, runs, write_plan_json)
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _execute(args, spec, out: Path, runs, write_plan_json) -> int:
+    import shutil
+
+    from .backbones import backbone_records
+    from .commands import Launch
+
+    if args.slurm:
+        from .slurm import import_submitit
+
+        import_submitit()  # a clear error before any work when submitit is missing
+    shutil.copyfile(spec.file, out / "spec.yaml")
+    write_plan_json(runs, out / "plan.json", spec.file)
+    used = {r.backbone for r in runs}
+    records, warnings = backbone_records([b for b in spec.backbones if b.name in used], out)
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    if args.slurm:
+        from .slurm import SlurmOptions, submit
+
+        extra = {}
+        for item in args.slurm_option or []:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                print(f"droppos bench: error: --slurm-option {item!r}: expected KEY=VALUE", file=sys.stderr)
+                return 2
+            extra[key] = value
+        opts = SlurmOptions(nodes=args.nodes or 1, gpus_per_node=1 if args.gpus_per_node is None else args.gpus_per_node,
+                            partition=args.partition, timeout_min=args.timeout or 4320,
+                            cpus_per_task=args.cpus_per_task or 8, extra=extra, cluster=args.slurm_cluster or "slurm")
+        bad = submit(runs, records, out, opts, wait=args.wait)
+        if args.wait and not args.no_results:
+            _aggregate(out)
+        return 1 if bad else 0
+
+    from .local import LocalExecutor, summarize
+
+    executor = LocalExecutor(records, jobs=args.jobs, launch=Launch(gpus=args.gpus_per_node or 1))
+    try:
+        outcomes = executor.execute(runs)
+    except KeyboardInterrupt:
+        print("\ndroppos bench: interrupted; run the same command again to resume (finished runs are kept)",
+              file=sys.stderr)
+        return 130
+    bad = summarize(runs, outcomes)
+    if not args.no_results:
+        _aggregate(out)
+    return 1 if bad else 0

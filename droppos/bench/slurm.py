@@ -1,0 +1,193 @@
+"""Submit a plan to SLURM through submitit: one job per run, multi-GPU with torchrun inside.
+
+Each job runs :class:`SlurmRun` once per node (``tasks_per_node=1``); it starts the run's
+command with the job's processes: ``torchrun --nnodes N --nproc-per-node G --node-rank R
+--master-addr <first node>`` for pretrain / classify / probe / segment (segment with
+``--launcher pytorch``), detectron2's ``--num-gpus G --num-machines N --machine-rank R
+--dist-url tcp://<first node>:PORT`` for detect. Downstream jobs wait for their pretraining job
+(``--dependency=afterok:ID`` with ``--kill-on-invalid-dep=yes``, so a failed pretraining cancels
+them). Dataset builds run here first, before anything is submitted. A job that hits its time
+limit or is pre-empted is requeued by submitit and resumes (every command has its resume flag).
+
+``cluster="local"`` (``--slurm-cluster local``) runs the same jobs as local processes through
+submitit, to try the submission path without SLURM; there a job is submitted after the jobs it
+needs have ended.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .commands import SINGLE_PROCESS, Launch, launch_command
+from .plan import Run
+from .state import finished, now, outcome_error, read_run_json, write_run_json
+
+
+def import_submitit():
+    try:
+        import submitit
+    except ImportError:
+        raise SystemExit("droppos bench --slurm needs submitit, which is not installed: "
+                         "pip install 'droppos-bench[cluster]' (or pip install submitit)") from None
+    return submitit
+
+
+@dataclass
+class SlurmOptions:
+    nodes: int = 1
+    gpus_per_node: int = 1
+    partition: str | None = None
+    timeout_min: int = 4320
+    cpus_per_task: int = 8
+    extra: dict = field(default_factory=dict)  # more #SBATCH options: {"account": "x", "qos": "y"}
+    cluster: str = "slurm"  # slurm | local | debug (submitit's)
+    port: int = 29500
+
+
+@dataclass
+class SlurmRun:
+    """The body of one job (pickled by submitit): run the command on this node, record the outcome."""
+
+    run: Run
+    record: dict | None
+    gpus_per_node: int
+    port: int
+    python: str = sys.executable
+
+    def __call__(self) -> str:
+        import os
+
+        submitit = import_submitit()
+        env = submitit.JobEnvironment()
+        if env.node != 0 and self.run.kind in SINGLE_PROCESS:
+            return "node 0 runs it"
+        launch = Launch(gpus=max(1, self.gpus_per_node), nodes=env.num_nodes, node_rank=env.node,
+                        master_addr=env.hostnames[0] if env.hostnames else "127.0.0.1", master_port=self.port)
+        cmd = launch_command(self.run.kind, self.run.args, launch, self.python)
+        main = env.node == 0
+        log_path = self.run.log if main else self.run.log.with_name(f"bench.node{env.node}.log")
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        if main:
+            attempts = int((read_run_json(self.run.folder) or {}).get("attempts") or 0) + 1
+            write_run_json(self.run, self.record, status="running", attempts=attempts, started=now(), ended=None,
+                           returncode=None, error=None, job_id=str(env.job_id))
+        with open(log_path, "ab") as log:
+            log.write(f"\n===== droppos bench {self.run.id}: job {env.job_id} node {env.node}, {now()}\n"
+                      f"$ {' '.join(cmd)}\n".encode())
+            log.flush()
+            offset = log.tell()
+            rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                 env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        if not main:
+            if rc != 0:
+                raise RuntimeError(f"{self.run.id}: node {env.node} exited with {rc}; log {log_path}")
+            return "finished"
+        error = outcome_error(self.run, rc, offset)
+        write_run_json(self.run, self.record, status="failed" if error else "finished", ended=now(), returncode=rc,
+                       error=error)
+        if error:
+            raise RuntimeError(f"{self.run.id}: {error}")
+        return "finished"
+
+    def checkpoint(self):
+        """Requeue on time-out or pre-emption; the command's resume flag continues the run."""
+        submitit = import_submitit()
+        return submitit.helpers.DelayedSubmission(self)
+
+
+def submit(runs: list[Run], records: dict[str, dict], out: Path, opts: SlurmOptions, wait: bool = False,
+           echo: Callable[[str], None] = print) -> int:
+    """Submit every unfinished run (data built here first); returns the number that failed or were blocked."""
+    from .local import LocalExecutor, summarize
+
+    submitit = import_submitit()
+    data = [r for r in runs if r.kind == "data"]
+    outcomes = LocalExecutor(records, echo=echo).execute(data) if data else {}
+    failed = {rid for rid, o in outcomes.items() if o.state != "done" and o.state != "finished"}
+    jobs: dict[str, object] = {}
+    blocked = []
+    for run in runs:
+        if run.kind == "data":
+            continue
+        if finished(run):
+            echo(f"  {run.id}: done, not submitted")
+            continue
+        bad = [d for d in run.deps if d in failed]
+        if bad:
+            failed.add(run.id)
+            blocked.append(run.id)
+            write_run_json(run, records.get(run.backbone), status="blocked", ended=now(),
+                           error=f"needs {', '.join(bad)}, which did not finish")
+            echo(f"  {run.id}: BLOCKED (needs {', '.join(bad)})")
+            continue
+        after = [jobs[d] for d in run.deps if d in jobs]
+        executor = submitit.AutoExecutor(folder=str(out / "slurm" / run.id.replace("/", "-")), cluster=opts.cluster)
+        params = dict(name=f"droppos:{run.id}", timeout_min=opts.timeout_min, nodes=opts.nodes, tasks_per_node=1,
+                      cpus_per_task=opts.cpus_per_task)
+        if opts.gpus_per_node > 0:
+            params["gpus_per_node"] = opts.gpus_per_node
+        if executor.cluster == "slurm":
+            extra = dict(opts.extra)
+            if after:
+                extra["dependency"] = "afterok:" + ":".join(j.job_id for j in after)
+                extra["kill-on-invalid-dep"] = "yes"
+            if opts.partition:
+                params["slurm_partition"] = opts.partition
+            if extra:
+                params["slurm_additional_parameters"] = extra
+        else:
+            params = {k: v for k, v in params.items() if k in ("timeout_min", "gpus_per_node", "tasks_per_node", "name")}
+            for job in after:  # no scheduler: wait for what this run needs
+                job.wait()
+            bad = [d for d in run.deps if d in jobs and not _job_ok(jobs[d])]
+            if bad:
+                failed.add(run.id)
+                blocked.append(run.id)
+                write_run_json(run, records.get(run.backbone), status="blocked", ended=now(),
+                               error=f"needs {', '.join(bad)}, which did not finish")
+                echo(f"  {run.id}: BLOCKED (needs {', '.join(bad)})")
+                continue
+        executor.update_parameters(**params)
+        try:
+            job = executor.submit(SlurmRun(run, records.get(run.backbone), opts.gpus_per_node, opts.port))
+        except Exception as e:  # noqa: BLE001 - sbatch missing or refusing: stop, say which run and why
+            hint = " (no sbatch here: is this a SLURM login node?)" if isinstance(e, FileNotFoundError) else ""
+            raise SystemExit(f"droppos bench: submitting {run.id} failed: {e}{hint}; "
+                             f"{len(jobs)} job(s) were submitted before it") from None
+        jobs[run.id] = job
+        write_run_json(run, records.get(run.backbone), status="submitted", job_id=str(job.job_id), submitted=now())
+        echo(f"  {run.id}: job {job.job_id}" + (f" (after {', '.join(d for d in run.deps if d in jobs)})" if after else ""))
+    if not wait:
+        echo(f"submitted {len(jobs)} job(s); when they end, run the same command again (finished runs are skipped) "
+             f"or `droppos results {out} --out {out / 'results'}`")
+        return len(blocked)
+    from .local import Outcome
+
+    for rid, job in jobs.items():
+        ok = _job_ok(job)
+        outcomes[rid] = Outcome("finished" if ok else "failed", error="" if ok else _job_error(job))
+    for rid in blocked:
+        outcomes[rid] = Outcome("blocked")
+    for run in runs:
+        outcomes.setdefault(run.id, Outcome("done"))
+    return summarize(runs, outcomes, echo)
+
+
+def _job_ok(job) -> bool:
+    try:
+        job.result()
+        return True
+    except Exception:  # noqa: BLE001 - any failure of the job counts as a failed run
+        return False
+
+
+def _job_error(job) -> str:
+    try:
+        exc = job.exception()
+    except Exception as e:  # noqa: BLE001
+        exc = e
+    return str(exc).split("\n", 1)[0] if exc else "failed"

@@ -1,0 +1,449 @@
+"""The benchmark spec: which data, which backbones, which tasks, which seeds. Loaded and checked.
+
+A spec is a YAML file (``droppos/bench/specs/smoke.yaml`` is the commented example)::
+
+    name: smoke                    # default output folder: runs/bench/<name>
+    seeds: [0]                     # seeds of every downstream task
+    data:                          # datasets by name; kind = the name unless given
+      imagefolder: {path: data/fmnist, build: {size: 64}}    # built by `droppos data` when missing
+      coco: {path: data/coco}                                 # build: {} (the builder's defaults)
+      imagenet: {kind: imagefolder, path: /datasets/imagenet, build: false, dataset: imagenet}
+    backbones:
+      - name: droppos              # pretrained here, in OUT/droppos/pretrain
+        pretrain: {method: droppos, model: tiny, patch_size: 8, img_size: 64, epochs: 8, data: imagefolder}
+      - name: scratch              # used as given: any source `droppos convert` reads
+        checkpoint: scratch:tiny_p8_64
+      - name: mae_official
+        checkpoint: /ckpt/mae_pretrain_vit_base.pth
+        from: mae                  # optional: --from / --source-format; also trust_pickle, arch
+    tasks:
+      - {name: finetune, kind: classify, protocol: finetune, data: imagefolder, options: {epochs: 5}}
+      - {name: det, kind: detect, config: mask_rcnn_vitdet_fmnist, data: coco, options: {train.max_iter: 30}}
+      - {name: seg, kind: segment, config: upernet_vit_fmnist, data: ade20k, options: {train_cfg.max_iters: 40}}
+      - {name: position, kind: probe, protocol: position, data: imagefolder}
+
+Task ``options`` are the flags of the engine's command (``epochs`` -> ``--epochs``) for
+``classify``, ``probe`` and ``pretrain``; config overrides (``KEY=VALUE``) for ``detect`` and
+``segment``. String values may name other folders: ``{data:NAME}`` (a dataset's path),
+``{task:NAME}`` (the folder of task NAME for the same backbone and seed; the run then waits for
+it), ``{backbone}`` (the backbone's weights), ``{run}`` (this run's folder). Optional per task:
+``schedule`` (``{epochs: N}`` or ``{iters: N}``, written to run.json; derived from the options
+when omitted), ``seeds`` (instead of the spec's), ``backbones`` (a subset of backbone names),
+``needs`` (task names to wait for). Relative paths are relative to the working directory.
+
+:func:`load_spec` returns a checked :class:`Spec`; every problem is a :class:`SpecError` whose
+message names the spec file and the key (``smoke.yaml: tasks[2].options.epochs: ...``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DATA_KINDS = ("imagefolder", "coco", "ade20k")
+TASK_KINDS = {"classify": "imagefolder", "detect": "coco", "segment": "ade20k", "probe": "imagefolder"}
+CLASSIFY_PROTOCOLS = ("finetune", "linear", "knn")
+PROBE_PROTOCOLS = ("position", "order")
+#: `droppos data` flags per kind (besides --out, set by the bench)
+DATA_BUILD_KEYS = {
+    "imagefolder": ("source", "seed", "size", "mode", "train_per_class", "val_per_class"),
+    "coco": ("source", "seed", "canvas", "train_images", "val_images", "min_items", "max_items"),
+    "ade20k": ("source", "seed", "canvas", "train_images", "val_images", "min_items", "max_items"),
+}
+#: classify/probe flags the bench sets itself, with where they come from
+BENCH_SET = {"backbone": "the backbone", "source_format": "the backbone's 'from'", "trust_pickle": "the backbone",
+             "arch": "the backbone", "data": "the task's 'data'", "output": "the run folder", "seed": "'seeds'"}
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+RESERVED = {"data", "results", "pretrain"}
+
+
+class SpecError(ValueError):
+    """A problem in a spec file; the message names the file and the key."""
+
+
+@dataclass
+class DataSpec:
+    name: str
+    kind: str  # imagefolder | coco | ade20k
+    path: str
+    build: dict | None  # `droppos data` options, or None: never build (must exist)
+    dataset: str = ""  # name in metrics.json ('' = the engine's own)
+
+
+@dataclass
+class BackboneSpec:
+    name: str
+    pretrain: dict | None = None  # PretrainConfig fields (data: a data name or a path)
+    checkpoint: str = ""  # any source `droppos convert` reads, or scratch:<size>_p<patch>_<img>
+    fmt: str | None = None  # converter format ('from')
+    trust_pickle: bool = False
+    arch: str | None = None
+
+
+@dataclass
+class TaskSpec:
+    name: str
+    kind: str  # classify | detect | segment | probe
+    data: str  # a DataSpec name
+    protocol: str = ""  # classify/probe
+    config: str = ""  # detect/segment: shipped config name or file
+    options: dict = field(default_factory=dict)
+    schedule: dict | None = None
+    seeds: list[int] | None = None
+    backbones: list[str] | None = None
+    needs: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Spec:
+    name: str
+    file: Path
+    data: dict[str, DataSpec]
+    backbones: list[BackboneSpec]
+    tasks: list[TaskSpec]
+    seeds: list[int]
+
+    def task(self, name: str) -> TaskSpec:
+        return next(t for t in self.tasks if t.name == name)
+
+
+# ---------------------------------------------------------------------------------------- checks
+class _Checker:
+    """Helpers that raise SpecError with '<file>: <key>: <problem>'."""
+
+    def __init__(self, file: Path):
+        self.file = file
+
+    def fail(self, key: str, msg: str):
+        raise SpecError(f"{self.file}: {key}: {msg}" if key else f"{self.file}: {msg}")
+
+    def mapping(self, value, key: str) -> dict:
+        if not isinstance(value, dict):
+            self.fail(key, f"expected a mapping (key: value), got {type(value).__name__}")
+        return value
+
+    def known(self, d: dict, key: str, allowed, required=()):
+        unknown = sorted(set(map(str, d)) - set(allowed))
+        if unknown:
+            self.fail(key, f"unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+        missing = [k for k in required if k not in d]
+        if missing:
+            self.fail(key, f"missing required key(s) {missing}")
+
+    def name(self, value, key: str) -> str:
+        if not isinstance(value, str) or not NAME.match(value):
+            self.fail(key, f"{value!r} is not a usable name (letters, digits, '_', '.', '-'; it becomes a folder)")
+        if value in RESERVED:
+            self.fail(key, f"{value!r} is reserved (folders OUT/data, OUT/results, OUT/<backbone>/pretrain)")
+        return value
+
+    def string(self, value, key: str) -> str:
+        if not isinstance(value, str) or not value:
+            self.fail(key, f"expected a non-empty string, got {value!r}")
+        return value
+
+    def seeds(self, value, key: str) -> list[int]:
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = [value]
+        if (not isinstance(value, list) or not value
+                or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value)):
+            self.fail(key, f"expected a list of non-negative integers, got {value!r}")
+        if len(set(value)) != len(value):
+            self.fail(key, f"repeated seed in {value}")
+        return list(value)
+
+    def option_values(self, options: dict, key: str) -> None:
+        for k, v in options.items():
+            if not isinstance(k, str) or not k:
+                self.fail(key, f"option names must be strings, got {k!r}")
+            ok = v is None or isinstance(v, (bool, int, float, str)) or (
+                isinstance(v, list) and all(isinstance(x, (bool, int, float, str)) for x in v))
+            if not ok:
+                self.fail(f"{key}.{k}", f"expected a number, string, boolean or list of them, got {v!r}")
+
+    def schedule(self, value, key: str) -> dict:
+        d = self.mapping(value, key)
+        if len(d) != 1 or next(iter(d)) not in ("epochs", "iters"):
+            self.fail(key, f"expected {{epochs: N}} or {{iters: N}}, got {d!r}")
+        n = next(iter(d.values()))
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            self.fail(key, f"expected a positive integer, got {n!r}")
+        return dict(d)
+
+
+def _dataclass_fields(cls) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
+
+
+def _classify_fields(protocol: str) -> set[str]:
+    from droppos.transfer.classification.config import CONFIGS
+
+    return _dataclass_fields(CONFIGS[protocol])
+
+
+def _probe_fields(protocol: str) -> set[str] | None:
+    """Option names of a probe protocol, or None when the probes' configs cannot be read."""
+    try:
+        from droppos.transfer.probes import config as probe_config
+    except ImportError:
+        return None
+    configs = getattr(probe_config, "CONFIGS", None)
+    if not isinstance(configs, dict) or protocol not in configs:
+        return None
+    return _dataclass_fields(configs[protocol])
+
+
+# ---------------------------------------------------------------------------------------- parts
+def _load_data(c: _Checker, raw) -> dict[str, DataSpec]:
+    raw = c.mapping(raw, "data")
+    out = {}
+    for name, entry in raw.items():
+        key = f"data.{name}"
+        if not isinstance(name, str) or not NAME.match(name):
+            c.fail(key, "data names are letters, digits, '_', '.', '-'")
+        entry = c.mapping(entry, key)
+        c.known(entry, key, ("kind", "path", "build", "dataset"), required=("path",))
+        kind = entry.get("kind", name)
+        if kind not in DATA_KINDS:
+            c.fail(f"{key}.kind", f"{kind!r} is not a data kind; set kind: to one of {list(DATA_KINDS)}")
+        build = entry.get("build", {})
+        if build is False:
+            build = None
+        elif build is None or build is True:
+            build = {}
+        else:
+            build = c.mapping(build, f"{key}.build")
+            c.known(build, f"{key}.build", DATA_BUILD_KEYS[kind])
+            c.option_values(build, f"{key}.build")
+        dataset = entry.get("dataset", "")
+        if not isinstance(dataset, str):
+            c.fail(f"{key}.dataset", f"expected a string, got {dataset!r}")
+        out[name] = DataSpec(name, kind, c.string(entry["path"], f"{key}.path"), build, dataset)
+    return out
+
+
+def _load_backbone(c: _Checker, raw, i: int, data: dict[str, DataSpec]) -> BackboneSpec:
+    from droppos.pretrain.config import PretrainConfig
+
+    key = f"backbones[{i}]"
+    raw = c.mapping(raw, key)
+    c.known(raw, key, ("name", "pretrain", "checkpoint", "from", "trust_pickle", "arch"), required=("name",))
+    name = c.name(raw["name"], f"{key}.name")
+    key = f"backbones[{i}] ({name})"
+    if ("pretrain" in raw) == ("checkpoint" in raw):
+        c.fail(key, "give exactly one of 'pretrain: {...}' (make it) or 'checkpoint: PATH' (use it)")
+    if "pretrain" in raw:
+        for k in ("from", "trust_pickle", "arch"):
+            if k in raw:
+                c.fail(f"{key}.{k}", "applies to 'checkpoint' backbones only")
+        pt = dict(c.mapping(raw["pretrain"], f"{key}.pretrain"))
+        fields = _dataclass_fields(PretrainConfig)
+        if "output" in pt:
+            c.fail(f"{key}.pretrain.output", "set by the bench (OUT/<backbone>/pretrain); remove it")
+        c.known(pt, f"{key}.pretrain", fields - {"output"})
+        c.option_values(pt, f"{key}.pretrain")
+        if "data" not in pt:
+            pt["data"] = next((n for n, d in data.items() if d.kind == "imagefolder"), None)
+            if pt["data"] is None:
+                c.fail(f"{key}.pretrain.data", "no imagefolder dataset in data: to pretrain on; add one, "
+                                               "or give pretrain.data: a folder path")
+        if not isinstance(pt["data"], str) or not pt["data"]:
+            c.fail(f"{key}.pretrain.data", f"expected a data name or a folder path, got {pt['data']!r}")
+        if pt["data"] in data and data[pt["data"]].kind != "imagefolder":
+            c.fail(f"{key}.pretrain.data", f"{pt['data']!r} is a {data[pt['data']].kind} dataset; "
+                                           "pretraining reads an imagefolder")
+        try:
+            cfg = PretrainConfig(**{k: v for k, v in pt.items() if k != "data"})
+            cfg.validate()
+        except (TypeError, SystemExit) as e:
+            c.fail(f"{key}.pretrain", str(e))
+        return BackboneSpec(name=name, pretrain=pt)
+    fmt = raw.get("from")
+    if fmt is not None:
+        from droppos.tools.convert.sources import FORMATS  # imports torch: only when needed
+
+        if fmt not in FORMATS:
+            c.fail(f"{key}.from", f"{fmt!r} is not a converter format; choose one of {list(FORMATS)}")
+    trust = raw.get("trust_pickle", False)
+    if not isinstance(trust, bool):
+        c.fail(f"{key}.trust_pickle", f"expected true or false, got {trust!r}")
+    arch = raw.get("arch")
+    if arch is not None and not isinstance(arch, str):
+        c.fail(f"{key}.arch", f"expected a string (droppos convert --arch syntax), got {arch!r}")
+    return BackboneSpec(name=name, checkpoint=c.string(raw["checkpoint"], f"{key}.checkpoint"),
+                        fmt=fmt, trust_pickle=trust, arch=arch)
+
+
+def _load_task(c: _Checker, raw, i: int, data: dict[str, DataSpec], backbones: list[str]) -> TaskSpec:
+    key = f"tasks[{i}]"
+    raw = c.mapping(raw, key)
+    allowed = ("name", "kind", "protocol", "config", "data", "options", "schedule", "seeds", "backbones", "needs")
+    c.known(raw, key, allowed, required=("name", "kind"))
+    name = c.name(raw["name"], f"{key}.name")
+    key = f"tasks[{i}] ({name})"
+    kind = raw["kind"]
+    if kind not in TASK_KINDS:
+        c.fail(f"{key}.kind", f"{kind!r} is not a task kind; choose one of {list(TASK_KINDS)}")
+    want = TASK_KINDS[kind]
+    default_data = next((n for n, d in data.items() if d.kind == want), None)
+    data_name = raw.get("data", default_data)
+    if data_name is None:
+        c.fail(f"{key}.data", f"a {kind} task needs a {want} dataset; add one under data:")
+    if data_name not in data:
+        c.fail(f"{key}.data", f"no data named {data_name!r}; defined: {sorted(data)}")
+    if data[data_name].kind != want:
+        c.fail(f"{key}.data", f"{data_name!r} is a {data[data_name].kind} dataset; a {kind} task reads {want}")
+    options = dict(c.mapping(raw.get("options") or {}, f"{key}.options"))
+    c.option_values(options, f"{key}.options")
+    t = TaskSpec(name=name, kind=kind, data=data_name, options=options)
+    if kind in ("classify", "probe"):
+        protocols = CLASSIFY_PROTOCOLS if kind == "classify" else PROBE_PROTOCOLS
+        if raw.get("protocol") not in protocols:
+            c.fail(f"{key}.protocol", f"a {kind} task needs protocol: one of {list(protocols)}, got {raw.get('protocol')!r}")
+        if "config" in raw:
+            c.fail(f"{key}.config", f"{kind} tasks take their settings from options:, not config:")
+        t.protocol = raw["protocol"]
+        for k in options:
+            if k in BENCH_SET:
+                c.fail(f"{key}.options.{k}", f"set by the bench from {BENCH_SET[k]}; remove it")
+        fields = _classify_fields(t.protocol) if kind == "classify" else _probe_fields(t.protocol)
+        if fields is not None:
+            c.known(options, f"{key}.options", fields - set(BENCH_SET))
+    else:
+        if "protocol" in raw:
+            c.fail(f"{key}.protocol", f"{kind} tasks have no protocol; name the recipe with config:")
+        t.config = c.string(raw.get("config"), f"{key}.config")
+        bad = [k for k in options if "=" in k or " " in k]
+        if bad:
+            c.fail(f"{key}.options", f"option names are config keys (a.b.c), got {bad}")
+    if raw.get("schedule") is not None:
+        t.schedule = c.schedule(raw["schedule"], f"{key}.schedule")
+    if "seeds" in raw:
+        t.seeds = c.seeds(raw["seeds"], f"{key}.seeds")
+    if "backbones" in raw:
+        bbs = raw["backbones"]
+        if not isinstance(bbs, list) or not bbs or not all(isinstance(b, str) for b in bbs):
+            c.fail(f"{key}.backbones", f"expected a list of backbone names, got {bbs!r}")
+        unknown = [b for b in bbs if b not in backbones]
+        if unknown:
+            c.fail(f"{key}.backbones", f"unknown backbone(s) {unknown}; defined: {backbones}")
+        t.backbones = list(bbs)
+    needs = raw.get("needs", [])
+    if not isinstance(needs, list) or not all(isinstance(n, str) for n in needs):
+        c.fail(f"{key}.needs", f"expected a list of task names, got {needs!r}")
+    t.needs = list(needs)
+    return t
+
+
+PLACEHOLDER = re.compile(r"\{(task|data):([A-Za-z0-9_.-]+)\}|\{(backbone|run)\}")
+
+
+def task_references(t: TaskSpec) -> list[str]:
+    """Task names this task waits for: ``needs`` and every ``{task:NAME}`` in its options."""
+    refs = list(t.needs)
+    for v in t.options.values():
+        for s in (v if isinstance(v, list) else [v]):
+            if isinstance(s, str):
+                refs += [m.group(2) for m in PLACEHOLDER.finditer(s) if m.group(1) == "task"]
+    return list(dict.fromkeys(refs))
+
+
+def _check_references(c: _Checker, spec: Spec) -> None:
+    names = [t.name for t in spec.tasks]
+    for i, t in enumerate(spec.tasks):
+        key = f"tasks[{i}] ({t.name})"
+        for v in t.options.values():
+            for s in (v if isinstance(v, list) else [v]):
+                if isinstance(s, str):
+                    for m in PLACEHOLDER.finditer(s):
+                        if m.group(1) == "data" and m.group(2) not in spec.data:
+                            c.fail(f"{key}.options", f"{m.group(0)} names no data; defined: {sorted(spec.data)}")
+        for ref in task_references(t):
+            if ref not in names:
+                c.fail(f"{key}", f"waits for task {ref!r}, which the spec does not define; tasks: {names}")
+            if ref == t.name:
+                c.fail(f"{key}", "a task cannot wait for itself")
+    # cycles
+    deps = {t.name: task_references(t) for t in spec.tasks}
+    state: dict[str, int] = {}
+
+    def visit(n: str, path: list[str]) -> None:
+        if state.get(n) == 1:
+            c.fail("tasks", f"tasks wait for each other in a cycle: {' -> '.join(path + [n])}")
+        if state.get(n) == 2:
+            return
+        state[n] = 1
+        for d in deps[n]:
+            visit(d, path + [n])
+        state[n] = 2
+
+    for n in deps:
+        visit(n, [])
+
+
+def parse_spec(raw: Any, file: str | Path) -> Spec:
+    """A checked :class:`Spec` from the parsed YAML ``raw`` of ``file``."""
+    c = _Checker(Path(file))
+    raw = c.mapping(raw, "")
+    c.known(raw, "", ("name", "data", "backbones", "tasks", "seeds"), required=("name", "data", "backbones", "tasks"))
+    name = raw["name"]
+    if not isinstance(name, str) or not NAME.match(name):
+        c.fail("name", f"{name!r} is not a usable name (letters, digits, '_', '.', '-')")
+    data = _load_data(c, raw["data"])
+    if not isinstance(raw["backbones"], list) or not raw["backbones"]:
+        c.fail("backbones", "expected a non-empty list of {name, pretrain | checkpoint}")
+    backbones = [_load_backbone(c, b, i, data) for i, b in enumerate(raw["backbones"])]
+    seen: set[str] = set()
+    for i, b in enumerate(backbones):
+        if b.name in seen:
+            c.fail(f"backbones[{i}].name", f"{b.name!r} is used twice")
+        seen.add(b.name)
+    if not isinstance(raw["tasks"], list) or not raw["tasks"]:
+        c.fail("tasks", "expected a non-empty list of {name, kind, ...}")
+    tasks = [_load_task(c, t, i, data, [b.name for b in backbones]) for i, t in enumerate(raw["tasks"])]
+    seen = set()
+    for i, t in enumerate(tasks):
+        if t.name in seen:
+            c.fail(f"tasks[{i}].name", f"{t.name!r} is used twice")
+        seen.add(t.name)
+    seeds = c.seeds(raw.get("seeds", [0]), "seeds")
+    spec = Spec(name=name, file=Path(file), data=data, backbones=backbones, tasks=tasks, seeds=seeds)
+    _check_references(c, spec)
+    return spec
+
+
+def load_spec(file: str | Path) -> Spec:
+    """Read and check a spec file; :class:`SpecError` names the file and the key of any problem."""
+    import yaml
+
+    file = Path(file)
+    if not file.is_file():
+        raise SpecError(f"{file}: spec file not found")
+    try:
+        raw = yaml.safe_load(file.read_text())
+    except yaml.YAMLError as e:
+        raise SpecError(f"{file}: not valid YAML ({e})") from None
+    return parse_spec(raw, file)
+
+
+def shipped_specs() -> dict[str, Path]:
+    """Bare name -> file of the specs shipped in ``droppos/bench/specs``."""
+    folder = Path(__file__).with_name("specs")
+    return {p.stem: p for p in sorted(folder.glob("*.yaml"))}
+
+
+def resolve_spec_path(name_or_path: str) -> Path:
+    """A spec file path as given, or the shipped spec of a bare name (``smoke`` -> specs/smoke.yaml)."""
+    p = Path(name_or_path)
+    if p.is_file():
+        return p
+    shipped = shipped_specs()
+    if name_or_path in shipped:
+        return shipped[name_or_path]
+    if p.suffix in (".yaml", ".yml") or "/" in name_or_path:
+        raise SpecError(f"{p}: spec file not found")
+    raise SpecError(f"{name_or_path}: no such spec file, and no shipped spec of that name; "
+                    f"shipped: {', '.join(shipped) or 'none'}")

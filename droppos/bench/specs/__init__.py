@@ -1,0 +1,1 @@
+"""Benchmark specs shipped with droppos (YAML data files; `droppos bench NAME` resolves NAME here)."""

@@ -1,0 +1,123 @@
+"""Where a run stands (done / partial / failed / todo), and its ``run.json``.
+
+``run.json`` is the plan of a run, written before each launch so that a killed or failed run
+still shows in the results table (:mod:`droppos.results.discover` reads it): the fields of
+``metrics.json`` without ``metrics`` (task, protocol, backbone, dataset, seed), the
+``schedule`` the engine log is complete at, and the bench's own bookkeeping::
+
+    {"schema": "droppos-bench/run/v1", "run_id": "droppos/finetune/seed0", "status": "failed",
+     "task": "classification", "protocol": "finetune", "backbone": {...}, "dataset": "fmnist",
+     "seed": 0, "schedule": {"epochs": 3}, "command": "droppos classify finetune ...",
+     "log": "bench.log", "attempts": 2, "started": "...", "ended": "...", "returncode": 1,
+     "error": "<last lines of the log>"}
+
+Status values: ``running``, ``finished``, ``failed`` (exit code or no metrics.json),
+``interrupted`` (the bench was stopped), ``blocked`` (a run it needs failed), ``submitted``
+(a SLURM job is queued).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from .plan import Run
+
+RUN_FILE = "run.json"
+SCHEMA = "droppos-bench/run/v1"
+BENCH_FILES = {RUN_FILE, "bench.log"}
+ERROR_LINES = 25
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def read_run_json(folder: Path) -> dict | None:
+    try:
+        data = json.loads((folder / RUN_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def finished(run: Run) -> bool:
+    """Our ``metrics.json`` says finished (and a pretraining also left ``encoder.pth``)."""
+    if run.kind == "data":
+        return data_ready(run.folder)
+    try:
+        data = json.loads((run.folder / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return False
+    if not isinstance(data, dict) or data.get("status") != "finished" or "metrics" not in data:
+        return False
+    return run.kind != "pretrain" or (run.folder / "encoder.pth").is_file()
+
+
+def data_ready(folder: Path) -> bool:
+    """A dataset folder that exists and is not empty (``droppos data`` renames it into place when complete)."""
+    return folder.is_dir() and any(folder.iterdir())
+
+
+def status(run: Run) -> str:
+    """done | partial | failed | todo for a run; data: done | todo | missing (absent and not buildable)."""
+    if run.kind == "data":
+        if data_ready(run.folder):
+            return "done"
+        return "todo" if run.buildable else "missing"
+    if finished(run):
+        return "done"
+    plan = read_run_json(run.folder)
+    if plan and plan.get("status") == "failed":
+        return "failed"
+    if plan and plan.get("status") in ("running", "interrupted", "submitted"):
+        return "partial"
+    if run.folder.is_dir() and any(p.name not in BENCH_FILES for p in run.folder.iterdir()):
+        return "partial"
+    return "todo"
+
+
+def write_run_json(run: Run, backbone: dict | None, **fields) -> dict:
+    """Create or update ``run.json`` of ``run`` with ``fields`` (the plan fields always refreshed)."""
+    run.folder.mkdir(parents=True, exist_ok=True)
+    data = read_run_json(run.folder) or {}
+    data.update({"schema": SCHEMA, "run_id": run.id, **run.plan, "command": run.command, "log": run.log.name})
+    if backbone is not None:
+        data["backbone"] = backbone
+    data.update(fields)
+    if data.get("schedule") is None:
+        data.pop("schedule", None)
+    path = run.folder / RUN_FILE
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+    return data
+
+
+def log_tail(log: Path, start: int = 0, lines: int = ERROR_LINES) -> str:
+    """The last ``lines`` lines written to ``log`` after byte offset ``start`` (progress bars folded)."""
+    try:
+        with open(log, "rb") as f:
+            f.seek(start)
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return ""
+    kept = [next((seg for seg in reversed(line.split("\r")) if seg.strip()), "")
+            for line in text.replace("\r\n", "\n").split("\n")]
+    return "\n".join([line for line in kept if line.strip()][-lines:])
+
+
+def outcome_error(run: Run, returncode: int, log_start: int) -> str | None:
+    """None when the run succeeded, else why it failed (with the end of its log)."""
+    if returncode == 0 and finished(run):
+        return None
+    if returncode == 0:
+        what = "exited 0 but " + ("the dataset folder is empty" if run.kind == "data" else
+                                  "wrote no finished metrics.json" + (" / encoder.pth" if run.kind == "pretrain" else ""))
+    elif returncode < 0:
+        what = f"killed by signal {-returncode}"
+    else:
+        what = f"exit code {returncode}"
+    tail = log_tail(run.log, log_start)
+    return f"{what}; log {run.log}" + (f":\n{tail}" if tail else "")

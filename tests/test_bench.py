@@ -1,0 +1,274 @@
+"""droppos bench (droppos/bench): spec checks, the plan and its dry-run, commands, and real runs of a
+tiny spec through the CLI: skip finished, resume partial, carry on past a failure, SLURM path."""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from droppos.bench.commands import Launch, flags, launch_command, overrides
+from droppos.bench.plan import build_plan, select
+from droppos.bench.spec import SpecError, load_spec, parse_spec, resolve_spec_path, shipped_specs
+from droppos.bench.state import status
+from droppos.cli import main
+
+
+def make_imagefolder(root, n_train=6, n_val=3, size=16, classes=3, seed=0):
+    """Noisy colour-coded classes, tiny."""
+    rng = np.random.default_rng(seed)
+    colours = [(200, 30, 30), (30, 200, 30), (30, 30, 200)]
+    for split, n in (("train", n_train), ("val", n_val)):
+        for c in range(classes):
+            d = root / split / f"class{c}"
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                a = np.clip(np.array(colours[c])[None, None] + rng.normal(0, 40, (size, size, 3)), 0, 255)
+                Image.fromarray(a.astype(np.uint8)).save(d / f"{i}.png")
+    return root
+
+
+TINY = """\
+name: tiny
+seeds: [0]
+data:
+  imagefolder: {{path: {data}, build: false}}
+backbones:
+  - name: dp
+    pretrain: {{method: droppos, model: tiny, patch_size: 4, img_size: 16, epochs: 1, warmup_epochs: 0,
+               batch_size: 6, workers: 0, log_every: 1, decoder_dim: 32, decoder_heads: 2}}
+  - name: scratch
+    checkpoint: scratch:tiny_p4_16
+  - name: bad                     # its pretraining data do not exist: it fails, its tasks are blocked
+    pretrain: {{method: mae, model: tiny, patch_size: 4, img_size: 16, epochs: 1, warmup_epochs: 0, data: {data}/../none}}
+tasks:
+  - {{name: broken, kind: classify, protocol: linear, backbones: [scratch], options: {{img_size: 18, workers: 0}}}}
+  - {{name: knn, kind: classify, protocol: knn, options: {{k: 3, batch_size: 16, workers: 0}}}}
+"""
+
+
+def write_spec(tmp_path, text: str, name="spec.yaml"):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench")
+    data = make_imagefolder(root / "imgs")
+    return write_spec(root, TINY.format(data=data))
+
+
+# ------------------------------------------------------------------------------------ spec checks
+GOOD = {"name": "s", "data": {"imagefolder": {"path": "d"}},
+        "backbones": [{"name": "a", "checkpoint": "scratch:tiny_p4_16"}],
+        "tasks": [{"name": "knn", "kind": "classify", "protocol": "knn"}]}
+
+
+def _with(path: str, value):
+    """GOOD with the value at a dotted path (list indices as numbers) replaced; None deletes it."""
+    spec = json.loads(json.dumps(GOOD))
+    *parents, last = path.split(".")
+    node = spec
+    for p in parents:
+        node = node[int(p)] if isinstance(node, list) else node[p]
+    if value is None:
+        del node[last]
+    elif isinstance(node, list):
+        node[int(last)] = value
+    else:
+        node[last] = value
+    return spec
+
+
+@pytest.mark.parametrize("path, value, key, words", [
+    ("seeds", [0, 0], "seeds", "repeated"),
+    ("seeds", "zero", "seeds", "non-negative integers"),
+    ("tasks", [], "tasks", "non-empty"),
+    ("backbones.0.name", "pre train", "backbones[0].name", "usable name"),
+    ("backbones.0.name", "results", "backbones[0].name", "reserved"),
+    ("backbones.0.checkpoint", None, "backbones[0] (a)", "exactly one of"),
+    ("backbones.0.from", "pickle", "backbones[0] (a).from", "converter format"),
+    ("backbones.0", {"name": "a", "pretrain": {"epochz": 3}}, "backbones[0] (a).pretrain", "epochz"),
+    ("backbones.0", {"name": "a", "pretrain": {"output": "x"}}, "backbones[0] (a).pretrain.output", "set by the bench"),
+    ("backbones.0", {"name": "a", "pretrain": {"img_size": 30, "patch_size": 16}}, "backbones[0] (a).pretrain",
+     "not divisible"),
+    ("tasks.0.kind", "classification", "tasks[0] (knn).kind", "not a task kind"),
+    ("tasks.0.protocol", "lin", "tasks[0] (knn).protocol", "finetune"),
+    ("tasks.0.options", {"epochs": 3}, "tasks[0] (knn).options", "epochs"),
+    ("tasks.0.options", {"output": "x"}, "tasks[0] (knn).options.output", "set by the bench"),
+    ("tasks.0.options", {"k": {"a": 1}}, "tasks[0] (knn).options.k", "expected a number"),
+    ("tasks.0.data", "coco", "tasks[0] (knn).data", "no data named"),
+    ("tasks.0.schedule", {"steps": 3}, "tasks[0] (knn).schedule", "epochs: N"),
+    ("tasks.0.backbones", ["b"], "tasks[0] (knn).backbones", "unknown backbone"),
+    ("tasks.0.needs", ["knn"], "tasks[0] (knn)", "cannot wait for itself"),
+    ("tasks.0.options", {"k": "{data:nope}"}, "tasks[0] (knn).options", "names no data"),
+    ("tasks.0", {"name": "det", "kind": "detect", "config": "x"}, "tasks[0] (det).data", "coco dataset"),
+    ("data.imagefolder.kind", "folder", "data.imagefolder.kind", "not a data kind"),
+    ("data.imagefolder.build", {"size": 32, "canvas": 9}, "data.imagefolder.build", "canvas"),
+    ("data.imagefolder.path", None, "data.imagefolder", "path"),
+    ("colour", "red", "", "unknown key"),
+])
+def test_spec_errors_name_the_file_and_key(path, value, key, words):
+    with pytest.raises(SpecError) as e:
+        parse_spec(_with(path, value), "my_spec.yaml")
+    msg = str(e.value)
+    assert msg.startswith(f"my_spec.yaml: {key}") and words in msg, msg
+
+
+def test_spec_cycle_and_missing_reference():
+    tasks = [{"name": "a", "kind": "classify", "protocol": "knn", "needs": ["b"]},
+             {"name": "b", "kind": "classify", "protocol": "knn", "options": {"dataset": "{task:a}"}}]
+    with pytest.raises(SpecError, match=r"cycle: (a -> b -> a|b -> a -> b)"):
+        parse_spec(_with("tasks", tasks), "s.yaml")
+    with pytest.raises(SpecError, match="waits for task 'zz'"):
+        parse_spec(_with("tasks", [{**tasks[0], "needs": ["zz"]}]), "s.yaml")
+
+
+def test_spec_file_errors(tmp_path):
+    with pytest.raises(SpecError, match="spec file not found"):
+        load_spec(tmp_path / "none.yaml")
+    bad = write_spec(tmp_path, "name: [unclosed\n")
+    with pytest.raises(SpecError, match=f"{bad}: not valid YAML"):
+        load_spec(bad)
+    with pytest.raises(SpecError, match="shipped: .*paper.*smoke"):
+        resolve_spec_path("nonesuch")
+    assert resolve_spec_path("smoke") == shipped_specs()["smoke"]
+
+
+def test_shipped_specs_plan_every_task():
+    smoke = load_spec(resolve_spec_path("smoke"))
+    runs = build_plan(smoke, "OUT")
+    kinds = {r.kind for r in runs}
+    assert kinds == {"data", "pretrain", "classify", "detect", "segment", "probe"}
+    assert {b.name for b in smoke.backbones} == {"droppos", "mae", "scratch"}
+    assert len([r for r in runs if r.kind != "data"]) == 2 + 3 * 7
+    # every downstream run of a pretrained backbone waits for its pretraining and reads its encoder
+    ft = next(r for r in runs if r.id == "mae/finetune/seed0")
+    assert "mae/pretrain" in ft.deps and "data/imagefolder" in ft.deps
+    assert ft.args[ft.args.index("--backbone") + 1] == "OUT/mae/pretrain/encoder.pth"
+    seg = next(r for r in runs if r.id == "droppos/segmentation/seed0")
+    assert "model.backbone.patch_size=8" in seg.args and "randomness.seed=0" in seg.args
+    assert seg.plan == {"task": "segmentation", "protocol": "upernet", "dataset": "fmnist", "seed": 0,
+                        "schedule": {"iters": 20}}
+    paper = load_spec(resolve_spec_path("paper"))
+    assert {t.name for t in paper.tasks} >= {"finetune", "linear", "knn", "detection", "segmentation"}
+    assert next(b for b in paper.backbones if b.name == "droppos").pretrain["epochs"] == 800
+    assert build_plan(paper, "OUT")  # plans without the data or checkpoints being there
+
+
+def test_dry_run_table_and_select(tiny, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["bench", str(tiny), "--out", str(out), "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    lines = [line for line in text.splitlines() if line.startswith(("dp/", "scratch/", "data/"))]
+    assert [line.split()[0] for line in lines] == ["data/imagefolder", "dp/pretrain", "dp/knn/seed0",
+                                                    "scratch/broken/seed0", "scratch/knn/seed0"]
+    assert "bad/pretrain" in text and "bad/knn/seed0" in text
+    knn = next(line for line in lines if line.startswith("scratch/knn/seed0"))
+    assert knn.split()[1:6] == ["scratch", "knn", "0", str(out / "scratch/knn/seed0"), "todo"]
+    assert "droppos classify knn --resume --backbone scratch:tiny_p4_16" in knn and "--k 3" in knn
+    assert "7 runs: 1 done, 6 todo" in text and not out.exists()  # a dry run writes nothing
+    runs = build_plan(load_spec(tiny), out)
+    assert [r.id for r in select(runs, ["dp/knn/*"])] == ["data/imagefolder", "dp/pretrain", "dp/knn/seed0"]
+    assert main(["bench", str(tiny), "--out", str(out), "--only", "nope/*"]) == 2
+
+
+def test_bad_options_are_refused(tiny, capsys):
+    assert main(["bench", str(tiny), "--partition", "gpu"]) == 2
+    assert "--partition applies to --slurm only" in capsys.readouterr().err
+    assert main(["bench", str(tiny), "--slurm", "--jobs", "2"]) == 2
+    assert main(["bench", str(tiny), "--jobs", "0"]) == 2
+
+
+# ------------------------------------------------------------------------------------ commands
+def test_flags_overrides_and_launchers():
+    assert flags({"warmup_epochs": 1, "aa": "", "train_pos_embed": False, "lr": None}) == \
+        ["--warmup-epochs", "1", "--aa", "", "--train-pos-embed", "false", "--lr", "none"]
+    assert overrides({"a.b": [2, 0.5], "c": True, "d": "x"}) == ["a.b=[2,0.5]", "c=True", "d=x"]
+    one = launch_command("classify", ["classify", "knn"], Launch(), "py")
+    assert one == ["py", "-m", "droppos.cli", "classify", "knn"]
+    assert launch_command("probe", ["probe", "order"], Launch(gpus=4), "py") == ["py", "-m", "droppos.cli", "probe", "order"]
+    multi = launch_command("pretrain", ["pretrain"], Launch(gpus=8, nodes=2, node_rank=1, master_addr="n0"), "py")
+    assert multi[:3] == ["py", "-m", "torch.distributed.run"] and multi[-3:] == ["-m", "droppos.cli", "pretrain"]
+    assert multi[multi.index("--node-rank") + 1] == "1" and multi[multi.index("--master-addr") + 1] == "n0"
+    seg = launch_command("segment", ["segment", "--resume", "--cfg-options", "a=1"], Launch(gpus=2), "py")
+    assert "--standalone" in seg and seg[-4:] == ["--launcher", "pytorch", "--cfg-options", "a=1"]
+    det = launch_command("detect", ["detect", "--resume", "train.max_iter=3"], Launch(gpus=4, nodes=2, master_addr="h"))
+    assert det[3:] == ["detect", "--resume", "--num-gpus", "4", "--num-machines", "2", "--machine-rank", "0",
+                       "--dist-url", "tcp://h:29500", "train.max_iter=3"]
+
+
+# ------------------------------------------------------------------------------------ real runs
+@pytest.mark.slow
+def test_bench_runs_skips_resumes_and_carries_on_past_failures(tiny, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    out = tmp_path / "out"
+    # an interrupted earlier attempt of scratch/knn: resumed (started again with --resume)
+    stale = out / "scratch" / "knn" / "seed0"
+    stale.mkdir(parents=True)
+    (stale / "run.json").write_text(json.dumps({"status": "running", "attempts": 1}))
+    runs = {r.id: r for r in build_plan(load_spec(tiny), out)}
+    assert status(runs["scratch/knn/seed0"]) == "partial"
+
+    rc = main(["bench", str(tiny), "--out", str(out)])
+    text = capsys.readouterr().out
+    assert rc == 1  # the broken task failed ...
+    for bb in ("dp", "scratch"):  # ... and everything else finished, scratch/knn after the failure
+        m = json.loads((out / bb / "knn" / "seed0" / "metrics.json").read_text())
+        assert m["status"] == "finished" and m["protocol"] == "knn" and 0 <= m["metrics"]["top1"] <= 100
+    plan = json.loads((out / "scratch" / "broken" / "seed0" / "run.json").read_text())
+    assert plan["status"] == "failed" and plan["returncode"] == 2 and "exit code 2" in plan["error"]
+    assert "--img-size 18" in plan["command"] and "18" in plan["error"].split("\n", 1)[1]
+    assert plan["backbone"]["method"] == "scratch" and plan["task"] == "classification" and plan["protocol"] == "linear"
+    assert (out / "scratch" / "broken" / "seed0" / "bench.log").is_file()
+    assert text.index("scratch/broken/seed0: FAILED") < text.index("scratch/knn/seed0: start")
+    assert (out / "dp" / "pretrain" / "encoder.pth").is_file()
+    resumed = json.loads((stale / "run.json").read_text())
+    assert resumed["status"] == "finished" and resumed["attempts"] == 2
+    assert resumed["schema"] == "droppos-bench/run/v1" and resumed["backbone"]["arch"] == "vit_tiny_p4"
+    assert "scratch/knn/seed0: start (resuming)" in text
+    assert "runs: 1 blocked, 1 done, 2 failed, 3 finished" in text
+    assert "failed: scratch/broken/seed0: exit code 2" in text and "bad/pretrain: FAILED" in text
+    # a failed pretraining blocks the runs that need it, and only those
+    assert "bad/knn/seed0: BLOCKED: needs bad/pretrain, which did not finish" in text
+    assert json.loads((out / "bad" / "knn" / "seed0" / "run.json").read_text())["status"] == "blocked"
+    # the aggregator ran: finished runs in the table, the failed one listed as a run without numbers
+    md = (out / "results" / "results.md").read_text()
+    assert f"table:  {out / 'results' / 'results.md'}" in text and (out / "results" / "results.png").is_file()
+    assert "cls knn" in md and "scratch/broken/seed0" in md
+    assert json.loads((out / "plan.json").read_text())["runs"][0]["run"] == "data/imagefolder"
+
+    # again: finished runs are skipped (no new attempt, metrics untouched), only the failed ones rerun
+    before = (out / "dp" / "knn" / "seed0" / "metrics.json").stat().st_mtime_ns
+    assert main(["bench", str(tiny), "--out", str(out), "--only", "dp/*", "scratch/knn/*", "--no-results"]) == 0
+    text = capsys.readouterr().out
+    assert ": start" not in text and "runs: 4 done" in text
+    assert (out / "dp" / "knn" / "seed0" / "metrics.json").stat().st_mtime_ns == before
+    assert main(["bench", str(tiny), "--out", str(out), "--dry-run"]) == 0
+    table = capsys.readouterr().out
+    assert "7 runs: 4 done, 2 failed, 1 todo" in table
+
+
+def test_slurm_without_submitit_is_a_clear_error(tiny, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "submitit", None)  # as if not installed
+    with pytest.raises(SystemExit, match=r"needs submitit.*pip install 'droppos-bench\[cluster\]'"):
+        main(["bench", str(tiny), "--out", str(tmp_path / "o"), "--slurm", "--only", "scratch/knn/*"])
+
+
+@pytest.mark.slow
+def test_slurm_path_through_submitit_local_executor(tiny, tmp_path, capsys, monkeypatch):
+    pytest.importorskip("submitit")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    out = tmp_path / "out"
+    rc = main(["bench", str(tiny), "--out", str(out), "--slurm", "--slurm-cluster", "local", "--wait",
+               "--only", "scratch/knn/*", "--no-results"])
+    assert rc == 0, capsys.readouterr()
+    plan = json.loads((out / "scratch" / "knn" / "seed0" / "run.json").read_text())
+    assert plan["status"] == "finished" and plan["job_id"]
+    assert json.loads((out / "scratch" / "knn" / "seed0" / "metrics.json").read_text())["status"] == "finished"
