@@ -63,10 +63,13 @@ def test_train_evaluate_resume_and_eval_only(setup):
     torch.testing.assert_close(sd["backbone.patch_embed.projection.weight"], src["patch_embed.proj.weight"],
                                atol=1e-4, rtol=0)
 
+    # the run folder is not silently reused: without --resume it is refused
+    assert _segment(data, work, tmp / "encoder.pth", 3) == 2
+
     # resume to 3 iterations: continues from iter_2 instead of starting over
     assert _segment(data, work, tmp / "encoder.pth", 3, "--resume") == 0
     rec3 = json.loads((work / "metrics.json").read_text())
-    assert rec3["iterations"] == 3
+    assert rec3["iterations"] == 3 and rec3["backbone"] == rec["backbone"] and rec3["load_report"] == rec["load_report"]
     logs = "".join(p.read_text() for p in work.glob("*/*.log"))
     assert "resumed epoch: 0, iter: 2" in logs
 
@@ -74,6 +77,7 @@ def test_train_evaluate_resume_and_eval_only(setup):
     assert _segment(data, work, "scratch", 3, "--resume", "--eval-only") == 0
     rec_eval = json.loads((work / "metrics.json").read_text())
     assert rec_eval["eval_only"] is True and rec_eval["metrics"] == rec3["metrics"]
+    assert rec_eval["backbone"] == rec["backbone"]  # still the run's backbone, whatever --init says now
 
 
 def test_scratch_init_and_whole_segmentor_eval(setup):
@@ -85,4 +89,4 @@ def test_scratch_init_and_whole_segmentor_eval(setup):
     # a finished run's checkpoint is a whole-segmentor --init for --eval-only elsewhere
     assert _segment(data, tmp / "eval", work / "iter_1.pth", 1, "--eval-only") == 0
     rec_eval = json.loads((tmp / "eval" / "metrics.json").read_text())
-    assert rec_eval["metrics"] == rec["metrics"]
+    assert rec_eval["metrics"] == rec["metrics"] and rec_eval["backbone"] == rec["backbone"]

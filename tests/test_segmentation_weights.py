@@ -162,7 +162,7 @@ def test_converted_source_of_another_architecture_names_the_fix(tmp_path, model_
     from droppos.utils.checkpoint import save_encoder
     from segmentation_helpers import TINY_MODEL
 
-    enc = VisionTransformer(img_size=64, patch_size=16, embed_dim=2 * WIDTH, depth=2 * DEPTH, num_heads=HEADS)
+    enc = VisionTransformer(img_size=64, patch_size=8, embed_dim=2 * WIDTH, depth=2 * DEPTH, num_heads=HEADS)
     save_encoder(tmp_path / "wide.pth", enc.state_dict(), {"arch": enc.arch_args(), "method": "mae"})
     init = resolve_init(str(tmp_path / "wide.pth"), img_size=(IMG, IMG))
     cfg = load_config("upernet_vit_fmnist", dict(TINY_MODEL))
@@ -170,6 +170,7 @@ def test_converted_source_of_another_architecture_names_the_fix(tmp_path, model_
         check_arch(init, cfg)
     fix = str(err.value).split("--cfg-options ", 1)[1].split()
     assert f"model.backbone.embed_dims={2 * WIDTH}" in fix and "model.backbone.out_indices=[1,3,5,7]" in fix
+    assert "model.backbone.patch_size=8" in fix and "model.neck.rescales=[2,1,0.5,0.25]" in fix  # same strides
     # applying the suggested options makes the config fit, and the weights load
     from droppos.transfer.segmentation.config import parse_cfg_options
 

@@ -1,9 +1,11 @@
-"""mmengine's Runner with one addition: the IoU metric also keeps its per-class numbers.
+"""mmengine's Runner with one addition (the IoU metric keeps its per-class numbers), and a hook.
 
 mmseg's ``IoUMetric`` returns mIoU / mAcc / aAcc and only logs the per-class table.
 :class:`SegRunner` builds every ``IoUMetric`` of the config as :class:`PerClassIoUMetric`, the
 same computation that also keeps ``per_class = {class: {"IoU": %, "Acc": %}}`` of its last
-evaluation (on rank 0), for ``metrics.json``. Nothing is registered in mmengine's registries.
+evaluation (on rank 0), for ``metrics.json``. :class:`KeepLastMetrics` remembers the metrics of
+the last validation, so the final numbers need no second evaluation. Nothing is registered in
+mmengine's registries.
 
 Import after :func:`droppos.transfer.segmentation.mmcv_ops.ensure_mmcv_ops` (mmseg needs it).
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 import math
 
 from mmengine.evaluator import Evaluator
+from mmengine.hooks import Hook
 from mmengine.runner import Runner
 from mmseg.evaluation import IoUMetric
 
@@ -70,3 +73,14 @@ class SegRunner(Runner):
     def last_per_class(self) -> dict:
         """Per-class results of the most recent evaluation (empty if none or not rank 0)."""
         return next((m.per_class for m in reversed(self.iou_metrics) if m.per_class), {})
+
+
+class KeepLastMetrics(Hook):
+    """Remembers the metrics of the latest validation and the iteration it ran at."""
+
+    def __init__(self):
+        self.metrics: dict | None = None
+        self.iter = -1
+
+    def after_val_epoch(self, runner, metrics=None) -> None:
+        self.metrics, self.iter = dict(metrics or {}), runner.iter

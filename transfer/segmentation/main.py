@@ -69,6 +69,10 @@ class SegmentError(ValueError):
     """A one-line problem with the command's arguments."""
 
 
+#: where a run folder records what it was initialised from (backbone record, load report)
+INIT_RECORD = "init.json"
+
+
 def _run(args: argparse.Namespace) -> int:
     import torch
 
@@ -76,7 +80,7 @@ def _run(args: argparse.Namespace) -> int:
     from .data import check_data
     from .mmcv_ops import ensure_mmcv_ops
     from .safe_load import allow_mmengine_checkpoints
-    from .weights import SCRATCH, backbone_info, check_arch, load_init, resolve_init
+    from .weights import SCRATCH, InitWeights, backbone_info, load_init
 
     ensure_mmcv_ops()
     allow_mmengine_checkpoints()
@@ -95,27 +99,31 @@ def _run(args: argparse.Namespace) -> int:
     if not args.skip_data_check:
         changes += check_data(cfg, ("val",) if args.eval_only else ("train", "val"))
 
-    bb_cfg = cfg.model.backbone
-    img_size = bb_cfg.get("img_size", 224)
-    img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
-    init = resolve_init(args.init, args.fmt, args.trust_pickle, img_size=img_size,
-                        final_norm=bool(bb_cfg.get("final_norm", False)), arch=args.arch)
-    check_arch(init, cfg)
     latest = _latest_checkpoint(work_dir) if args.resume else None
+    if not args.resume and not args.eval_only and _latest_checkpoint(work_dir) is not None:
+        raise SegmentError(f"{work_dir} already holds a run ({_latest_checkpoint(work_dir).name}); pass --resume to "
+                           "continue it, or choose another --work-dir")
     if args.resume and latest is None and args.eval_only:
         raise SegmentError(f"{work_dir}: --resume --eval-only, but there is no checkpoint in it (last_checkpoint)")
+    stored = _read_json(work_dir / INIT_RECORD) if latest is not None else {}
+    if stored:  # the run's checkpoint replaces every weight; the record says where the run started from
+        init, record = InitWeights(kind=SCRATCH, source=str(latest)), stored
+    else:
+        init = _resolve(args, cfg)
+        record = {"source": init.source, "kind": init.kind, "backbone": backbone_info(init, cfg.model.backbone)}
     if args.eval_only and latest is None and init.kind != "segmentor":
         raise SegmentError(f"--eval-only needs trained decode heads: give --init a whole-segmentor checkpoint "
                            f"(keys backbone.*, decode_head.*), or --resume with a run's --work-dir; got {init.kind} "
                            f"weights from {init.source}")
+    if init.kind == "segmentor":  # e.g. another run's iter_N.pth: keep that run's backbone record
+        record["backbone"] = _read_json(Path(init.source).parent / INIT_RECORD).get("backbone", record["backbone"])
     cfg.resume = bool(args.resume and not args.eval_only)
     cfg.load_from = str(latest) if (args.eval_only and latest is not None) else None
 
     from mmengine.dist import broadcast, is_main_process
-    from mmengine.hooks import Hook
     from mmengine.model import is_model_wrapper
 
-    from .engine import SegRunner
+    from .engine import KeepLastMetrics, SegRunner
 
     runner = SegRunner.from_cfg(cfg)
     for line in changes:
@@ -125,20 +133,19 @@ def _run(args: argparse.Namespace) -> int:
     for tensor in model.state_dict().values():
         broadcast(tensor)
     report = load_init(model, init, dict(cfg.model.backbone))
-    for line in report.lines():
+    if not stored:
+        record["load_report"] = report.lines()
+        if not args.eval_only and is_main_process():
+            _write_json(work_dir / INIT_RECORD, record)
+    for line in record.get("load_report", []):
         runner.logger.info(line)
+    runner.logger.info("(mmengine's coming warning 'init_weights ... has been called more than once' is expected: "
+                       "the Runner keeps the weights above)")
     if latest is not None:
-        runner.logger.info(f"{'evaluating' if args.eval_only else 'resuming from'} {latest}; "
-                           "its weights replace the --init weights")
+        runner.logger.info(f"{'evaluating' if args.eval_only else 'resuming from'} {latest} (run started from "
+                           f"{record.get('source', '?')}); --init {args.init} is not read")
 
-    class _KeepMetrics(Hook):
-        def __init__(self):
-            self.metrics, self.iter = None, -1
-
-        def after_val_epoch(self, runner, metrics=None):
-            self.metrics, self.iter = dict(metrics or {}), runner.iter
-
-    keep = _KeepMetrics()
+    keep = KeepLastMetrics()
     runner.register_hook(keep, priority="LOWEST")
     if args.eval_only:
         metrics, iterations = runner.val(), None
@@ -152,13 +159,44 @@ def _run(args: argparse.Namespace) -> int:
 
         summary = {k: round(float(metrics[k]), 4) for k in ("mIoU", "mAcc", "aAcc")}
         path = write_metrics(
-            work_dir, task="segmentation", protocol="upernet", backbone=backbone_info(init, cfg.model.backbone),
+            work_dir, task="segmentation", protocol="upernet", backbone=record["backbone"],
             dataset=dataset_name(cfg), metrics=summary, seed=int(cfg.get("randomness", {}).get("seed") or 0),
             per_class=runner.last_per_class(), iterations=iterations, eval_only=bool(args.eval_only),
-            config=str(Path(cfg.filename).name), init=init.source if init.kind != SCRATCH else SCRATCH,
-            load_report=report.lines())
+            config=str(Path(cfg.filename).name), init=record.get("source"), load_report=record.get("load_report"))
         runner.logger.info(f"mIoU {summary['mIoU']:.2f}  mAcc {summary['mAcc']:.2f}  aAcc {summary['aAcc']:.2f} -> {path}")
     return 0
+
+
+def _resolve(args: argparse.Namespace, cfg):
+    """``--init`` as weights in mmseg names for this config (raises ``InitError`` with the fix)."""
+    from .weights import check_arch, resolve_init
+
+    bb_cfg = cfg.model.backbone
+    img_size = bb_cfg.get("img_size", 224)
+    img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+    init = resolve_init(args.init, args.fmt, args.trust_pickle, img_size=img_size,
+                        final_norm=bool(bb_cfg.get("final_norm", False)), arch=args.arch)
+    check_arch(init, cfg)
+    return init
+
+
+def _read_json(path: Path) -> dict:
+    import json
+
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_json(path: Path, data: dict) -> None:
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)
 
 
 def _latest_checkpoint(work_dir: Path) -> Path | None:

@@ -206,6 +206,11 @@ def arch_overrides(arch: dict, cfg) -> list[str]:
         quarter = [max(0, depth * k // 4 - 1) for k in (1, 2, 3, 4)]
         out += [f"model.backbone.out_indices=[{','.join(map(str, quarter))}]",
                 f"optim_wrapper.paramwise_cfg.num_layers={depth}"]
+    patch, old_patch = int(arch.get("patch_size") or bb.patch_size), int(bb.patch_size)
+    if patch != old_patch and cfg.model.get("neck", {}).get("rescales") is not None:
+        # keep the pyramid's strides (e.g. 4..32): rescale by the change of patch size
+        scaled = [r * patch / old_patch for r in cfg.model.neck.rescales]
+        out.append(f"model.neck.rescales=[{','.join(f'{r:g}' for r in scaled)}]")
     n_out = len(cfg.model.decode_head.in_channels)
     out += [f"model.neck.embed_dim={d}", f"model.decode_head.in_channels=[{','.join([str(d)] * n_out)}]",
             f"model.auxiliary_head.in_channels={d}"]

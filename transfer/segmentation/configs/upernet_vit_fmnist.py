@@ -11,7 +11,11 @@
 #   ignored, label k is class k-1;
 # - schedule: 400 iterations of batch 4 (about 5 epochs of the 300 training scenes), warm-up 40,
 #   validation and checkpoint at the end, whole-image test (the canvas is one crop).
-# Another pretrained architecture: override the backbone, e.g. for a ViT-Small/16
+# Another pretrained architecture: override the backbone (a mismatching --init prints the exact
+# options), e.g. the ViT-tiny/8 of pretrain/configs/fmnist_tiny.yaml (16 x 16 tokens, about 2.5x
+# the cost; the neck rescaled to keep strides 4..32):
+#   --cfg-options model.backbone.patch_size=8 model.neck.rescales=[2,1,0.5,0.25]
+# or a ViT-Small/16:
 #   --cfg-options model.backbone.embed_dims=384 model.backbone.num_heads=6 model.neck.embed_dim=384 \
 #                 model.decode_head.in_channels=[384,384,384,384] model.auxiliary_head.in_channels=384
 _base_ = ['./upernet_mae_b16_ade20k_512.py']
