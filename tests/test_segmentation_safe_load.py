@@ -31,7 +31,12 @@ def _mmengine_like_checkpoint(path):
 def test_mmengine_checkpoint_needs_exactly_the_allow_listed_globals(tmp_path):
     path = tmp_path / "iter_3.pth"
     _mmengine_like_checkpoint(path)
-    needed = set(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
+    registered = torch.serialization.get_safe_globals()  # other tests may have allow-listed already
+    torch.serialization.clear_safe_globals()
+    try:
+        needed = set(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
+    finally:
+        torch.serialization.add_safe_globals(registered)
     assert "mmengine.logging.history_buffer.HistoryBuffer" in needed  # why the allow-list exists
     allowed = set()
     for entry in allow_mmengine_checkpoints():
