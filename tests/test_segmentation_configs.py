@@ -8,9 +8,6 @@ import torch
 pytest.importorskip("mmseg")
 
 from droppos.transfer.segmentation.mmcv_ops import ensure_mmcv_ops  # noqa: E402
-
-ensure_mmcv_ops_result = ensure_mmcv_ops()  # before any mmseg model import in this module
-
 from droppos.transfer.segmentation.config import (  # noqa: E402
     adapt_to_machine,
     config_path,
@@ -22,6 +19,11 @@ from droppos.transfer.segmentation.config import (  # noqa: E402
 from segmentation_helpers import HEADS, TINY_MODEL, WIDTH  # noqa: E402
 
 ADE = ["upernet_mae_b16_ade20k_512", "upernet_mae_l16_ade20k_512"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _mmcv_ops():
+    ensure_mmcv_ops()  # mmcv-lite: before mmseg's models are imported (by the registry, lazily)
 
 
 def test_shipped_configs_are_the_three_documented():

@@ -8,9 +8,6 @@ import torch
 pytest.importorskip("mmseg")
 
 from droppos.transfer.segmentation.mmcv_ops import ensure_mmcv_ops  # noqa: E402
-
-ensure_mmcv_ops()
-
 from droppos.transfer.segmentation.weights import (  # noqa: E402
     InitError,
     backbone_info,
@@ -20,6 +17,11 @@ from droppos.transfer.segmentation.weights import (  # noqa: E402
 from segmentation_helpers import DEPTH, HEADS, WIDTH, tiny_segmentor  # noqa: E402
 
 IMG = 128
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _mmcv_ops():
+    ensure_mmcv_ops()  # mmcv-lite: before mmseg's models are imported
 
 
 def _random_like(sd: dict, seed: int) -> dict:

@@ -9,8 +9,9 @@
 # - data: `BaseSegDataset` with the ten Fashion-MNIST classes (mmseg's ADE20KDataset only accepts
 #   subsets of ADE20K's 150 names), reduce_zero_label=True as ADE20K: label 0 (background) is
 #   ignored, label k is class k-1;
-# - schedule: 400 iterations of batch 4 (about 5 epochs of the 300 training scenes), warm-up 40,
-#   validation and checkpoint at the end, whole-image test (the canvas is one crop).
+# - schedule: 400 iterations of batch 4 (about 5 epochs of the 300 training scenes), lr 1e-3 (the
+#   recipe's 1e-4 is for 160k iterations: at 400, from scratch, it reached 5.5 mIoU, 1e-3 9.4),
+#   warm-up 40, validation and checkpoint at the end, whole-image test (the canvas is one crop).
 # Another pretrained architecture: override the backbone (a mismatching --init prints the exact
 # options), e.g. the ViT-tiny/8 of pretrain/configs/fmnist_tiny.yaml (16 x 16 tokens, about 2.5x
 # the cost; the neck rescaled to keep strides 4..32):
@@ -68,6 +69,7 @@ val_dataloader = dict(
                  pipeline=test_pipeline))
 test_dataloader = val_dataloader
 
+optim_wrapper = dict(optimizer=dict(lr=1e-3))
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=40),
     dict(type='PolyLR', eta_min=0.0, power=1.0, by_epoch=False, begin=40, end=max_iters),
