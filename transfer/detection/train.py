@@ -26,7 +26,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-from pathlib import Path
 
 logger = logging.getLogger("droppos.detect")
 
