@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .canvas import CanvasConfig, iter_canvases
+from .canvas import CanvasConfig, iter_canvases, scene_dataset_spec
 from .idx import CLASSES, DEFAULT_SOURCE, DataError, load_fashion_mnist
 from .imagefolder import png_bytes
 from .output import progress, read_manifest, staged_output
@@ -61,21 +61,10 @@ def build_ade20k(
     show_progress: bool = True,
 ) -> dict:
     """Write the ADE20K-format dataset under ``out``; returns the content of ``dataset.json``."""
-    canvas.validate()
-    for name, n in (("train_images", train_images), ("val_images", val_images)):
-        if n < 1:
-            raise ValueError(f"{name} must be >= 1, got {n}")
-    spec = {
-        "kind": "ade20k",
-        "format_version": 1,
-        "train_images": train_images,
-        "val_images": val_images,
-        "seed": seed,
-        "canvas": canvas.to_dict(),
-        "source": str(Path(source).resolve()),
-        "classes": list(CLASSES),
-        "labels": "0 = background (ignored with reduce_zero_label=True), 1..10 = class index + 1",
-    }
+    spec = scene_dataset_spec(
+        "ade20k", source, train_images, val_images, seed, canvas,
+        labels="0 = background (ignored with reduce_zero_label=True), 1..10 = class index + 1",
+    )
     with staged_output(out, spec, overwrite) as stage:
         if stage is None:
             print(f"{out}: ade20k dataset already built with these settings, nothing to do")

@@ -207,3 +207,19 @@ def iter_canvases(images: np.ndarray, labels: np.ndarray, n: int, seed: int, spl
     cfg.validate()
     for i in range(n):
         yield make_canvas(images, labels, canvas_rng(seed, split, i), cfg)
+
+
+def scene_dataset_spec(kind: str, source, train_images: int, val_images: int, seed: int,
+                       canvas: CanvasConfig, **extra) -> dict:
+    """Validated settings of a scene dataset (COCO or ADE20K), as written to ``dataset.json``."""
+    from pathlib import Path
+
+    from .idx import CLASSES
+
+    canvas.validate()
+    for name, n in (("train_images", train_images), ("val_images", val_images)):
+        if n < 1:
+            raise ValueError(f"{name} must be >= 1, got {n}")
+    return {"kind": kind, "format_version": 1, "train_images": train_images, "val_images": val_images,
+            "seed": seed, "canvas": canvas.to_dict(), "source": str(Path(source).resolve()),
+            "classes": list(CLASSES), **extra}

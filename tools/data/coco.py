@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .canvas import CanvasConfig, iter_canvases
+from .canvas import CanvasConfig, iter_canvases, scene_dataset_spec
 from .idx import CLASSES, DEFAULT_SOURCE, DataError, load_fashion_mnist
 from .imagefolder import png_bytes
 from .output import progress, read_manifest, staged_output
@@ -77,20 +77,7 @@ def build_coco(
     show_progress: bool = True,
 ) -> dict:
     """Write the COCO-format dataset under ``out``; returns the content of ``dataset.json``."""
-    canvas.validate()
-    for name, n in (("train_images", train_images), ("val_images", val_images)):
-        if n < 1:
-            raise ValueError(f"{name} must be >= 1, got {n}")
-    spec = {
-        "kind": "coco",
-        "format_version": 1,
-        "train_images": train_images,
-        "val_images": val_images,
-        "seed": seed,
-        "canvas": canvas.to_dict(),
-        "source": str(Path(source).resolve()),
-        "classes": list(CLASSES),
-    }
+    spec = scene_dataset_spec("coco", source, train_images, val_images, seed, canvas)
     with staged_output(out, spec, overwrite) as stage:
         if stage is None:
             print(f"{out}: coco dataset already built with these settings, nothing to do")
