@@ -8,26 +8,18 @@ import json
 import numpy as np
 import pytest
 import torch
+from imagefolders import make_colour_imagefolder
 from PIL import Image
 
 from droppos.cli import main
 from droppos.models.vit import VisionTransformer
 from droppos.utils.checkpoint import save_encoder
 
-COLOURS = [(200, 30, 30), (30, 200, 30), (30, 30, 200)]
 
 
 def make_imagefolder(root, n_train=8, n_val=4, size=16, classes=3, seed=0):
     """Colour-coded classes with noise: learnable in a few steps."""
-    rng = np.random.default_rng(seed)
-    for split, n in (("train", n_train), ("val", n_val)):
-        for c in range(classes):
-            d = root / split / f"class{c}"
-            d.mkdir(parents=True, exist_ok=True)
-            for i in range(n):
-                a = np.clip(np.array(COLOURS[c % 3])[None, None] + rng.normal(0, 40, (size, size, 3)), 0, 255)
-                Image.fromarray(a.astype(np.uint8)).save(d / f"{i}.png")
-    return root
+    return make_colour_imagefolder(root, n_train, n_val, size, classes, seed, noise=40.0)
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from imagefolders import make_colour_imagefolder
 from PIL import Image
 
 from droppos.cli import main
@@ -23,16 +24,7 @@ ARCH = dict(img_size=16, patch_size=4, embed_dim=64, depth=2, num_heads=2)  # a 
 
 def make_imagefolder(root, n_train=20, n_val=4, size=16, classes=3, seed=0):
     """Class = mean colour, plus i.i.d. pixel noise: no patch's content says where it sits."""
-    rng = np.random.default_rng(seed)
-    colours = [(200, 40, 40), (40, 200, 40), (40, 40, 200)]
-    for split, n in (("train", n_train), ("val", n_val)):
-        for c in range(classes):
-            d = root / split / f"class{c}"
-            d.mkdir(parents=True, exist_ok=True)
-            for i in range(n):
-                a = np.clip(np.array(colours[c % 3])[None, None] + rng.normal(0, 15, (size, size, 3)), 0, 255)
-                Image.fromarray(a.astype(np.uint8)).save(d / f"{i}.png")
-    return root
+    return make_colour_imagefolder(root, n_train, n_val, size, classes, seed, noise=15.0)
 
 
 @pytest.fixture(scope="module")
