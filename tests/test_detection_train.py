@@ -108,3 +108,16 @@ def test_wrong_width_checkpoint_stops_before_training(setup, capsys):
     rc = detect("--init", root / "wide.pth", "--output", root / "wide", "--data", data, *TINY)
     assert rc == 2 and "model.backbone.net.embed_dim=96" in capsys.readouterr().err
     assert not (root / "wide" / "model_final.pth").exists()
+
+
+@pytest.mark.slow
+def test_two_processes_through_launch(setup):
+    """detectron2's ``launch`` with two CPU processes (gloo): DDP training and distributed evaluation."""
+    root, data, _ = setup
+    out = root / "ddp"
+    rc = detect("--init", root / "encoder.pth", "--output", out, "--data", data, "--num-gpus", "2", *TINY, *RUN,
+                "train.max_iter=2")
+    assert rc == 0
+    assert "World size: 2" in (out / "log.txt").read_text()
+    record = json.loads((out / "metrics.json").read_text())
+    assert set(record["metrics"]) == METRICS and record["load_report"]["ok"]

@@ -56,12 +56,21 @@ def do_test(cfg, model) -> dict:
     return results
 
 
+def wrap_ddp(model, cfg, **kwargs):
+    """detectron2's ``create_ddp_model`` (DDP when there are several processes); on CPU without
+    ``device_ids``, which detectron2 always sets to the local GPU."""
+    from detectron2.engine.defaults import create_ddp_model
+
+    if not str(cfg.train.device).startswith("cuda"):
+        kwargs["device_ids"] = None
+    return create_ddp_model(model, **kwargs)
+
+
 def do_train(cfg, args, init) -> dict:
     """Train ``cfg`` (resuming from ``cfg.train.output_dir`` with ``args.resume``); returns the last evaluation."""
     from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.config import instantiate
     from detectron2.engine import AMPTrainer, SimpleTrainer, hooks
-    from detectron2.engine.defaults import create_ddp_model
     from detectron2.utils import comm
 
     from .init import load_weights
@@ -81,7 +90,7 @@ def do_train(cfg, args, init) -> dict:
     cfg.optimizer.params.model = model
     optim = instantiate(cfg.optimizer)
     train_loader = instantiate(cfg.dataloader.train)
-    model = create_ddp_model(model, **cfg.train.ddp)
+    model = wrap_ddp(model, cfg, **cfg.train.ddp)
     use_amp = bool(cfg.train.amp.enabled) and str(cfg.train.device).startswith("cuda")
     trainer = (AMPTrainer if use_amp else SimpleTrainer)(model, train_loader, optim)
     checkpointer = DetectionCheckpointer(model, output_dir, trainer=trainer)
@@ -111,7 +120,6 @@ def do_eval_only(cfg, args) -> dict:
     """Evaluate ``train.init_checkpoint`` (or the run's last checkpoint) without training."""
     from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.config import instantiate
-    from detectron2.engine.defaults import create_ddp_model
 
     from .init import InitError, load_weights
 
@@ -124,7 +132,7 @@ def do_eval_only(cfg, args) -> dict:
             raise InitError(f"{cfg.train.output_dir}: no checkpoint to evaluate; pass --init MODEL.pth")
         path = ck.get_checkpoint_file()
     report = load_weights(model, path, require_full=True)
-    model = create_ddp_model(model)
+    model = wrap_ddp(model, cfg)
     model.eval()
     return {"results": do_test(cfg, model), "load_report": report, "start_iter": None, "checkpoint": path}
 
