@@ -5,7 +5,8 @@ A run folder is a folder holding any of:
 * ``metrics.json`` written by :func:`droppos.utils.metrics.write_metrics` (the normal case);
 * ``run.json``: the plan of a run (same fields as ``metrics.json`` without ``metrics``; an
   optional ``"schedule": {"epochs": N}`` or ``{"iters": N}`` tells when an engine log is
-  complete). A planned run with no numbers shows as ``missing``;
+  complete). A planned run with no numbers shows as ``missing``, or as its ``status`` when the
+  bench recorded ``failed`` or ``blocked`` (with the last line of its ``error``);
 * an engine's own log (see :mod:`droppos.results.engines`): detectron2 ``metrics.json`` lines,
   mmengine ``<work_dir>/<timestamp>/vis_data/scalars.json`` (the run is ``<work_dir>``), or a
   classification ``log.jsonl``.
@@ -26,6 +27,8 @@ from droppos.results.engines import EngineLog, parse_classification, parse_detec
 from droppos.results.records import Run
 from droppos.utils.metrics import read_metrics
 
+#: run.json statuses that say why a run has no numbers
+PLAN_FAILURES = ("failed", "blocked")
 # engine -> (task, protocol) it produces
 ENGINE_TASK = {
     "detectron2": ("detection", "mask_rcnn"),
@@ -203,7 +206,10 @@ def _from_plan_or_log(path: Path, folder: _Folder, log: EngineLog | None, warnin
     if folder.malformed:
         run.note = "metrics.json malformed"
     if log is None or not log.metrics:
-        run.status = "missing"
+        # the bench's verdict when it has one (failed, blocked), else a run without numbers
+        run.status = plan.get("status") if plan.get("status") in PLAN_FAILURES else "missing"
+        if plan.get("error"):
+            run.note = (run.note + "; " if run.note else "") + str(plan["error"]).strip().splitlines()[-1][:200]
         run.source = str(log.path.relative_to(path)) if log else "run.json"
         run.progress = log.progress if log else ""
         return run

@@ -1,6 +1,7 @@
 """Run discovery: our metrics.json first, engine logs as fall-backs, plans shown as missing,
 malformed files named in warnings."""
 
+import json
 import shutil
 from pathlib import Path
 
@@ -87,3 +88,18 @@ def test_engine_log_in_a_subfolder_of_another_task_is_its_own_run(tmp_path):
     shutil.copytree(FIX / "external/vitdet_run", tmp_path / "pre/vitdet")
     runs = {r.path.name: r for r in discover([tmp_path]).runs}
     assert runs["pre"].task == "pretrain" and runs["vitdet"].task == "detection"
+
+
+def test_bench_failed_and_blocked_plans_show_their_status_and_error(tmp_path):
+    backbone = {"id": "droppos-vit_tiny_p8-e6", "method": "droppos", "arch": "vit_tiny_p8", "epochs": 6, "source": "x"}
+    plans = {"failed": {"error": "Traceback (most recent call last):\nRuntimeError: CUDA out of memory"},
+             "blocked": {"error": "needs droppos/pretrain, which failed"}, "running": {}}
+    for status, extra in plans.items():
+        (tmp_path / status).mkdir()
+        (tmp_path / status / "run.json").write_text(json.dumps(
+            {"task": "detection", "protocol": "mask_rcnn", "backbone": backbone, "dataset": "fmnist", "seed": 0,
+             "status": status, **extra}))
+    runs = {r.path.name: r for r in discover([tmp_path]).runs}
+    assert runs["failed"].status == "failed" and runs["failed"].note == "RuntimeError: CUDA out of memory"
+    assert runs["blocked"].status == "blocked" and "droppos/pretrain" in runs["blocked"].note
+    assert runs["running"].status == "missing"  # no verdict yet: a run without numbers
