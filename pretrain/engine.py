@@ -53,12 +53,6 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    if precision == "auto":
-        return torch.bfloat16 if device.type == "cuda" else None
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-
-
 class PretrainRun:
     """Builds everything from a ``PretrainConfig`` and trains. ``resume`` continues ``cfg.output``."""
 
@@ -89,7 +83,7 @@ class PretrainRun:
         self.params = [p for p in self.method.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
             param_groups_weight_decay(self.method, cfg.weight_decay), lr=self.lr, betas=(0.9, 0.95))
-        self.amp_dtype = _amp_dtype(cfg.precision, self.device)
+        self.amp_dtype = du.amp_dtype(cfg.precision, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.model = self.method
         if self.info.distributed:

@@ -78,6 +78,14 @@ def get_device(info: DistInfo, device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+def amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype of a ``precision`` option: 'auto' -> bf16 on GPU, None (fp32) elsewhere;
+    'fp32' -> None; 'bf16' / 'fp16' as named."""
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
 def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
     if dist.is_available() and dist.is_initialized():
         t = t.clone()

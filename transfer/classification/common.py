@@ -26,7 +26,6 @@ from droppos.utils.metrics import write_metrics
 from .config import CommonConfig
 from .data import check_imagefolder, dataset_name, resolve_data
 from .errors import InputError
-from .loop import amp_dtype
 
 RUN_FILES = ("checkpoint.pth", "metrics.json", "log.jsonl", "classifier.pth", "features.pth")
 
@@ -89,7 +88,7 @@ def prepare(cfg: CommonConfig, protocol: str, resume: bool = False, overwrite: b
         write_config(cfg, run_dir)
         for note in bb.notes:
             print(f"backbone: {note}")
-    return Setup(cfg=cfg, protocol=protocol, info=info, device=device, amp=amp_dtype(cfg.precision, device),
+    return Setup(cfg=cfg, protocol=protocol, info=info, device=device, amp=du.amp_dtype(cfg.precision, device),
                  run_dir=run_dir, backbone=bb, img_size=img_size, data_root=root, classes=classes,
                  dataset=dataset_name(root, cfg.dataset), logger=logger)
 

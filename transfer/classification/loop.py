@@ -16,13 +16,6 @@ import torch.distributed as dist
 from droppos.utils.optim import clip_gradients, cosine_lr, set_lr
 
 
-def amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """'auto' -> bf16 on GPU, None (fp32) elsewhere; 'bf16' / 'fp32' as named."""
-    if precision == "auto":
-        return torch.bfloat16 if device.type == "cuda" else None
-    return {"fp32": None, "bf16": torch.bfloat16}[precision]
-
-
 def _sum(t: torch.Tensor) -> torch.Tensor:
     if dist.is_available() and dist.is_initialized():
         t = t.clone()
