@@ -40,6 +40,10 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
     return path
 
 
+#: first bytes of what ``torch.save`` writes: a zip archive, or a legacy pickle (protocol >= 2)
+TORCH_MAGIC = (b"PK\x03\x04", b"\x80")
+
+
 def safe_load(path: str | Path, trust_pickle: bool = False) -> Any:
     """Load a checkpoint on CPU with ``weights_only=True``.
 
@@ -50,6 +54,10 @@ def safe_load(path: str | Path, trust_pickle: bool = False) -> Any:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint file")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head.startswith(TORCH_MAGIC):
+        raise ValueError(f"{path}: not a readable PyTorch checkpoint (neither a torch.save zip archive nor a pickle)")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001

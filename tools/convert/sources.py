@@ -176,11 +176,6 @@ def _read(path: Path, trust_pickle: bool):
             return load_file(str(path))
         except Exception as e:  # noqa: BLE001 - any parse failure is a bad file
             raise ValueError(f"{path}: not a readable safetensors file ({str(e).splitlines()[0]})") from None
-    with path.open("rb") as f:
-        head = f.read(4)
-    # torch.save writes a zip archive (PK..); the legacy format is a pickle (protocol 2+: 0x80)
-    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
-        raise ValueError(f"{path}: not a readable PyTorch checkpoint (neither a torch.save zip archive nor a pickle)")
     return safe_load(path, trust_pickle=trust_pickle)
 
 
