@@ -275,3 +275,16 @@ def test_randaugment_runs_with_zero_bit_posterize():
     assert np.asarray(post.aug_fn(img, 0)).max() == 0 and np.asarray(post.aug_fn(img, 4)).max() == 192
     for _ in range(100):
         assert t(img).shape == (3, 16, 16)
+
+
+def test_finetune_crop_scale_reaches_timm():
+    from timm.data.transforms import RandomResizedCropAndInterpolation
+
+    from droppos.transfer.classification.data import build_transform
+
+    for min_scale in (0.08, 0.5):
+        (crop,) = [x for x in build_transform("finetune", 16, min_scale=min_scale).transforms
+                   if isinstance(x, RandomResizedCropAndInterpolation)]
+        assert tuple(crop.scale) == (min_scale, 1.0)
+    with pytest.raises(ValueError, match="min_scale must be in"):
+        build_transform("finetune", 16, min_scale=0.0)

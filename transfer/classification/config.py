@@ -60,6 +60,8 @@ class FinetuneConfig(CommonConfig):
     cutmix: float = opt(1.0, "cutmix alpha (0 = off)")
     mixup_prob: float = opt(1.0, "probability of applying mixup or cutmix to a batch")
     mixup_switch_prob: float = opt(0.5, "probability of cutmix instead of mixup when both are on")
+    min_scale: float = opt(0.08, "random resized crop: smallest crop, as a fraction of the image area (timm's "
+                                 "--scale lower bound; 0.08 is the ImageNet recipe)")
     aa: str = opt("rand-m9-mstd0.5-inc1", "timm auto-augment policy ('' = off)")
     reprob: float = opt(0.25, "random erasing probability")
     global_pool: str = opt("avg", "'avg' (patch mean + fc_norm, MAE/DropPos) or 'token' ([cls] + norm)",

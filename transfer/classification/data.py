@@ -10,7 +10,7 @@ Fashion-MNIST IDX files on first use (``droppos data imagefolder``).
 
 Transforms (timm ``create_transform``):
 
-* ``finetune``: random resized crop, flip, RandAugment (``aa``), random erasing (``reprob``),
+* ``finetune``: random resized crop (area ``min_scale``..1), flip, RandAugment (``aa``), random erasing (``reprob``),
   bicubic, ImageNet normalisation (MAE/DropPos fine-tuning);
 * ``linear``: random resized crop + flip only (MAE linear probing);
 * ``eval``: resize to ``img_size / crop_pct``, centre crop, normalise.
@@ -83,14 +83,18 @@ def dataset_name(root: Path, override: str = "") -> str:
     return root.resolve().name
 
 
-def build_transform(kind: str, img_size: int, crop_pct: float = 0.875, aa: str = "", reprob: float = 0.0):
-    """timm transform for ``kind`` in ('finetune', 'linear', 'eval') at ``img_size`` px."""
+def build_transform(kind: str, img_size: int, crop_pct: float = 0.875, aa: str = "", reprob: float = 0.0,
+                    min_scale: float = 0.08):
+    """timm transform for ``kind`` in ('finetune', 'linear', 'eval') at ``img_size`` px; ``min_scale``
+    is the smallest random-resized-crop area fraction of 'finetune'."""
     from timm.data import create_transform
 
     if kind == "finetune":
+        if not 0.0 < min_scale <= 1.0:
+            raise ValueError(f"min_scale must be in (0, 1], got {min_scale}")
         return allow_zero_bit_posterize(create_transform(
-            input_size=img_size, is_training=True, auto_augment=aa or None, interpolation="bicubic",
-            re_prob=reprob, re_mode="pixel", re_count=1, color_jitter=None))
+            input_size=img_size, is_training=True, scale=(min_scale, 1.0), auto_augment=aa or None,
+            interpolation="bicubic", re_prob=reprob, re_mode="pixel", re_count=1, color_jitter=None))
     if kind == "linear":
         from torchvision import transforms as T
 

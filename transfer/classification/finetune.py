@@ -96,7 +96,8 @@ def run_finetune(s: Setup) -> dict[str, float]:
     optimizer = torch.optim.AdamW(groups, lr=lr)
     criterion, mixup = criterion_and_mixup(cfg, c)
 
-    train_ds = image_folder(s.data_root, "train", build_transform("finetune", s.img_size, aa=cfg.aa, reprob=cfg.reprob), s.classes)
+    train_ds = image_folder(s.data_root, "train", build_transform("finetune", s.img_size, aa=cfg.aa, reprob=cfg.reprob,
+                                                                min_scale=cfg.min_scale), s.classes)
     val_ds = image_folder(s.data_root, "val", build_transform("eval", s.img_size, cfg.crop_pct), s.classes)
     iters = len(train_ds) // (world * cfg.batch_size)
     schedule = dict(lr=lr, min_lr=cfg.min_lr, warmup_steps=cfg.warmup_epochs * iters, total_steps=cfg.epochs * iters)
