@@ -154,8 +154,11 @@ def test_shipped_specs_plan_every_task():
     assert ft.args[ft.args.index("--backbone") + 1] == "OUT/mae/pretrain/encoder.pth"
     seg = next(r for r in runs if r.id == "droppos/segmentation/seed0")
     assert "model.backbone.patch_size=8" in seg.args and "randomness.seed=0" in seg.args
+    seg_task = next(t for t in smoke.tasks if t.name == "segmentation")
     assert seg.plan == {"task": "segmentation", "protocol": "upernet", "dataset": "fmnist", "seed": 0,
-                        "schedule": {"iters": 20}}
+                        "schedule": {"iters": seg_task.options["train_cfg.max_iters"]}}
+    pt = next(r for r in runs if r.id == "droppos/pretrain")  # its own unlabelled image set
+    assert "data/pretrain_images" in pt.deps and "data/imagefolder" not in pt.deps
     paper = load_spec(resolve_spec_path("paper"))
     assert {t.name for t in paper.tasks} >= {"finetune", "linear", "knn", "detection", "segmentation"}
     assert next(b for b in paper.backbones if b.name == "droppos").pretrain["epochs"] == 800
