@@ -275,3 +275,39 @@ def test_slurm_path_through_submitit_local_executor(tiny, tmp_path, capsys, monk
     plan = json.loads((out / "scratch" / "knn" / "seed0" / "run.json").read_text())
     assert plan["status"] == "finished" and plan["job_id"]
     assert json.loads((out / "scratch" / "knn" / "seed0" / "metrics.json").read_text())["status"] == "finished"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_run_dies_with_a_killed_bench(tmp_path):
+    """kill -9 of the bench must not leave its run writing on: the restarted bench would race it."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    parent = textwrap.dedent("""
+        import subprocess, sys, time
+        from droppos.bench.local import die_with_parent
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], preexec_fn=die_with_parent)
+        print(child.pid, flush=True)
+        time.sleep(60)
+    """)
+    bench = subprocess.Popen([sys.executable, "-c", parent], stdout=subprocess.PIPE, text=True)
+    child = int(bench.stdout.readline())
+    os.kill(bench.pid, signal.SIGKILL)
+    bench.wait()
+    for _ in range(100):
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        try:
+            with open(f"/proc/{child}/stat") as f:  # a zombie awaiting init counts as gone
+                if f.read().split(") ")[1][0] == "Z":
+                    break
+        except FileNotFoundError:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(child, signal.SIGKILL)
+        pytest.fail("the run outlived the bench")

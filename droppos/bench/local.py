@@ -5,7 +5,9 @@ appended to the run's ``bench.log``. A finished run is skipped; any other is (re
 engine's resume flag, so an interrupted run continues where it stopped. A failed run is recorded
 (``run.json`` status ``failed`` with the end of its log) and the others go on; the runs that
 need it are marked ``blocked``. Ctrl-C stops the running processes and marks them
-``interrupted`` (SIGTERM too); running the same command again resumes.
+``interrupted`` (SIGTERM too); running the same command again resumes. On Linux a run also gets
+SIGTERM when the bench itself dies (``kill -9``, a lost session), so that a restarted bench never
+finds the previous one's orphan still writing into the run folder.
 
 With ``jobs > 1`` each process gets ``OMP_NUM_THREADS = cores // jobs`` (unless set) and, on a
 machine with GPUs, its own GPU (round robin) through ``CUDA_VISIBLE_DEVICES``.
@@ -14,6 +16,7 @@ machine with GPUs, its own GPU (round robin) through ``CUDA_VISIBLE_DEVICES``.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -25,6 +28,17 @@ from .plan import Run
 from .state import finished, now, outcome_error, status, write_run_json
 
 FAILED = ("failed", "blocked", "interrupted")
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent() -> None:
+    """``preexec_fn``: ask Linux to SIGTERM this child when the process that started it dies."""
+    import ctypes
+
+    parent = os.getppid()
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 @dataclass
@@ -113,7 +127,8 @@ class LocalExecutor:
                            ended=None, returncode=None, error=None)
         again = {"partial": " (resuming)", "failed": " (again, after a failure)"}.get(before, "")
         self.echo(f"{index} {run.id}: start{again}; log {run.log}")
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self._env(slot))
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self._env(slot),
+                                preexec_fn=die_with_parent if sys.platform.startswith("linux") else None)
         return _Running(run, proc, log, offset, time.monotonic(), slot, attempts)
 
     def _finish(self, r: _Running, returncode: int) -> Outcome:
