@@ -245,13 +245,14 @@ def test_bench_runs_skips_resumes_and_carries_on_past_failures(tiny, tmp_path, c
     md = (out / "results" / "results.md").read_text()
     assert f"table:  {out / 'results' / 'results.md'}" in text and (out / "results" / "results.png").is_file()
     assert "cls knn" in md and "scratch/broken/seed0" in md
+    assert "| failed |" in md  # the failed task's cell says so (not 'missing')
     assert json.loads((out / "plan.json").read_text())["runs"][0]["run"] == "data/imagefolder"
 
     # again: finished runs are skipped (no new attempt, metrics untouched), only the failed ones rerun
     before = (out / "dp" / "knn" / "seed0" / "metrics.json").stat().st_mtime_ns
     assert main(["bench", str(tiny), "--out", str(out), "--only", "dp/*", "scratch/knn/*", "--no-results"]) == 0
     text = capsys.readouterr().out
-    assert ": start" not in text and "runs: 4 done" in text
+    assert ": start" not in text and "runs: 4 done" in text and "dp/knn/seed0: already finished, skipped" in text
     assert (out / "dp" / "knn" / "seed0" / "metrics.json").stat().st_mtime_ns == before
     assert main(["bench", str(tiny), "--out", str(out), "--dry-run"]) == 0
     table = capsys.readouterr().out

@@ -192,6 +192,7 @@ class LocalExecutor:
                     pending.remove(run)
                     if finished(run):
                         out[run.id] = Outcome("done")
+                        self.echo(f"[{len(out) + len(running)}/{total}] {run.id}: already finished, skipped")
                         continue
                     if run.kind == "data" and not run.buildable:
                         out[run.id] = self._fail_without_start(
