@@ -257,6 +257,14 @@ def test_bench_runs_skips_resumes_and_carries_on_past_failures(tiny, tmp_path, c
     assert main(["bench", str(tiny), "--out", str(out), "--dry-run"]) == 0
     table = capsys.readouterr().out
     assert "7 runs: 4 done, 2 failed, 1 todo" in table
+    # a finished run made with other options than the spec's now: still skipped, but said
+    knn_plan = out / "dp" / "knn" / "seed0" / "run.json"
+    knn_plan.write_text(json.dumps({**json.loads(knn_plan.read_text()), "command": "droppos classify knn --old"}))
+    assert main(["bench", str(tiny), "--out", str(out), "--dry-run"]) == 0
+    table = capsys.readouterr().out
+    assert "1 done*" in table and "delete its folder to redo it" in table
+    assert main(["bench", str(tiny), "--out", str(out), "--only", "dp/knn/*", "--no-results"]) == 0
+    assert "dp/knn/seed0: already finished, skipped (made with other options" in capsys.readouterr().out
 
 
 def test_slurm_without_submitit_is_a_clear_error(tiny, tmp_path, monkeypatch):

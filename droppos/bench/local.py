@@ -25,7 +25,7 @@ from typing import Callable
 
 from .commands import Launch, launch_command
 from .plan import Run
-from .state import finished, now, outcome_error, status, write_run_json
+from .state import changed_since, finished, now, outcome_error, status, write_run_json
 
 FAILED = ("failed", "blocked", "interrupted")
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -192,7 +192,9 @@ class LocalExecutor:
                     pending.remove(run)
                     if finished(run):
                         out[run.id] = Outcome("done")
-                        self.echo(f"[{len(out) + len(running)}/{total}] {run.id}: already finished, skipped")
+                        note = (f" (made with other options than the spec's now; delete {run.folder} to redo it)"
+                                if changed_since(run) else "")
+                        self.echo(f"[{len(out) + len(running)}/{total}] {run.id}: already finished, skipped{note}")
                         continue
                     if run.kind == "data" and not run.buildable:
                         out[run.id] = self._fail_without_start(

@@ -60,6 +60,18 @@ def data_ready(folder: Path) -> bool:
     return folder.is_dir() and any(folder.iterdir())
 
 
+def changed_since(run: Run) -> str | None:
+    """The command a finished run was made with, when the spec now gives another one (else None).
+
+    Such a run is still skipped (its numbers stay valid for what it ran); the bench and the plan
+    say so, and deleting its folder makes the next bench redo it.
+    """
+    if run.kind == "data":
+        return None
+    old = (read_run_json(run.folder) or {}).get("command")
+    return old if old and old != run.command else None
+
+
 def status(run: Run) -> str:
     """done | partial | failed | todo for a run; data: done | todo | missing (absent and not buildable)."""
     if run.kind == "data":

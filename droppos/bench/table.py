@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from .plan import Run
-from .state import status
+from .state import changed_since, status
 
 COLUMNS = ("run", "backbone", "task", "seed", "folder", "status", "command")
 
@@ -21,8 +21,11 @@ def _rel(p: Path) -> str:
 def plan_rows(runs: list[Run]) -> list[dict]:
     rows = []
     for r in runs:
+        state = status(r)
+        if state == "done" and changed_since(r):
+            state = "done*"
         rows.append({"run": r.id, "backbone": r.backbone or "-", "task": r.task or r.kind,
-                     "seed": "-" if r.seed is None else str(r.seed), "folder": _rel(r.folder), "status": status(r),
+                     "seed": "-" if r.seed is None else str(r.seed), "folder": _rel(r.folder), "status": state,
                      "command": r.command if r.buildable else "(build: false: the dataset must be at this path)",
                      "needs": list(r.deps)})
     return rows
@@ -42,6 +45,9 @@ def plan_table(runs: list[Run]) -> str:
     for x in rows:
         counts[x["status"]] = counts.get(x["status"], 0) + 1
     lines.append(f"{len(rows)} runs: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    if "done*" in counts:
+        lines.append("done*: finished with other options than the spec's now (run.json 'command'); "
+                     "skipped all the same: delete its folder to redo it")
     return "\n".join(lines)
 
 
