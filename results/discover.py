@@ -175,13 +175,10 @@ def _parse_logs(folder: _Folder, warnings: list[str]) -> EngineLog | None:
 
 
 def _from_ours(path: Path, data: dict) -> tuple[Run, list[str]]:
-    notes = []
-    metrics = {}
-    for k, v in data["metrics"].items():
-        if v is None:
-            notes.append(f"{path / 'metrics.json'}: {k} is null (non-finite when written), left out")
-        else:
-            metrics[k] = float(v)
+    metrics = {k: float(v) for k, v in data["metrics"].items() if v is not None}
+    nulls = [k for k, v in data["metrics"].items() if v is None]
+    notes = [f"{path / 'metrics.json'}: {', '.join(nulls)} {'is' if len(nulls) == 1 else 'are'} null "
+             "(non-finite when written, e.g. COCO's APl without large objects), left out"] if nulls else []
     run = Run(path=path, task=str(data["task"]), protocol=str(data["protocol"]), backbone=data["backbone"],
               dataset=str(data.get("dataset") or "unknown"), seed=data.get("seed"), metrics=metrics,
               status=str(data.get("status") or "finished"), source="metrics.json")

@@ -103,3 +103,16 @@ def test_bench_failed_and_blocked_plans_show_their_status_and_error(tmp_path):
     assert runs["failed"].status == "failed" and runs["failed"].note == "RuntimeError: CUDA out of memory"
     assert runs["blocked"].status == "blocked" and "droppos/pretrain" in runs["blocked"].note
     assert runs["running"].status == "missing"  # no verdict yet: a run without numbers
+
+
+def test_non_finite_metrics_are_left_out_with_one_warning_per_file(tmp_path):
+    from droppos.utils.metrics import write_metrics
+
+    backbone = {"id": "scratch-vit_tiny_p8", "method": "scratch", "arch": "vit_tiny_p8", "epochs": None, "source": "x"}
+    write_metrics(tmp_path / "det", task="detection", protocol="mask_rcnn", backbone=backbone, dataset="fmnist",
+                  metrics={"bbox_AP": 2.5, "bbox_APl": float("nan"), "segm_APl": float("nan")})
+    found = discover([tmp_path])
+    (run,) = found.runs
+    assert run.metrics == {"bbox_AP": 2.5}
+    (warning,) = found.warnings
+    assert "det/metrics.json: bbox_APl, segm_APl are null" in warning
