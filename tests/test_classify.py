@@ -8,12 +8,10 @@ import json
 import numpy as np
 import pytest
 import torch
-from imagefolders import make_colour_imagefolder
+from imagefolders import make_colour_imagefolder, write_tiny_encoder
 from PIL import Image
 
 from droppos.cli import main
-from droppos.models.vit import VisionTransformer
-from droppos.utils.checkpoint import save_encoder
 
 
 
@@ -29,11 +27,7 @@ def data(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def encoder_file(tmp_path_factory):
-    torch.manual_seed(0)
-    enc = VisionTransformer(img_size=16, patch_size=4, embed_dim=64, depth=2, num_heads=2)
-    path = tmp_path_factory.mktemp("enc") / "encoder.pth"
-    save_encoder(path, enc.state_dict(), {"method": "droppos", "arch": enc.arch_args(), "epochs": 1, "epochs_done": 1})
-    return path
+    return write_tiny_encoder(tmp_path_factory.mktemp("enc") / "encoder.pth", method="droppos", epochs=1, epochs_done=1)
 
 
 def classify(protocol, encoder_file, data, out, *extra):

@@ -9,17 +9,16 @@ import math
 import numpy as np
 import pytest
 import torch
-from imagefolders import make_colour_imagefolder
+from imagefolders import TINY_ARCH, make_colour_imagefolder, write_tiny_encoder
 from PIL import Image
 
 from droppos.cli import main
 from droppos.models.vit import VisionTransformer
 from droppos.transfer.probes import tokens
 from droppos.transfer.probes.position import chance, grid_distance
-from droppos.utils.checkpoint import save_encoder
 from droppos.utils.metrics import read_metrics
 
-ARCH = dict(img_size=16, patch_size=4, embed_dim=64, depth=2, num_heads=2)  # a 4 x 4 grid
+ARCH = TINY_ARCH  # a 4 x 4 grid
 
 
 def make_imagefolder(root, n_train=20, n_val=4, size=16, classes=3, seed=0):
@@ -34,11 +33,7 @@ def data(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def encoder_file(tmp_path_factory):
-    torch.manual_seed(0)
-    enc = VisionTransformer(**ARCH)
-    path = tmp_path_factory.mktemp("enc") / "encoder.pth"
-    save_encoder(path, enc.state_dict(), {"method": "scratch", "arch": enc.arch_args(), "epochs": 0})
-    return path
+    return write_tiny_encoder(tmp_path_factory.mktemp("enc") / "encoder.pth", method="scratch", epochs=0)
 
 
 def probe(protocol, encoder_file, data, out, *extra):
