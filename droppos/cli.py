@@ -31,7 +31,10 @@ def _load(name: str):
         return importlib.import_module(module_name)
     except ModuleNotFoundError as e:
         if e.name and module_name.startswith(e.name):
-            raise SystemExit(f"droppos {name}: not available in this install ({module_name} missing)")
+            from droppos.errors import UserError
+
+            raise UserError(f"not available in this install ({module_name} missing); "
+                            "install the extras: pip install -e '.[all]' (or ./setup.sh)") from None
         raise
 
 
@@ -50,14 +53,20 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(argv)
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return 2
-    return int(_load(args.command).run(args) or 0)
+    from droppos.errors import UserError
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), "")
+    try:
+        parser = build_parser(argv)
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return 2
+        return int(_load(args.command).run(args) or 0)
+    except UserError as e:  # the one place where user errors are printed: one line, no traceback
+        print(f"droppos {command}: error: {e}".replace("  ", " "), file=sys.stderr)
+        return e.exit_code
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -7,6 +7,8 @@ shorter published setting), with ``method=mae`` switching to MAE's decoder. Ever
 
 from __future__ import annotations
 
+from droppos.errors import UserError
+
 from dataclasses import dataclass
 
 from droppos.utils.config import opt
@@ -76,14 +78,14 @@ class PretrainConfig:
     def validate(self) -> None:
         """One-line errors naming the option and the fix."""
         if self.img_size % self.patch_size:
-            raise SystemExit(f"--img-size {self.img_size} is not divisible by --patch-size {self.patch_size}; "
+            raise UserError(f"--img-size {self.img_size} is not divisible by --patch-size {self.patch_size}; "
                              f"use a multiple of {self.patch_size}")
         for name in ("mask_ratio", "pos_mask_ratio"):
             v = getattr(self, name)
             if not 0.0 < v < 1.0:
-                raise SystemExit(f"--{name.replace('_', '-')} must be in (0, 1), got {v}")
+                raise UserError(f"--{name.replace('_', '-')} must be in (0, 1), got {v}")
         for name in ("epochs", "batch_size", "accum_iter"):
             if getattr(self, name) < 1:
-                raise SystemExit(f"--{name.replace('_', '-')} must be >= 1")
+                raise UserError(f"--{name.replace('_', '-')} must be >= 1")
         if self.warmup_epochs < 0 or self.warmup_epochs > self.epochs:
-            raise SystemExit(f"--warmup-epochs must be in [0, epochs={self.epochs}], got {self.warmup_epochs}")
+            raise UserError(f"--warmup-epochs must be in [0, epochs={self.epochs}], got {self.warmup_epochs}")

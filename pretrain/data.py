@@ -8,6 +8,8 @@ crops the uninterrupted run would have seen.
 
 from __future__ import annotations
 
+from droppos.errors import UserError
+
 from pathlib import Path
 
 import torch
@@ -34,18 +36,18 @@ def find_images(root: str | Path) -> list[Path]:
     """Images of an ImageFolder tree (``root/train`` when it exists). Clear errors for bad trees."""
     root = Path(root)
     if not root.is_dir():
-        raise SystemExit(f"data folder not found: {root}; build the default with `droppos data imagefolder --out {root}`")
+        raise UserError(f"data folder not found: {root}; build the default with `droppos data imagefolder --out {root}`")
     if (root / "train").is_dir():
         root = root / "train"
     classes = sorted(d for d in root.iterdir() if d.is_dir())
     if not classes:
-        raise SystemExit(f"{root}: no class folders; expected an ImageFolder tree ROOT/<class>/<image>")
+        raise UserError(f"{root}: no class folders; expected an ImageFolder tree ROOT/<class>/<image>")
     files, empty = [], []
     for c in classes:
         imgs = sorted(p for p in c.rglob("*") if p.suffix.lower() in IMG_EXTENSIONS)
         (files.extend(imgs) if imgs else empty.append(c.name))
     if empty:
-        raise SystemExit(f"{root}: class folder(s) without images: {empty[:5]}{'...' if len(empty) > 5 else ''}; "
+        raise UserError(f"{root}: class folder(s) without images: {empty[:5]}{'...' if len(empty) > 5 else ''}; "
                          "remove them or add images")
     return files
 
@@ -93,7 +95,7 @@ class ResumableSampler(Sampler[int]):
         self.n, self.rank, self.world_size, self.seed = n, rank, world_size, seed
         self.per_rank = n // world_size
         if self.per_rank == 0:
-            raise SystemExit(f"{n} images cannot be split over {world_size} processes")
+            raise UserError(f"{n} images cannot be split over {world_size} processes")
         self.epoch, self.start = 0, 0
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
@@ -114,7 +116,7 @@ def iters_per_epoch(n_images: int, world_size: int, batch_size: int, accum: int)
     it = (n_images // world_size) // batch_size
     it -= it % accum
     if it == 0:
-        raise SystemExit(f"{n_images} images give no full step of batch {batch_size} x accum {accum} x "
+        raise UserError(f"{n_images} images give no full step of batch {batch_size} x accum {accum} x "
                          f"{world_size} processes; lower --batch-size or --accum-iter")
     return it
 

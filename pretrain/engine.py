@@ -11,6 +11,8 @@ killing and resuming gives the parameters of an uninterrupted run (no skipped or
 
 from __future__ import annotations
 
+from droppos.errors import UserError
+
 import contextlib
 import dataclasses
 import json
@@ -102,7 +104,7 @@ class PretrainRun:
     def _check_run_dir(self, resume: bool, overwrite: bool) -> None:
         has_run = (self.run_dir / "metrics.json").is_file() or self.ckpt_path.is_file()
         if has_run and not (resume or overwrite):
-            raise SystemExit(f"{self.run_dir} already holds a run; pass --resume to continue it "
+            raise UserError(f"{self.run_dir} already holds a run; pass --resume to continue it "
                              "or --overwrite to start over")
         if overwrite and self.info.is_main:
             for name in ("checkpoint.pth", "encoder.pth", "metrics.json", "log.jsonl"):
@@ -130,7 +132,7 @@ class PretrainRun:
         ck = safe_load(self.ckpt_path)
         meta = ck.get("meta", {})
         if meta.get("method") != self.cfg.method or meta.get("arch") != self.encoder.arch_args():
-            raise SystemExit(
+            raise UserError(
                 f"{self.ckpt_path}: checkpoint is {meta.get('method')} {meta.get('arch')}, the config asks for "
                 f"{self.cfg.method} {self.encoder.arch_args()}; resume with the run's own options or use --overwrite")
         self.method.load_state_dict(ck["model"])
@@ -242,7 +244,7 @@ class PretrainRun:
         vec = du.all_reduce_mean(torch.stack([sums[k] for k in keys]) / max(count, 1)).tolist()
         stats = dict(zip(keys, vec))
         if not all(np.isfinite(v) for v in vec):
-            raise SystemExit(f"non-finite loss at epoch {self.epoch}, step {self.step}: {stats}; "
+            raise UserError(f"non-finite loss at epoch {self.epoch}, step {self.step}: {stats}; "
                              "lower --blr or set --clip-grad")
         return stats
 

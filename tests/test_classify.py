@@ -38,6 +38,7 @@ def classify(protocol, encoder_file, data, out, *extra):
 
 @pytest.mark.slow
 def test_finetune_end_to_end(tmp_path, data, encoder_file):
+    from droppos.tools.convert.sources import default_name
     from droppos.transfer.classification.classifier import load_classifier
     from droppos.utils.metrics import read_metrics
 
@@ -45,7 +46,9 @@ def test_finetune_end_to_end(tmp_path, data, encoder_file):
     assert classify("finetune", encoder_file, data, out, "--epochs", "2", "--warmup-epochs", "1") == 0
     m = read_metrics(out / "metrics.json")
     assert m["task"] == "classification" and m["protocol"] == "finetune" and m["dataset"] == data.name
-    assert m["backbone"]["id"] == "droppos-vit_d64x2_p4-e1" and m["epochs"] == 2
+    bb = m["backbone"]
+    assert (bb["method"], bb["arch"], bb["epochs"]) == ("droppos", "vit_d64x2_p4", 1) and m["epochs"] == 2
+    assert bb["id"] == default_name(str(encoder_file))
     assert set(m["metrics"]) == {"top1", "top5", "top1_best"} and 0 <= m["metrics"]["top1"] <= 100
     assert m["metrics"]["top5"] == 100.0  # 3 classes: the true one is always among the top 3
     assert len(m["history"]) == 2 and m["config"]["layer_decay"] == 0.75

@@ -32,10 +32,12 @@ def test_cli_every_target(tmp_path, capsys, to, top):
 
 
 def test_cli_bad_inputs_exit_2_with_one_line(tmp_path, capsys):
-    write_mae_official(tmp_path / "mae.pth", tiny_encoder())
+    import pathlib
+
+    torch.save({"model": tiny_encoder().state_dict(), "where": pathlib.PurePosixPath("/x")}, tmp_path / "obj.pth")
     (tmp_path / "junk.pth").write_bytes(b"\x00\x01junk")
     cases = [
-        (["convert", str(tmp_path / "mae.pth"), "--to", "timm", "--out", str(tmp_path / "o.pth")], "--trust-pickle"),
+        (["convert", str(tmp_path / "obj.pth"), "--to", "timm", "--out", str(tmp_path / "o.pth")], "--trust-pickle"),
         (["convert", str(tmp_path / "junk.pth"), "--to", "timm", "--out", str(tmp_path / "o.pth")], "junk.pth: not a readable"),
         (["convert", str(tmp_path / "nope.pth"), "--to", "timm", "--out", str(tmp_path / "o.pth")], "no such checkpoint"),
         (["convert", "scratch:tiny_p4_32", "--to", "timm", "--out", str(tmp_path / "o.pth"), "--img-size", "30"],
@@ -65,4 +67,4 @@ def test_lost_weight_is_an_error_and_nothing_is_written(tmp_path):
 def test_cli_scratch_source(tmp_path, capsys):
     assert main(["convert", "scratch:tiny_p4_32_s2", "--to", "detectron2", "--out", str(tmp_path / "s.pth")]) == 0
     side = json.loads((tmp_path / "s.pth.json").read_text())
-    assert side["backbone"]["id"] == "scratch-vit_tiny_p4" and side["meta"]["seed"] == 2
+    assert side["backbone"]["id"] == "scratch-tiny_p4_32_s2" and side["meta"]["seed"] == 2

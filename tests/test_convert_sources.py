@@ -30,7 +30,9 @@ def test_own_encoder_file(tmp_path):
     assert bb.meta["format"] == "encoder" and bb.meta["method"] == "mae"
     assert bb.meta["epochs"] == 4  # an interrupted run's encoder is named by what it did
     assert bb.arch == enc.arch_args() and bb.dropped == []
-    assert bb.backbone["id"] == "mae-vit_d64x2_p4-e4"
+    assert bb.backbone["id"] == "test_own_encoder_file0"  # named after the run folder (encoder.pth is generic)
+    assert bb.backbone["method"] == "mae" and bb.backbone["epochs"] == 4 and bb.backbone["arch"] == "vit_d64x2_p4"
+    assert len(bb.backbone["sha256"]) == 16
     assert_same_encoder(bb, enc)
 
 
@@ -78,16 +80,15 @@ def test_string_model_key_trap_is_named(tmp_path):
 def test_forced_format_that_does_not_fit(tmp_path):
     torch.save(dict(tiny_encoder().state_dict()), tmp_path / "plain.pth")
     for fmt in ("droppos", "checkpoint", "mae"):
-        with pytest.raises(ValueError, match=f"plain.pth: is not in the {fmt} format.*drop --from"):
+        with pytest.raises(ValueError, match=f"plain.pth: is not in the {fmt} layout.*drop --from"):
             load_backbone(tmp_path / "plain.pth", fmt=fmt, arch="num_heads=2")
 
 
-def test_official_mae_needs_trust_pickle(tmp_path):
+def test_official_mae_args_namespace_reads_without_trust(tmp_path):
+    """An argparse.Namespace is built by the restricted unpickler: no --trust-pickle needed."""
     enc = tiny_encoder()
     write_mae_official(tmp_path / "mae.pth", enc)
-    with pytest.raises(ValueError, match=r"mae.pth: holds pickled Python objects.*--trust-pickle"):
-        load_backbone(tmp_path / "mae.pth", arch="num_heads=2")
-    bb = load_backbone(tmp_path / "mae.pth", trust_pickle=True, arch="num_heads=2")
+    bb = load_backbone(tmp_path / "mae.pth", arch="num_heads=2")
     assert bb.meta["format"] == "mae" and bb.meta["method"] == "mae" and bb.meta["epochs"] == 800
     assert {k for k, _ in bb.dropped} >= {"mask_token", "decoder_pos_embed", "decoder_pred.weight"}
     assert_same_encoder(bb, enc)
@@ -97,7 +98,8 @@ def test_official_mae_encoder_only_release_loads_safely(tmp_path):
     enc = tiny_encoder()
     torch.save({"model": enc.state_dict()}, tmp_path / "mae_pretrain.pth")
     bb = load_backbone(tmp_path / "mae_pretrain.pth", arch="num_heads=2")
-    assert bb.meta["format"] == "mae" and bb.dropped == []
+    assert bb.meta["format"] == "deit" and bb.dropped == []
+    assert bb.meta["method"] == "unknown"  # a {'model': ...} wrapper does not say who made it
     assert_same_encoder(bb, enc)
 
 
@@ -105,11 +107,20 @@ def test_heads_from_the_standard_table_and_model_name(tmp_path):
     enc = tiny_encoder(width=192, depth=1, heads=3)
     torch.save({"model": enc.state_dict(), "args": argparse.Namespace(model="mae_vit_tiny_patch4", input_size=IMG,
                                                                      epochs=5)}, tmp_path / "m.pth")
-    bb = load_backbone(tmp_path / "m.pth", trust_pickle=True)
+    bb = load_backbone(tmp_path / "m.pth")
     assert bb.arch["num_heads"] == 3 and bb.arch["depth"] == 1 and bb.arch["img_size"] == [IMG, IMG]
     torch.save(enc.state_dict(), tmp_path / "plain.pth")
     bb = load_backbone(tmp_path / "plain.pth")
-    assert bb.arch["num_heads"] == 3 and any("standard value for width 192" in n for n in bb.notes)
+    assert bb.arch["num_heads"] == 3 and any("every known ViT family has 3 heads at width 192" in n for n in bb.notes)
+
+
+def test_head_count_is_never_guessed_where_families_disagree(tmp_path):
+    """ViT-S: 6 heads in DeiT/DINO/timm, 12 in MoCo v3; a file of unknown family must say so."""
+    torch.save(tiny_encoder(width=384, depth=1, heads=6).state_dict(), tmp_path / "vit_s.pth")
+    with pytest.raises(ValueError, match=r"vit_s.pth: cannot tell the number of attention heads of a width-384 ViT "
+                                         r"\(known families: .*mocov3 12.*--arch num_heads=N"):
+        load_backbone(tmp_path / "vit_s.pth")
+    assert load_backbone(tmp_path / "vit_s.pth", arch="num_heads=6").arch["num_heads"] == 6
 
 
 def test_arch_override_must_agree_with_shapes(tmp_path):
@@ -129,7 +140,8 @@ def test_timm_state_dict_head_and_safetensors(tmp_path):
     torch.save(sd, tmp_path / "deit.pth")
     save_file({k: v.half() for k, v in sd.items()}, tmp_path / "deit.safetensors")
     bb = load_backbone(tmp_path / "deit.pth", arch="num_heads=2")
-    assert bb.meta["format"] == "timm" and bb.meta["method"] == "supervised"
+    assert bb.meta["format"] == "timm" and bb.meta["method"] == "unknown"
+    assert load_backbone(tmp_path / "deit.pth", arch="num_heads=2", method="supervised").backbone["method"] == "supervised"
     assert bb.head["weight"].shape == (7, WIDTH) and {k for k, _ in bb.dropped} == {"head.weight", "head.bias"}
     assert_same_encoder(bb, enc)
     bb16 = load_backbone(tmp_path / "deit.safetensors", arch="num_heads=2")
@@ -149,8 +161,10 @@ def test_timm_no_embed_class_pos_embed_gets_a_zero_cls_row(tmp_path):
 
 @pytest.mark.parametrize("extra, message", [
     ({"dist_token": (1, 1, WIDTH)}, "distilled DeiT"),
-    ({"reg_token": (1, 4, WIDTH)}, "register tokens"),
-    ({"blocks.0.ls1.gamma": (WIDTH,)}, "layer scale"),
+    ({"blocks.0.gamma_1": (WIDTH,)}, "BEiT/data2vec relative position bias and layer scale"),
+    ({"norm_pre.weight": (WIDTH,)}, "CLIP-style pre-norm"),
+    ({"blocks.0.attn.q_norm.weight": (WIDTH // 2,)}, "qk-norm"),
+    ({"attn_pool.latent": (1, 1, WIDTH)}, "SigLIP attention-pooling"),
     ({"fc_norm.weight": (WIDTH,)}, "average pooling"),
     ({"blocks.0.attn.mystery": (3,)}, "neither encoder nor known pretext"),
 ])
@@ -181,16 +195,16 @@ def test_bad_files_get_one_line_errors(tmp_path):
     torch.save([1, 2, 3], tmp_path / "list.pth")
     torch.save({"epoch": 3, "note": "hi"}, tmp_path / "dict.pth")
     (tmp_path / "bad.safetensors").write_bytes(b"garbage")
-    cases = {"text.pth": "not a readable PyTorch checkpoint", "cnn.pth": "not a ViT: no cls_token",
+    cases = {"text.pth": "not a readable PyTorch checkpoint", "cnn.pth": "no ViT encoder left after the timm layout",
              "truncated.pth": "not a readable PyTorch checkpoint", "list.pth": "holds a list, not a checkpoint",
-             "dict.pth": "not a ViT checkpoint this converter knows", "bad.safetensors": "not a readable safetensors",
+             "dict.pth": "no ViT encoder in this file (top-level keys: epoch, note)", "bad.safetensors": "not a readable safetensors",
              "absent.pth": "no such checkpoint file"}
     for name, message in cases.items():
         with pytest.raises((ValueError, FileNotFoundError)) as info:
             load_backbone(tmp_path / name)
         text = str(info.value)
         assert name in text and message in text and "\n" not in text, text
-    with pytest.raises(ValueError, match="unknown source format"):
+    with pytest.raises(ValueError, match="--from onnx: unknown layout"):
         load_backbone(tmp_path / "full.pth", fmt="onnx")
 
 
@@ -199,7 +213,8 @@ def test_scratch_is_deterministic_and_mae_initialised():
     b = load_backbone("scratch:tiny_p4_32")
     c = load_backbone("scratch:tiny_p4_32_s1")
     assert a.arch == dict(img_size=[32, 32], patch_size=4, in_chans=3, embed_dim=192, depth=12, num_heads=3, mlp_ratio=4.0)
-    assert a.meta["method"] == "scratch" and a.backbone["id"] == "scratch-vit_tiny_p4"
+    assert a.meta["method"] == "scratch" and a.backbone["id"] == "scratch-tiny_p4_32"
+    assert a.backbone["arch"] == "vit_tiny_p4"
     assert all(torch.equal(a.state_dict[k], b.state_dict[k]) for k in a.state_dict)
     assert not torch.equal(a.state_dict["blocks.0.attn.qkv.weight"], c.state_dict["blocks.0.attn.qkv.weight"])
     assert torch.allclose(a.state_dict["pos_embed"][0], sincos_2d(192, (8, 8)))
@@ -210,7 +225,8 @@ def test_scratch_is_deterministic_and_mae_initialised():
 def test_detect_format_on_dicts():
     enc = tiny_encoder()
     assert detect_format({"state_dict": {}, "model": "name"}) == "droppos"
-    assert detect_format({"model": enc.state_dict()}) == "mae"
+    assert detect_format({"model": enc.state_dict()}) == "deit"
+    assert detect_format({"model": {**enc.state_dict(), "mask_token": enc.cls_token}}) == "mae"
     assert detect_format(dict(enc.state_dict())) == "timm"
     assert detect_format({"meta": {}, "model": {"encoder.cls_token": enc.cls_token}}) == "checkpoint"
 

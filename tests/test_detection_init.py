@@ -145,5 +145,5 @@ def test_unreadable_sources_fail_with_the_file_name(tmp_path):
     (tmp_path / "notes.pth").write_text("not a checkpoint")
     with pytest.raises(ValueError, match="notes.pth"):
         prepare_init(str(tmp_path / "notes.pth"), net, tmp_path)
-    with pytest.raises(FileNotFoundError, match="missing.pth"):
+    with pytest.raises(ValueError, match="missing.pth: no such checkpoint file"):
         prepare_init(str(tmp_path / "missing.pth"), net, tmp_path)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from droppos.errors import UserError
 import torch
 from PIL import Image
 
@@ -98,8 +100,8 @@ def test_cli_end_to_end_and_refusals(tmp_path, data, capsys):
     assert cli(argv) == 0
     saved = json.loads((out / "config.json").read_text())
     assert saved["attn_guide"] is False and saved["epochs"] == 1
-    with pytest.raises(SystemExit, match="already holds a run; pass --resume"):
-        cli(argv)
+    assert cli(argv) == 2
+    assert "already holds a run; pass --resume" in capsys.readouterr().err
     assert cli(["pretrain", "--output", str(out), "--resume"]) == 0
     assert "already finished" in capsys.readouterr().out
     assert cli(argv + ["--overwrite"]) == 0
@@ -111,22 +113,22 @@ def test_cli_end_to_end_and_refusals(tmp_path, data, capsys):
     (dict(pos_mask_ratio=0.0), "pos-mask-ratio must be in"),
 ])
 def test_bad_config(tmp_path, data, kw, msg):
-    with pytest.raises(SystemExit, match=msg):
+    with pytest.raises(UserError, match=msg):
         PretrainRun(tiny_cfg(data, tmp_path / "r", **kw))
 
 
 def test_bad_data(tmp_path):
-    with pytest.raises(SystemExit, match="data folder not found"):
+    with pytest.raises(UserError, match="data folder not found"):
         PretrainRun(tiny_cfg(tmp_path / "missing", tmp_path / "r"))
     make_imagefolder(tmp_path / "d2")
     (tmp_path / "d2" / "train" / "empty").mkdir()
-    with pytest.raises(SystemExit, match="without images"):
+    with pytest.raises(UserError, match="without images"):
         PretrainRun(tiny_cfg(tmp_path / "d2", tmp_path / "r"))
 
 
 def test_resume_with_other_architecture_is_refused(tmp_path, data):
     PretrainRun(tiny_cfg(data, tmp_path / "r", save_every_iters=1, stop_after=1)).train()
-    with pytest.raises(SystemExit, match="checkpoint is droppos"):
+    with pytest.raises(UserError, match="checkpoint is droppos"):
         PretrainRun(tiny_cfg(data, tmp_path / "r", model="small"), resume=True)
 
 

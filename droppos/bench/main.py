@@ -20,6 +20,8 @@ run finished, 1 when some failed, 2 on a bad spec or option.
 
 from __future__ import annotations
 
+from droppos.errors import UserError
+
 import argparse
 import os
 import sys
@@ -85,12 +87,12 @@ def _lock(out: Path) -> Path:
             pid = int(lock.read_text().strip())
             os.kill(pid, 0)
             if pid != os.getpid():
-                raise SystemExit(f"droppos bench: {out} is in use by another bench (pid {pid}); wait for it, "
+                raise UserError(f"droppos bench: {out} is in use by another bench (pid {pid}); wait for it, "
                                  f"or remove {lock} if that process is not a bench")
         except (ValueError, ProcessLookupError):
             pass  # stale lock
         except PermissionError:
-            raise SystemExit(f"droppos bench: {out} is in use by another bench ({lock})") from None
+            raise UserError(f"droppos bench: {out} is in use by another bench ({lock})") from None
     lock.write_text(f"{os.getpid()}\n")
     return lock
 

@@ -16,6 +16,8 @@ needs have ended.
 
 from __future__ import annotations
 
+from droppos.errors import UserError
+
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -31,7 +33,7 @@ def import_submitit():
     try:
         import submitit
     except ImportError:
-        raise SystemExit("droppos bench --slurm needs submitit, which is not installed: "
+        raise UserError("droppos bench --slurm needs submitit, which is not installed: "
                          "pip install 'droppos-bench[cluster]' (or pip install submitit)") from None
     return submitit
 
@@ -156,7 +158,7 @@ def submit(runs: list[Run], records: dict[str, dict], out: Path, opts: SlurmOpti
             job = executor.submit(SlurmRun(run, records.get(run.backbone), opts.gpus_per_node, opts.port))
         except Exception as e:  # noqa: BLE001 - sbatch missing or refusing: stop, say which run and why
             hint = " (no sbatch here: is this a SLURM login node?)" if isinstance(e, FileNotFoundError) else ""
-            raise SystemExit(f"droppos bench: submitting {run.id} failed: {e}{hint}; "
+            raise UserError(f"droppos bench: submitting {run.id} failed: {e}{hint}; "
                              f"{len(jobs)} job(s) were submitted before it") from None
         jobs[run.id] = job
         write_run_json(run, records.get(run.backbone), status="submitted", job_id=str(job.job_id), submitted=now())

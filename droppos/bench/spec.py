@@ -37,6 +37,8 @@ message names the spec file and the key (``smoke.yaml: tasks[2].options.epochs: 
 
 from __future__ import annotations
 
+from droppos.errors import UserError
+
 import dataclasses
 import re
 from dataclasses import dataclass, field
@@ -60,7 +62,7 @@ NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 RESERVED = {"data", "results", "pretrain"}
 
 
-class SpecError(ValueError):
+class SpecError(UserError):
     """A problem in a spec file; the message names the file and the key."""
 
 
@@ -258,7 +260,7 @@ def _load_backbone(c: _Checker, raw, i: int, data: dict[str, DataSpec]) -> Backb
         try:
             cfg = PretrainConfig(**{k: v for k, v in pt.items() if k != "data"})
             cfg.validate()
-        except (TypeError, SystemExit) as e:
+        except (TypeError, UserError) as e:
             c.fail(f"{key}.pretrain", str(e))
         return BackboneSpec(name=name, pretrain=pt)
     fmt = raw.get("from")

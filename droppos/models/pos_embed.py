@@ -1,9 +1,8 @@
-"""Fixed 2D sine-cosine position embeddings (MAE / DropPos layout) and their resampling."""
+"""Fixed 2D sine-cosine position embeddings (MAE / DropPos layout) and their resampling (timm's)."""
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 
 def sincos_1d(dim: int, pos: torch.Tensor) -> torch.Tensor:
@@ -36,9 +35,11 @@ def sincos_2d(dim: int, grid_size: tuple[int, int], cls_token: bool = True) -> t
 def resample_pos_embed(
     pos_embed: torch.Tensor, new_grid: tuple[int, int], num_prefix_tokens: int = 1, old_grid: tuple[int, int] | None = None
 ) -> torch.Tensor:
-    """Bicubically resample (1, P + gh*gw, D) to (1, P + nh*nw, D); prefix rows are kept as they are."""
-    prefix, grid = pos_embed[:, :num_prefix_tokens], pos_embed[:, num_prefix_tokens:]
-    n = grid.shape[1]
+    """(1, P + gh*gw, D) -> (1, P + nh*nw, D) with timm's ``resample_abs_pos_embed`` (bicubic,
+    antialiased when shrinking); prefix rows are kept as they are, the same grid is returned as is."""
+    from timm.layers import resample_abs_pos_embed
+
+    n = pos_embed.shape[1] - num_prefix_tokens
     if old_grid is None:
         side = int(round(n**0.5))
         if side * side != n:
@@ -46,8 +47,5 @@ def resample_pos_embed(
         old_grid = (side, side)
     if tuple(old_grid) == tuple(new_grid):
         return pos_embed
-    d = grid.shape[-1]
-    grid = grid.reshape(1, old_grid[0], old_grid[1], d).permute(0, 3, 1, 2).float()
-    grid = F.interpolate(grid, size=tuple(new_grid), mode="bicubic", align_corners=False)
-    grid = grid.permute(0, 2, 3, 1).reshape(1, new_grid[0] * new_grid[1], d).to(pos_embed.dtype)
-    return torch.cat([prefix, grid], dim=1)
+    out = resample_abs_pos_embed(pos_embed.float(), list(new_grid), list(old_grid), num_prefix_tokens=num_prefix_tokens)
+    return out.to(pos_embed.dtype)

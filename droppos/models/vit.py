@@ -41,6 +41,8 @@ class VisionTransformer(_TimmViT):
         patch_size, in_chans, embed_dim, depth, num_heads, mlp_ratio: the architecture.
         train_pos_embed: make the (sin-cos initialised) position embedding trainable, as MAE's
             fine-tuning does. Pretraining keeps it fixed.
+        reg_tokens: register tokens (DINOv2 with registers): prefix tokens after [cls] without a
+            position; the position table keeps its (1, 1 + L, D) shape ([cls] row + patches).
         num_classes, global_pool ('token' | 'avg'), drop_path_rate: classification options; with
             ``global_pool='avg'`` the final norm becomes ``fc_norm`` after pooling (MAE fine-tuning).
     """
@@ -58,6 +60,7 @@ class VisionTransformer(_TimmViT):
         global_pool: str = "token",
         drop_path_rate: float = 0.0,
         train_pos_embed: bool = False,
+        reg_tokens: int = 0,
         **kwargs,
     ):
         size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
@@ -82,12 +85,16 @@ class VisionTransformer(_TimmViT):
             drop_path_rate=drop_path_rate,
             norm_layer=partial(nn.LayerNorm, eps=1e-6),
             weight_init="skip",
+            reg_tokens=reg_tokens,
             **kwargs,
         )
         self._arch = dict(
             img_size=list(size), patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim,
             depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio,
         )
+        if reg_tokens:
+            self._arch["reg_tokens"] = reg_tokens
+            self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.patch_embed.num_patches, embed_dim))
         self.pos_embed.requires_grad_(train_pos_embed)
         self.init_mae_weights()
 
@@ -101,6 +108,14 @@ class VisionTransformer(_TimmViT):
         nn.init.zeros_(self.patch_embed.proj.bias)
         nn.init.normal_(self.cls_token, std=0.02)
         xavier_init_(self)
+
+    def _pos_embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Registers (if any) sit after [cls] without a position (DINOv2); otherwise timm's own."""
+        if self.reg_token is None:
+            return super()._pos_embed(x)
+        x = x + self.pos_embed[:, 1:]
+        cls = (self.cls_token + self.pos_embed[:, :1]).expand(x.shape[0], -1, -1)
+        return self.pos_drop(torch.cat([cls, self.reg_token.expand(x.shape[0], -1, -1), x], dim=1))
 
     # ------------------------------------------------------------------ description
     def arch_args(self) -> dict:

@@ -12,12 +12,15 @@ Everything this project writes holds tensors and plain Python types only, so it 
 
 from __future__ import annotations
 
+import argparse
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from droppos.errors import UserError
 
 ENCODER_FORMAT = "droppos-bench/encoder/v1"
 
@@ -44,33 +47,39 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
 TORCH_MAGIC = (b"PK\x03\x04", b"\x80")
 
 
-def safe_load(path: str | Path, trust_pickle: bool = False) -> Any:
-    """Load a checkpoint on CPU with ``weights_only=True``.
+#: classes the restricted unpickler builds besides tensors and plain containers: the ``args`` of the
+#: DINO, iBOT, MoCo v3 and MAE training checkpoints (attributes only; no code runs)
+SAFE_GLOBALS = (argparse.Namespace,)
 
-    ``trust_pickle=True`` falls back to a full unpickle, which can run arbitrary code: only for
-    files from a source you trust (e.g. official releases that pickle an ``argparse.Namespace``).
-    Errors name the file and the fix.
+
+def safe_load(path: str | Path, trust_pickle: bool = False) -> Any:
+    """Load a checkpoint on CPU with torch's restricted unpickler (``weights_only=True``).
+
+    Tensors, plain containers and :data:`SAFE_GLOBALS` (``argparse.Namespace``) are read without
+    running code. ``trust_pickle=True`` falls back to a full unpickle, which can run arbitrary
+    code: only for files from a source you trust. Errors are one line naming the file and the fix.
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such checkpoint file")
+        raise UserError(f"{path}: no such checkpoint file")
     with open(path, "rb") as f:
         head = f.read(4)
     if not head.startswith(TORCH_MAGIC):
-        raise ValueError(f"{path}: not a readable PyTorch checkpoint (neither a torch.save zip archive nor a pickle)")
+        raise UserError(f"{path}: not a readable PyTorch checkpoint (neither a torch.save zip archive nor a pickle)")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(list(SAFE_GLOBALS)):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001
         msg = str(e)
         if "Weights only load failed" in msg or "weights_only" in msg:
             if trust_pickle:
                 return torch.load(path, map_location="cpu", weights_only=False)  # explicit trust option
             first = next((ln for ln in msg.splitlines() if "GLOBAL" in ln or "Unsupported" in ln), "")
-            raise ValueError(
+            raise UserError(
                 f"{path}: holds pickled Python objects besides tensors ({first.strip()}); "
                 "if you trust its source, pass --trust-pickle (it runs the pickle's code)"
             ) from None
-        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {msg.splitlines()[0]})") from None
+        raise UserError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {msg.splitlines()[0]})") from None
 
 
 def encoder_payload(state_dict: dict, meta: dict) -> dict:

@@ -14,6 +14,8 @@ defaults. ``write_config`` saves the resolved config as YAML and JSON.
 
 from __future__ import annotations
 
+from droppos.errors import UserError
+
 import argparse
 import dataclasses
 import json
@@ -79,7 +81,7 @@ def load_mapping(path: str | Path) -> dict:
     """Read a YAML or JSON mapping; errors name the file."""
     path = Path(path)
     if not path.is_file():
-        raise SystemExit(f"config file not found: {path}")
+        raise UserError(f"config file not found: {path}")
     text = path.read_text()
     try:
         if path.suffix == ".json":
@@ -89,9 +91,9 @@ def load_mapping(path: str | Path) -> dict:
 
             data = yaml.safe_load(text)
     except Exception as e:  # noqa: BLE001 - report any parse error with the file name
-        raise SystemExit(f"{path}: cannot parse config: {e}")
+        raise UserError(f"{path}: cannot parse config: {e}")
     if not isinstance(data, dict):
-        raise SystemExit(f"{path}: a config file must hold a mapping of option: value")
+        raise UserError(f"{path}: a config file must hold a mapping of option: value")
     return data
 
 
@@ -100,7 +102,7 @@ def from_mapping(cls: type[T], data: dict, source: str = "config") -> T:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise SystemExit(f"{source}: unknown option(s) {unknown} for {cls.__name__}; valid: {sorted(names)}")
+        raise UserError(f"{source}: unknown option(s) {unknown} for {cls.__name__}; valid: {sorted(names)}")
     return cls(**data)
 
 

@@ -7,7 +7,8 @@ Schema (version 1)::
       "task": "pretrain" | "classification" | "detection" | "segmentation" | "probe",
       "protocol": e.g. "droppos", "mae", "finetune", "linear", "knn", "mask_rcnn", "upernet",
                   "position", "order",
-      "backbone": {"id": str, "method": str, "arch": str, "epochs": int | None, "source": str},
+      "backbone": {"id": str (the backbone's name, the table's row), "method": str, "arch": str,
+                   "epochs": int | None, "source": str, "data": str?, "sha256": str?},
       "dataset": str,                      # e.g. "fmnist", "imagenet", "coco", "ade20k"
       "metrics": {name: float},            # e.g. top1/top5, AP/AP50/..., mIoU/mAcc/aAcc
       "seed": int,
@@ -29,12 +30,19 @@ SCHEMA = "droppos-bench/metrics/v1"
 TASKS = ("pretrain", "classification", "detection", "segmentation", "probe")
 
 
-def backbone_record(method: str, arch: dict | str, epochs: int | None = None, source: str = "", id: str | None = None) -> dict:
-    """A backbone description; ``id`` defaults to '<method>-<arch>[-e<epochs>]'."""
+def backbone_record(method: str, arch: dict | str, epochs: int | None = None, source: str = "", id: str | None = None,
+                    data: str | None = None, sha256: str | None = None) -> dict:
+    """A backbone's identity: ``id`` (its name: the results table's row key), method, architecture,
+    pretraining epochs and data, the source and its hash. ``id`` defaults to '<method>-<arch>[-e<epochs>]'."""
     arch_name = arch if isinstance(arch, str) else arch_label(arch)
     if id is None:
         id = f"{method}-{arch_name}" + (f"-e{epochs}" if epochs else "")
-    return {"id": id, "method": method, "arch": arch_name, "epochs": epochs, "source": str(source)}
+    record = {"id": id, "method": method, "arch": arch_name, "epochs": epochs, "source": str(source)}
+    if data:
+        record["data"] = str(data)
+    if sha256:
+        record["sha256"] = sha256
+    return record
 
 
 def arch_label(arch: dict) -> str:

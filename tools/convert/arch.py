@@ -12,14 +12,19 @@ A state dict in this project's encoder names (= official MAE/DropPos = timm name
     blocks.N.mlp.fc2.weight   (D, rD)               .bias (D,)
     norm.weight, norm.bias    (D,)
 
-Everything but the number of heads follows from the shapes. Heads come, in this order, from an
-explicit ``--arch`` override, a model name in the file (``vit_base_patch16`` in an official
-checkpoint), or the standard table ``VIT_SIZES`` by width; otherwise inference stops and asks for
-``--arch num_heads=H``.
+    reg_token                 (1, R, D)             DINOv2 register tokens (optional)
+
+Everything but the number of heads follows from the shapes. Heads are never guessed; they come, in
+this order, from an explicit ``--arch`` override, the file (a model name such as
+``vit_base_patch16`` in an official checkpoint, an AugReg array shape, an ``encoder.pth`` meta),
+the table of the layout's family (:data:`HEADS_BY_FAMILY`: MoCo v3's ViT-S has 12 heads where
+DeiT's and DINO's have 6), or, for a file of unknown family, a width on which every family agrees;
+otherwise inference stops and asks for ``--arch num_heads=H``.
 
 ``--arch`` syntax (:func:`parse_arch_override`): comma-separated items, each a size name
 (``tiny`` ... ``huge``), a timm-style model name (``vit_base_patch16_224``), or ``key=value``
-with key one of ``embed_dim depth num_heads patch_size img_size in_chans mlp_ratio``.
+with key one of ``embed_dim depth num_heads patch_size img_size in_chans mlp_ratio``;
+``img_size=HxW`` (e.g. ``img_size=224x320``) names a non-square pretraining size.
 """
 
 from __future__ import annotations
@@ -28,7 +33,22 @@ import re
 
 import torch
 
-ARCH_KEYS = ("img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads", "mlp_ratio")
+from droppos.errors import UserError
+
+ARCH_KEYS = ("img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads", "mlp_ratio", "reg_tokens")
+
+#: width -> heads of each ViT family whose releases the readers know (from their model definitions)
+HEADS_BY_FAMILY: dict[str, dict[int, int]] = {
+    "deit": {192: 3, 384: 6, 768: 12},                        # DeiT, timm vit_{tiny,small,base}
+    "timm": {192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16},
+    "mae": {768: 12, 1024: 16, 1280: 16},                     # MAE / DropPos models_mae.py
+    "dino": {384: 6, 768: 12},                                # DINO vision_transformer.py
+    "ibot": {384: 6, 768: 12, 1024: 16},
+    "mocov3": {384: 12, 768: 12},                             # MoCo v3 vits.py: vit_small has 12 heads
+    "dinov2": {384: 6, 768: 12, 1024: 16, 1536: 24},
+    "torchvision": {768: 12, 1024: 16, 1280: 16},
+    "droppos": {192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16},  # this project's VIT_SIZES
+}
 _MODEL_NAME = re.compile(r"vit_(tiny|small|base|large|huge)_patch(\d+)(?:_(\d+))?")
 
 
@@ -38,6 +58,16 @@ def _sizes() -> dict[str, tuple[int, int, int]]:
     return VIT_SIZES
 
 
+def heads_for(width: int, family: str | None) -> tuple[int | None, str]:
+    """(heads, why) for a width from the family's table, or from the agreement of every family."""
+    if family in HEADS_BY_FAMILY and width in HEADS_BY_FAMILY[family]:
+        return HEADS_BY_FAMILY[family][width], f"the {family} family's value for width {width}"
+    known = {f: t[width] for f, t in HEADS_BY_FAMILY.items() if width in t}
+    if family is None and known and len(set(known.values())) == 1:
+        return next(iter(known.values())), f"every known ViT family has {next(iter(known.values()))} heads at width {width}"
+    return None, ", ".join(f"{f} {h}" for f, h in sorted(known.items()))
+
+
 def encoder_shapes(arch: dict) -> dict[str, tuple[int, ...]]:
     """Every encoder key of ``arch`` (``VisionTransformer(**arch)``) -> its shape."""
     d, depth, p, c = arch["embed_dim"], arch["depth"], arch["patch_size"], arch.get("in_chans", 3)
@@ -45,6 +75,7 @@ def encoder_shapes(arch: dict) -> dict[str, tuple[int, ...]]:
     gh, gw = grid_of(arch)
     shapes: dict[str, tuple[int, ...]] = {
         "cls_token": (1, 1, d),
+        **({"reg_token": (1, arch["reg_tokens"], d)} if arch.get("reg_tokens") else {}),
         "pos_embed": (1, 1 + gh * gw, d),
         "patch_embed.proj.weight": (d, c, p, p),
         "patch_embed.proj.bias": (d,),
@@ -69,7 +100,7 @@ def grid_of(arch: dict, img_size: int | tuple[int, int] | list | None = None) ->
     hw = (size, size) if isinstance(size, int) else tuple(size)
     p = arch["patch_size"]
     if hw[0] % p or hw[1] % p:
-        raise ValueError(f"image size {hw[0]}x{hw[1]} is not divisible by the patch size {p}; "
+        raise UserError(f"image size {hw[0]}x{hw[1]} is not divisible by the patch size {p}; "
                          f"choose a multiple of {p}")
     return hw[0] // p, hw[1] // p
 
@@ -83,12 +114,19 @@ def parse_arch_override(text: str | None) -> dict:
         if "=" in item:
             key, value = (s.strip() for s in item.split("=", 1))
             if key not in ARCH_KEYS:
-                raise ValueError(f"--arch: unknown field {key!r}; valid: {', '.join(ARCH_KEYS)}")
-            out[key] = float(value) if key == "mlp_ratio" else int(value)
+                raise UserError(f"--arch: unknown field {key!r}; valid: {', '.join(ARCH_KEYS)}")
+            try:
+                if key == "img_size" and "x" in value:
+                    out[key] = [int(v) for v in value.split("x", 1)]
+                else:
+                    out[key] = float(value) if key == "mlp_ratio" else int(value)
+            except ValueError:
+                raise UserError(f"--arch {key}={value}: expected {'a number' if key == 'mlp_ratio' else 'an integer'}"
+                                f"{' or HxW' if key == 'img_size' else ''}") from None
         else:
             named = arch_from_name(item)
             if named is None:
-                raise ValueError(f"--arch: {item!r} is neither a size ({', '.join(_sizes())}), "
+                raise UserError(f"--arch: {item!r} is neither a size ({', '.join(_sizes())}), "
                                  "a model name like vit_base_patch16_224, nor key=value")
             out.update(named)
     return out
@@ -110,7 +148,8 @@ def arch_from_name(name: str) -> dict | None:
     return out
 
 
-def infer_arch(sd: dict[str, torch.Tensor], hint: dict | None = None, where: str = "") -> tuple[dict, list[str]]:
+def infer_arch(sd: dict[str, torch.Tensor], hint: dict | None = None, where: str = "",
+               family: str | None = None) -> tuple[dict, list[str]]:
     """Architecture of an encoder state dict -> (arch, notes saying what was inferred and how).
 
     ``hint`` holds fields from the file or ``--arch``; shape-derived fields must agree with it
@@ -120,17 +159,17 @@ def infer_arch(sd: dict[str, torch.Tensor], hint: dict | None = None, where: str
     need = ["cls_token", "pos_embed", "patch_embed.proj.weight"]
     absent = [k for k in need if k not in sd]
     if absent:
-        raise ValueError(f"{where}no ViT encoder found: missing {absent}")
+        raise UserError(f"{where}no ViT encoder found: missing {absent}")
     d = sd["cls_token"].shape[-1]
     w = sd["patch_embed.proj.weight"]
     if w.ndim != 4 or w.shape[-1] != w.shape[-2]:
-        raise ValueError(f"{where}patch_embed.proj.weight has shape {tuple(w.shape)}, expected (D, C, p, p)")
+        raise UserError(f"{where}patch_embed.proj.weight has shape {tuple(w.shape)}, expected (D, C, p, p)")
     ids = sorted({int(m.group(1)) for k in sd if (m := re.match(r"blocks\.(\d+)\.", k))})
     if not ids or ids != list(range(len(ids))):
-        raise ValueError(f"{where}transformer blocks are not numbered 0..N-1 (found {ids[:5]}...)")
+        raise UserError(f"{where}transformer blocks are not numbered 0..N-1 (found {ids[:5]}...)")
     fc1 = sd.get("blocks.0.mlp.fc1.weight")
     if fc1 is None:
-        raise ValueError(f"{where}blocks.0.mlp.fc1.weight missing: not a standard ViT block")
+        raise UserError(f"{where}blocks.0.mlp.fc1.weight missing: not a standard ViT block")
     n_pos = sd["pos_embed"].shape[1] - 1
     shape_arch = dict(patch_size=int(w.shape[-1]), in_chans=int(w.shape[1]), embed_dim=int(d),
                       depth=len(ids), mlp_ratio=fc1.shape[0] / d)
@@ -141,31 +180,34 @@ def infer_arch(sd: dict[str, torch.Tensor], hint: dict | None = None, where: str
                  f"{w.shape[1]} input channels, mlp ratio {shape_arch['mlp_ratio']:g}"]
     for k, v in shape_arch.items():
         if k in hint and hint[k] != v:
-            raise ValueError(f"{where}the architecture says {k}={hint[k]} but the weights have {k}={v}")
+            raise UserError(f"{where}the architecture says {k}={hint[k]} but the weights have {k}={v}")
     side = int(round(n_pos ** 0.5))
-    if side * side == n_pos:
+    if "img_size" in hint and _hw(hint["img_size"]) != (side * shape_arch["patch_size"],) * 2 \
+            and _grid_len(hint["img_size"], shape_arch["patch_size"]) == n_pos:
+        img_size = list(_hw(hint["img_size"]))
+    elif side * side == n_pos:
         img = side * shape_arch["patch_size"]
         if "img_size" in hint and _hw(hint["img_size"]) != (img, img):
             notes.append(f"position embedding is for {img} px, not the {hint['img_size']} px named; using {img}")
         img_size = [img, img]
-    elif "img_size" in hint and _grid_len(hint["img_size"], shape_arch["patch_size"]) == n_pos:
-        img_size = list(_hw(hint["img_size"]))
     else:
-        raise ValueError(f"{where}position embedding has {n_pos} patch positions (not a square grid); "
-                         "give the pretraining image size with --arch img_size=N")
+        raise UserError(f"{where}position embedding has {n_pos} patch positions (not a square grid); "
+                        "give the pretraining image size with --arch img_size=HxW")
     if "num_heads" in hint:
         heads = int(hint["num_heads"])
-    elif d in (by_dim := {w: h for w, _, h in _sizes().values()}):
-        heads = by_dim[d]
-        notes.append(f"num_heads={heads}: the standard value for width {d} (not stored in the file; "
-                     "override with --arch num_heads=H)")
     else:
-        raise ValueError(f"{where}cannot tell the number of attention heads of a width-{d} ViT; "
-                         "give it with --arch num_heads=H")
+        heads, why = heads_for(int(d), family)
+        if heads is None:
+            known = f" (known families: {why})" if why else ""
+            raise UserError(f"{where}cannot tell the number of attention heads of a width-{d} ViT{known}; "
+                            "give it with --arch num_heads=N")
+        notes.append(f"num_heads={heads}: {why} (not stored in the file; override with --arch num_heads=N)")
     if d % heads:
-        raise ValueError(f"{where}width {d} is not divisible by num_heads={heads}")
+        raise UserError(f"{where}width {d} is not divisible by num_heads={heads}")
     arch = dict(img_size=img_size, num_heads=heads, **shape_arch)
-    return {k: arch[k] for k in ARCH_KEYS}, notes
+    if "reg_token" in sd:
+        arch["reg_tokens"] = int(sd["reg_token"].shape[1])
+    return {k: arch[k] for k in ARCH_KEYS if k in arch}, notes
 
 
 def check_shapes(sd: dict[str, torch.Tensor], arch: dict, where: str = "") -> None:
@@ -175,7 +217,7 @@ def check_shapes(sd: dict[str, torch.Tensor], arch: dict, where: str = "") -> No
     wrong = [f"{k} {tuple(sd[k].shape)} != {v}" for k, v in expected.items() if k in sd and tuple(sd[k].shape) != v]
     if missing or wrong:
         parts = ([f"missing {_short(missing)}"] if missing else []) + ([f"wrong shapes {_short(wrong)}"] if wrong else [])
-        raise ValueError(f"{where}encoder weights do not match the architecture: " + "; ".join(parts))
+        raise UserError(f"{where}encoder weights do not match the architecture: " + "; ".join(parts))
 
 
 def _hw(size) -> tuple[int, int]:

@@ -19,6 +19,8 @@ target layouts: :mod:`droppos.tools.convert.targets`.
 
 from __future__ import annotations
 
+from droppos.errors import UserError
+
 import argparse
 import json
 import sys
@@ -29,7 +31,7 @@ from .sources import FORMATS, Backbone, load_backbone
 from .targets import CONVERTERS, TARGETS, target_arch
 
 
-class ConversionError(ValueError):
+class ConversionError(UserError):
     """Some backbone weight is unmapped or missing; ``report`` says which."""
 
     def __init__(self, report: KeyReport):

@@ -1,74 +1,59 @@
 """Read a ViT backbone from any supported source into this project's encoder key names.
 
-``load_backbone(src)`` recognises the source by its content (``fmt`` / ``--from`` forces one):
+``load_backbone(src)`` recognises the layout by the file's content (``fmt`` / ``--from`` forces
+one); :mod:`.layouts` has the table of layouts (this project's ``encoder.pth`` and
+``checkpoint.pth``, the official DropPos and MAE releases, DeiT, DINO, iBOT, MoCo v3, DINOv2,
+Hugging Face, torchvision, AugReg ``.npz``, plain timm state dicts and ``.safetensors``) and how
+each is recognised. ``scratch:<size>_p<patch>_<img>[_s<seed>]`` is a random initialisation::
 
-``encoder``     this project's self-describing ``encoder.pth``::
+    droppos convert runs/pt/encoder.pth --to timm --out vit.pth
+    droppos convert dino_vitbase16_full_checkpoint.pth --part student --to detectron2 --out d2.pth
+    droppos convert vit-s-300ep.pth.tar --to mmseg --out m.pth        # MoCo v3 (ViT-S: 12 heads)
+    droppos convert model.safetensors --to timm --out t.pth --arch vit_small_patch16_224
+    droppos convert scratch:base_p16_224 --to detectron2 --out scratch_d2.pth
 
-                    droppos convert runs/pt/encoder.pth --to timm --out vit.pth
-
-``checkpoint``  this project's resume file ``checkpoint.pth`` (``model`` keys ``encoder.*`` plus
-                pretext keys such as ``pos_decoder.*``, ``mask_pos_token``, ``decoder.*``)::
-
-                    droppos convert runs/pt/checkpoint.pth --to detectron2 --out d2.pth
-
-``droppos``     the official DropPos release: ``{"epoch", "optimizer", "model": "<model name>",
-                "state_dict": {"module.<key>": tensor}}`` (``model`` is a *string*; the weights
-                are under ``state_dict`` with DDP's ``module.`` prefix; pretext keys
-                ``mask_pos_token``, ``decoder_*``, ``aux_decoder_*``, ``mask_token``)::
-
-                    droppos convert DropPos_pretrain_vit_base_patch16_200ep.pth --to mmseg --out m.pth
-
-``mae``         the official MAE release: ``{"model": state_dict, "args": argparse.Namespace}``
-                (pretext keys ``mask_token``, ``decoder_*``). The ``Namespace`` is a pickled
-                Python object, so reading it needs ``--trust-pickle`` (only for files you
-                trust: unpickling can run code). The encoder-only release files
-                (``mae_pretrain_vit_base.pth``, ``{"model": ...}``) load without it::
-
-                    droppos convert mae_visualize_vit_base.pth --trust-pickle --to timm --out t.pth
-
-``timm``        a supervised timm / DeiT / AugReg ViT: a plain state dict (``.pth``/``.bin``) or a
-                ``.safetensors`` file. ``head.*`` is kept aside as the classifier head; layer scale,
-                distillation or register tokens are not this encoder and are refused.
-                ``--arch vit_base_patch16_224`` names the timm model when heads cannot be inferred::
-
-                    droppos convert model.safetensors --to timm --out t.pth --arch vit_small_patch16_224
-
-``scratch``     random initialisation (this project's MAE init, fixed seed) from the architecture:
-                ``scratch:<size>_p<patch>_<img>[_s<seed>]``, e.g. ``scratch:tiny_p4_32``::
-
-                    droppos convert scratch:base_p16_224 --to detectron2 --out scratch_d2.pth
+What is not part of the encoder (pretext heads, projection heads, the other network of a
+teacher/student pair) is dropped and listed; a classifier head is kept aside as
+:attr:`Backbone.head`. Exact transformations keep the same network: DINOv2 layer scale is folded
+into the projections, a ViT without qkv bias gets an exact zero bias, a position table without a
+[cls] row gets a zero row. The head count is never guessed: it comes from ``--arch``, the file
+(a model name, an AugReg array shape, an ``encoder.pth`` meta) or the table of the layout's
+family (:data:`.arch.HEADS_BY_FAMILY`), and where families disagree for a width the reader stops
+and asks for ``--arch num_heads=N``. Non-finite weights are an error unless ``allow_nonfinite``.
 
 The result, a :class:`Backbone`, holds the encoder state dict (``VisionTransformer(**arch)``
-loads it strictly), its architecture, what was dropped and why, and a ``backbone_record`` for
-``metrics.json``. Errors are one-line ``ValueError``/``FileNotFoundError`` naming the file.
+loads it strictly), its architecture, what was dropped and why, and a ``backbone`` record for
+``metrics.json``. Errors are one-line :class:`~droppos.errors.UserError` naming the file.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from droppos.utils.checkpoint import ENCODER_FORMAT, safe_load
+from droppos.errors import UserError
+from droppos.utils.checkpoint import safe_load
 from droppos.utils.metrics import backbone_record
 
 from .arch import arch_from_name, check_shapes, infer_arch, parse_arch_override
+from .layouts import PARTS, READERS, detect_layout, read_augreg
 
-FORMATS = ("encoder", "checkpoint", "droppos", "mae", "timm", "scratch")
+FORMATS = ("encoder", "checkpoint", "droppos", "mae", "deit", "timm", "dino", "ibot", "mocov3", "dinov2", "hf",
+           "torchvision", "augreg", "scratch")
 
 _ENCODER_KEY = re.compile(
-    r"^(cls_token|pos_embed|patch_embed\.proj\.(weight|bias)|norm\.(weight|bias)|"
+    r"^(cls_token|reg_token|pos_embed|patch_embed\.proj\.(weight|bias)|norm\.(weight|bias)|"
     r"blocks\.\d+\.(norm1|norm2|attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)\.(weight|bias))$"
 )
-# official releases: keys that belong to the pretext task, not the encoder
-_OFFICIAL_PRETEXT = re.compile(r"^(mask_token|mask_pos_token|decoder_|aux_decoder_|decoder\.|pos_decoder\.)")
 # keys of timm models that are not this encoder, with the reason shown to the user
 _REFUSED = (
-    (re.compile(r"^(dist_token|head_dist\.)"), "a distilled DeiT (dist_token); use the non-distilled weights"),
-    (re.compile(r"^reg_token"), "a ViT with register tokens, which this encoder does not have"),
-    (re.compile(r"\.ls[12]\.|\.gamma_?[12]"), "a ViT with layer scale, which this encoder does not have"),
+    (re.compile(r"^(dist_token|head_dist\.)"), "a distilled DeiT (dist_token, head_dist): a different network; "
+                                              "use the non-distilled weights"),
+    (re.compile(r"\.ls[12]\.|\.gamma_?[12]"), "a ViT with layer scale; read it with --from dinov2 to fold it"),
     (re.compile(r"^fc_norm\."), "a classifier fine-tuned with average pooling (fc_norm): not a pretrained encoder"),
     (re.compile(r"^norm_pre\."), "a ViT with a pre-norm (CLIP style), which this encoder does not have"),
     (re.compile(r"\.q_norm\.|\.k_norm\."), "a ViT with qk-norm, which this encoder does not have"),
@@ -115,171 +100,119 @@ class Backbone:
         return model
 
 
-def load_backbone(src: str | Path, fmt: str | None = None, trust_pickle: bool = False, arch: str | dict | None = None) -> Backbone:
+def load_backbone(src: str | Path, fmt: str | None = None, trust_pickle: bool = False, arch: str | dict | None = None,
+                  part: str | None = None, allow_nonfinite: bool = False, name: str | None = None,
+                  method: str | None = None, epochs: int | None = None) -> Backbone:
     """Read ``src`` (a file path or ``scratch:<spec>``) as a :class:`Backbone`.
 
     Args:
-        src: checkpoint file (.pth/.pt/.bin/.safetensors) or ``scratch:<size>_p<patch>_<img>[_s<seed>]``.
-        fmt: force a source format (one of ``FORMATS``); None detects it.
-        trust_pickle: allow unpickling non-tensor objects (official MAE ``args``). Unsafe for untrusted files.
+        src: checkpoint file (.pth/.pt/.bin/.tar/.safetensors/.npz) or ``scratch:<size>_p<patch>_<img>[_s<seed>]``.
+        fmt: force a layout (one of ``FORMATS``); None recognises it from the content.
+        trust_pickle: allow unpickling arbitrary objects. Unsafe for untrusted files; plain containers,
+            tensors and ``argparse.Namespace`` (DINO/MAE ``args``) read without it.
         arch: architecture override, ``--arch`` syntax (see :mod:`.arch`) or a dict of fields.
+        part: which network of a two-network checkpoint: ``teacher``/``student`` (DINO, iBOT),
+            ``base``/``momentum`` (MoCo v3).
+        allow_nonfinite: accept NaN/Inf weights (otherwise an error naming the tensor).
+        name, method, epochs: the backbone's identity for the record (default: the readable id of the
+            source path; the method and epochs the file describes, else "unknown").
     """
     if fmt is not None and fmt not in FORMATS:
-        raise ValueError(f"unknown source format {fmt!r}; choose one of {', '.join(FORMATS)}")
+        raise UserError(f"--from {fmt}: unknown layout; choose one of {', '.join(FORMATS)}")
+    if part is not None and part not in PARTS:
+        raise UserError(f"--part {part}: choose one of {', '.join(PARTS)}")
     hint = parse_arch_override(arch) if isinstance(arch, (str, type(None))) else dict(arch)
     src = str(src)
     if src.startswith("scratch:") or fmt == "scratch":
-        return _scratch(src, hint)
-    path = Path(src)
+        bb = _scratch(src, hint)
+    else:
+        bb = _load_file(Path(src), fmt, trust_pickle, hint, part, allow_nonfinite)
+    bb.backbone = backbone_record(method or bb.meta["method"], bb.arch, epochs if epochs is not None else bb.meta["epochs"],
+                                  src, id=name or bb.meta.get("name") or default_name(src), data=bb.meta.get("data"),
+                                  sha256=bb.meta.get("sha256"))
+    if method:
+        bb.meta["method"] = method
+    if epochs is not None:
+        bb.meta["epochs"] = epochs
+    return bb
+
+
+def _load_file(path: Path, fmt: str | None, trust_pickle: bool, hint: dict, part: str | None,
+               allow_nonfinite: bool) -> Backbone:
     where = f"{path}: "
-    obj = _read(path, trust_pickle)
-    if not isinstance(obj, dict):
-        raise ValueError(f"{where}holds a {type(obj).__name__}, not a checkpoint dict")
-    forced = fmt is not None
-    fmt = fmt or detect_format(obj, where)
-    try:
-        raw, info = _EXTRACT[fmt](obj, where)
-    except (KeyError, TypeError, AttributeError) as e:
-        if not forced:
-            raise
-        raise ValueError(f"{where}is not in the {fmt} format ({type(e).__name__}: {e}); "
-                         "drop --from to detect the format") from None
-    return _finish(raw, hint, fmt, str(path), info, where)
+    if not path.is_file():
+        raise UserError(f"{path}: no such checkpoint file")
+    if fmt == "augreg" or (fmt is None and path.suffix == ".npz"):
+        raw, info = read_augreg(path, where)
+        fmt = "augreg"
+    else:
+        obj = _read(path, trust_pickle)
+        if not isinstance(obj, dict):
+            raise UserError(f"{where}holds a {type(obj).__name__}, not a checkpoint dict")
+        forced = fmt is not None
+        fmt = fmt or detect_layout(obj, where)
+        try:
+            raw, info = READERS[fmt](obj, where, part)
+        except (KeyError, TypeError, AttributeError, StopIteration) as e:
+            if not forced:
+                raise
+            raise UserError(f"{where}is not in the {fmt} layout ({type(e).__name__}: {e}); "
+                            "drop --from to recognise the layout") from None
+        if part is not None and "part" not in info and fmt != "mocov3":
+            raise UserError(f"{where}--part {part}: this {fmt} file holds one network; drop --part")
+    info["sha256"] = file_hash(path)
+    return _finish(raw, hint, fmt, str(path), info, where, allow_nonfinite)
 
 
 def detect_format(obj: dict, where: str = "") -> str:
-    """The source format of a loaded checkpoint dict (see the module doc)."""
-    if obj.get("format") == ENCODER_FORMAT:
-        return "encoder"
-    model = obj.get("model")
-    if isinstance(model, dict) and "meta" in obj and any(str(k).startswith("encoder.") for k in model):
-        return "checkpoint"
-    if isinstance(obj.get("state_dict"), dict):
-        return "droppos"
-    if isinstance(model, dict):
-        return "mae"
-    if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-        return "timm"
-    keys = ", ".join(map(str, list(obj)[:6]))
-    raise ValueError(f"{where}not a ViT checkpoint this converter knows (top-level keys: {keys}); "
-                     f"force a format with --from {{{','.join(FORMATS)}}}")
+    """The layout of a loaded checkpoint dict (see :mod:`.layouts`)."""
+    return detect_layout(obj, where)
+
+
+def file_hash(path: str | Path) -> str:
+    """First 16 hex digits of the file's SHA-256 (the source's identity in the backbone record)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()[:16]
+
+
+_GENERIC = {"encoder", "checkpoint", "model", "pytorch_model", "model_final", "pretrain", "weights", "backbone",
+            "checkpoint_teacher", "last", "best", "init", "final"}
+
+
+def default_name(src: str) -> str:
+    """A stable, readable id of a source: ``runs/x/droppos/pretrain/encoder.pth`` -> ``droppos``,
+    ``dino_vitbase16_pretrain.pth`` -> ``dino_vitbase16_pretrain``, ``scratch:tiny_p8_64`` -> ``scratch-tiny_p8_64``."""
+    if src.startswith("scratch:") or src == "scratch":
+        return "scratch" + ("-" + src.split(":", 1)[1] if ":" in src and src.split(":", 1)[1] else "")
+    path = Path(src)
+    stem = path.name
+    for suffix in (".tar", ".pth", ".pt", ".bin", ".safetensors", ".npz", ".pkl"):
+        stem = stem.removesuffix(suffix)
+    parts = [stem]
+    for parent in path.parent.parts[::-1]:
+        if parts[-1].lower() not in _GENERIC or parent in ("", ".", "/"):
+            break
+        parts.append(parent)
+    kept = [x for x in parts if x.lower() not in _GENERIC] or parts[:1]
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", "-".join(kept[::-1])).strip("_.-") or "backbone"
 
 
 # ---------------------------------------------------------------------------------------- reading
 def _read(path: Path, trust_pickle: bool):
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such checkpoint file")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
         try:
             return load_file(str(path))
         except Exception as e:  # noqa: BLE001 - any parse failure is a bad file
-            raise ValueError(f"{path}: not a readable safetensors file ({str(e).splitlines()[0]})") from None
+            raise UserError(f"{path}: not a readable safetensors file ({str(e).splitlines()[0]})") from None
     return safe_load(path, trust_pickle=trust_pickle)
 
 
-def _strip(sd: dict, prefix: str) -> dict:
-    return {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in sd.items()}
-
-
-def _tensors(sd: dict, where: str, what: str) -> dict[str, torch.Tensor]:
-    bad = [k for k, v in sd.items() if not isinstance(v, torch.Tensor)]
-    if bad:
-        raise ValueError(f"{where}{what} holds non-tensor entries ({', '.join(map(str, bad[:4]))})")
-    return sd
-
-
-# ---------------------------------------------------------------------------------------- formats
-def _from_encoder(obj: dict, where: str):
-    meta = obj.get("meta") or {}
-    sd = _tensors(obj.get("state_dict") or {}, where, "state_dict")
-    return ({k: (v, None) for k, v in sd.items()},
-            dict(method=meta.get("method", "unknown"), epochs=_epochs(meta), arch_exact=meta.get("arch"),
-                 config=meta.get("config")))
-
-
-def _from_checkpoint(obj: dict, where: str):
-    meta = obj.get("meta") or {}
-    model = _tensors(obj["model"], where, "model")
-    raw = {}
-    for k, v in model.items():
-        if k.startswith("encoder."):
-            raw[k[len("encoder."):]] = (v, None)
-        else:
-            raw[k] = (v, f"pretext ({meta.get('method', 'pretraining')} head)")
-    return raw, dict(method=meta.get("method", "unknown"), epochs=_epochs(meta), arch_exact=meta.get("arch"),
-                     config=meta.get("config"))
-
-
-def _from_droppos(obj: dict, where: str):
-    sd = _tensors(obj["state_dict"], where, "state_dict")
-    notes = []
-    if any(k.startswith("module.") for k in sd):
-        sd = _strip(sd, "module.")
-        notes.append("removed DDP's 'module.' prefix from the state_dict keys")
-    if "ema_state_dict" in obj:
-        notes.append("file also holds an EMA teacher (ema_state_dict); the student state_dict was used")
-    name = obj.get("model") if isinstance(obj.get("model"), str) else ""
-    epoch = obj.get("epoch")
-    return (_official(sd),
-            dict(method="droppos", epochs=int(epoch) if isinstance(epoch, int) else None,
-                 arch_hint=arch_from_name(name) if name else None, model_name=name, notes=notes))
-
-
-def _from_mae(obj: dict, where: str):
-    model = obj.get("model")
-    if isinstance(model, str):
-        raise ValueError(f"{where}'model' holds a string ({model!r}), not weights: this is the DropPos "
-                         "release format (weights under 'state_dict'); use --from droppos")
-    sd = _tensors(model, where, "model")
-    notes = []
-    if any(k.startswith("module.") for k in sd):
-        sd = _strip(sd, "module.")
-        notes.append("removed DDP's 'module.' prefix from the model keys")
-    args = obj.get("args")
-    name = str(getattr(args, "model", "") or "")
-    hint = arch_from_name(name) if name else None
-    if hint is not None and getattr(args, "input_size", None):
-        hint["img_size"] = int(args.input_size)
-    epochs = getattr(args, "epochs", None)
-    if "epoch" in obj and isinstance(obj["epoch"], int):
-        epochs = obj["epoch"] + 1  # MAE's misc.save_model stores the 0-based epoch index
-    return _official(sd), dict(method="mae", epochs=epochs, arch_hint=hint, model_name=name, notes=notes)
-
-
-def _from_timm(obj: dict, where: str):
-    sd = _tensors(obj, where, "state dict")
-    for prefix in ("module.", "model."):
-        if sd and all(k.startswith(prefix) for k in sd):
-            sd = _strip(sd, prefix)
-    raw = {}
-    for k, v in sd.items():
-        if k.startswith("head."):
-            raw[k] = (v, "classifier head (kept as Backbone.head)")
-        elif k.startswith("pre_logits."):
-            raw[k] = (v, "pre-logits layer of the classifier")
-        else:
-            raw[k] = (v, None)
-    return raw, dict(method="supervised", epochs=None)
-
-
-def _official(sd: dict) -> dict:
-    return {k: (v, "pretext (official release)" if _OFFICIAL_PRETEXT.match(k) else None) for k, v in sd.items()}
-
-
-_EXTRACT = {"encoder": _from_encoder, "checkpoint": _from_checkpoint, "droppos": _from_droppos,
-            "mae": _from_mae, "timm": _from_timm}
-
-
-def _epochs(meta: dict) -> int | None:
-    done = meta.get("epochs_done")
-    return int(done) if done is not None else meta.get("epochs")
-
-
 # ---------------------------------------------------------------------------------------- common
-def _finish(raw: dict, hint: dict, fmt: str, source: str, info: dict, where: str) -> Backbone:
-    """Split keys (encoder / dropped / refused), infer and check the architecture."""
+def _finish(raw: dict, hint: dict, fmt: str, source: str, info: dict, where: str,
+            allow_nonfinite: bool = False) -> Backbone:
+    """Split keys (encoder / dropped / refused), make exact fixes, infer and check the architecture."""
     sd, dropped, head, unknown = {}, [], {}, []
     for k, (v, reason) in raw.items():
         if reason is not None:
@@ -291,36 +224,68 @@ def _finish(raw: dict, hint: dict, fmt: str, source: str, info: dict, where: str
         else:
             unknown.append(k)
     if not any(k in sd for k in ("cls_token", "pos_embed", "patch_embed.proj.weight")):
-        first = ", ".join(list(raw)[:4])
-        raise ValueError(f"{where}not a ViT: no cls_token / pos_embed / patch_embed found (first keys: {first})")
+        tops = ", ".join(list(raw)[:6])
+        raise UserError(f"{where}no ViT encoder left after the {fmt} layout's prefixes (keys: {tops}); "
+                        "force another layout with --from, or check the file")
     for pattern, why in _REFUSED:
         hits = [k for k in unknown if pattern.search(k)]
         if hits:
-            raise ValueError(f"{where}{why} (keys {', '.join(hits[:3])})")
+            raise UserError(f"{where}{why} (keys {', '.join(hits[:3])})")
     if unknown:
-        raise ValueError(f"{where}{len(unknown)} weights are neither encoder nor known pretext keys: "
-                         f"{', '.join(unknown[:5])}; this is not a standard ViT encoder")
+        raise UserError(f"{where}{len(unknown)} weights are neither encoder nor known pretext keys: "
+                        f"{', '.join(unknown[:5])}; this is not a plain ViT encoder")
     notes = list(info.get("notes", []))
-    hint = {**(info.get("arch_exact") or {}), **hint}
-    hint = _soft_hint(info.get("arch_hint"), info.get("model_name"), sd, hint, notes)
-    pos = sd.get("pos_embed")
-    if pos is not None and pos.ndim == 3:
-        n = pos.shape[1]
-        if int(round(n ** 0.5)) ** 2 == n and n > 1:  # timm no_embed_class: no [cls] row
-            sd["pos_embed"] = torch.cat([pos.new_zeros(1, 1, pos.shape[2]), pos], dim=1)
-            notes.append("pos_embed had no [cls] row (timm no_embed_class); added a zero row (the same network)")
+    hint = {**(info.get("arch_exact") or {}), **(info.get("arch_hint") or {} if not info.get("model_name") else {}),
+            **hint}
+    hint = _soft_hint(info.get("arch_hint") if info.get("model_name") else None, info.get("model_name"), sd, hint, notes)
+    _exact_fixes(sd, hint, notes)
+    if not allow_nonfinite:
+        bad = [k for k, v in sd.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:
+            raise UserError(f"{where}non-finite weights (NaN/Inf) in {', '.join(bad[:3])}"
+                            f"{f' (+{len(bad) - 3} more)' if len(bad) > 3 else ''}; "
+                            "the file is damaged (pass --allow-nonfinite to read it anyway)")
     cast = [k for k, v in sd.items() if v.is_floating_point() and v.dtype != torch.float32]
     if cast:
         notes.append(f"cast {len(cast)} tensors from {sd[cast[0]].dtype} to float32")
     sd = {k: (v.float() if v.is_floating_point() else v) for k, v in sd.items()}
-    arch, arch_notes = infer_arch(sd, hint, where)
+    arch, arch_notes = infer_arch(sd, hint, where, family=info.get("family"))
     check_shapes(sd, arch, where)
-    meta = {"method": info.get("method", "unknown"), "epochs": info.get("epochs"), "source": source, "format": fmt}
-    for k in ("model_name", "config"):
+    meta = {"method": info.get("method") or "unknown", "epochs": info.get("epochs"), "source": source, "format": fmt}
+    for k in ("model_name", "config", "family", "part", "data", "sha256", "name"):
         if info.get(k):
             meta[k] = info[k]
-    return Backbone(state_dict=sd, arch=arch, meta=meta, dropped=dropped, head=head, notes=notes + arch_notes,
-                    backbone=backbone_record(meta["method"], arch, meta["epochs"], source))
+    return Backbone(state_dict=sd, arch=arch, meta=meta, dropped=dropped, head=head, notes=notes + arch_notes)
+
+
+def _exact_fixes(sd: dict, hint: dict, notes: list[str]) -> None:
+    """Rewrites that keep the same network: missing qkv bias = 0, a position table without a [cls] row."""
+    no_bias = [k for k in sd if k.endswith(".attn.qkv.weight") and k[:-len("weight")] + "bias" not in sd]
+    for k in no_bias:
+        sd[k[:-len("weight")] + "bias"] = torch.zeros(sd[k].shape[0], dtype=sd[k].dtype)
+    if no_bias:
+        notes.append(f"no qkv bias in {len(no_bias)} blocks: added an exact zero bias (the same network)")
+    pos = sd.get("pos_embed")
+    w = sd.get("patch_embed.proj.weight")
+    if pos is None or pos.ndim != 3 or w is None:
+        return
+    n = pos.shape[1]
+    grid_cells = _grid_cells(hint, int(w.shape[-1]))
+    def square(m: int) -> bool:
+        return m > 0 and int(round(m ** 0.5)) ** 2 == m
+
+    no_cls_row = n == grid_cells if grid_cells is not None else (not square(n - 1) and square(n))
+    if no_cls_row:
+        sd["pos_embed"] = torch.cat([pos.new_zeros(1, 1, pos.shape[2]), pos], dim=1)
+        notes.append("pos_embed had no [cls] row (timm no_embed_class); added a zero row (the same network)")
+
+
+def _grid_cells(hint: dict, patch: int) -> int | None:
+    size = hint.get("img_size")
+    if size is None:
+        return None
+    h, w = (size, size) if isinstance(size, int) else tuple(size)
+    return (h // patch) * (w // patch)
 
 
 def _soft_hint(named: dict | None, name: str | None, sd: dict, hint: dict, notes: list[str]) -> dict:
@@ -328,10 +293,10 @@ def _soft_hint(named: dict | None, name: str | None, sd: dict, hint: dict, notes
     if not named:
         return hint
     width = sd["cls_token"].shape[-1] if "cls_token" in sd else None
-    if named.get("embed_dim") != width:
+    if named.get("embed_dim") is not None and named.get("embed_dim") != width:
         notes.append(f"model name {name!r} does not match the weights (width {width}); name ignored")
         return hint
-    return {**{k: v for k, v in named.items() if k in ("num_heads", "img_size")}, **hint}
+    return {**{k: v for k, v in named.items() if k in ("num_heads", "img_size", "patch_size")}, **hint}
 
 
 _SCRATCH = re.compile(r"^(tiny|small|base|large|huge)(?:_p(\d+))?(?:_(\d+))?(?:_s(\d+))?$")
@@ -347,14 +312,14 @@ def _scratch(src: str, hint: dict) -> Backbone:
     if spec:
         m = _SCRATCH.match(spec)
         if m is None:
-            raise ValueError(f"{src}: expected scratch:<size>_p<patch>_<img>[_s<seed>], e.g. scratch:tiny_p4_32")
+            raise UserError(f"{src}: expected scratch:<size>_p<patch>_<img>[_s<seed>], e.g. scratch:tiny_p4_32")
         size, p, img, s = m.groups()
         arch = vit_arch_args(size, patch_size=int(p or 16), img_size=int(img or 224))
         seed = int(s or 0)
     arch.update(hint)
     need = {"embed_dim", "depth", "num_heads", "patch_size", "img_size"} - set(arch)
     if need:
-        raise ValueError(f"{src}: the scratch architecture lacks {sorted(need)}; use scratch:<size>_p<patch>_<img>")
+        raise UserError(f"{src}: the scratch architecture lacks {sorted(need)}; use scratch:<size>_p<patch>_<img>")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = VisionTransformer(**arch)

@@ -38,7 +38,10 @@ from collections.abc import Callable
 
 import torch
 
+from droppos.errors import UserError
+
 from .arch import encoder_shapes, grid_of
+from .layouts import GENERIC_PATH
 from .report import KeyReport
 from .sources import Backbone
 
@@ -95,6 +98,9 @@ def _convert(bb: Backbone, target: str, rules: list[Rule], expected: set[str], i
              fill: Callable[[dict, dict], list[tuple[str, str]]] | None = None) -> tuple[dict, KeyReport]:
     from droppos.models.pos_embed import resample_pos_embed  # droppos.models imports timm
 
+    if bb.arch.get("reg_tokens") and target != "timm":
+        raise UserError(f"{bb.meta.get('source', '?')}: a ViT with {bb.arch['reg_tokens']} register tokens (DINOv2 style): "
+                        f"{target}'s plain ViT has none; " + GENERIC_PATH)
     report = KeyReport(source=bb.meta.get("source", "?"), target=target, dropped=list(bb.dropped), notes=list(bb.notes))
     old_grid, new_grid = grid_of(bb.arch), grid_of(bb.arch, img_size)
     compiled = [(re.compile(p), t, why) for p, t, why in rules]
@@ -124,9 +130,16 @@ def _convert(bb: Backbone, target: str, rules: list[Rule], expected: set[str], i
 
 
 def to_timm(bb: Backbone, img_size: int | None = None) -> tuple[dict, KeyReport]:
-    """State dict for timm's ``VisionTransformer`` (see :func:`timm_kwargs`)."""
+    """State dict for timm's ``VisionTransformer`` (see :func:`timm_kwargs`). With register tokens
+    it is timm's DINOv2-with-registers form (``no_embed_class``: the [cls] position row is added
+    to ``cls_token``, the table keeps the patch rows): the same network."""
     arch = _resized(bb.arch, img_size)
-    return _convert(bb, "timm", _TIMM_RULES, timm_keys(arch), img_size)
+    sd, report = _convert(bb, "timm", _TIMM_RULES, timm_keys(arch), img_size)
+    if arch.get("reg_tokens") and "pos_embed" in sd:
+        sd["cls_token"] = sd["cls_token"] + sd["pos_embed"][:, :1]
+        sd["pos_embed"] = sd["pos_embed"][:, 1:].contiguous()
+        report.notes.append("register tokens: written in timm's no_embed_class form ([cls] position folded into cls_token)")
+    return sd, report
 
 
 def to_detectron2(bb: Backbone, img_size: int | None = None) -> tuple[dict, KeyReport]:
@@ -174,7 +187,8 @@ def timm_kwargs(arch: dict) -> dict:
     return dict(img_size=tuple(arch["img_size"]), patch_size=arch["patch_size"], in_chans=arch.get("in_chans", 3),
                 embed_dim=arch["embed_dim"], depth=arch["depth"], num_heads=arch["num_heads"],
                 mlp_ratio=arch.get("mlp_ratio", 4.0), qkv_bias=True, num_classes=0,
-                norm_layer=partial(nn.LayerNorm, eps=1e-6))
+                norm_layer=partial(nn.LayerNorm, eps=1e-6),
+                **({"reg_tokens": arch["reg_tokens"], "no_embed_class": True} if arch.get("reg_tokens") else {}))
 
 
 def detectron2_kwargs(arch: dict) -> dict:

@@ -21,6 +21,8 @@ Usage::
 
 from __future__ import annotations
 
+from droppos.errors import UserError
+
 import gzip
 import os
 import zlib
@@ -73,7 +75,7 @@ _DTYPES = {
 INSTALL_HINT = "install it with `apt-get install dataset-fashion-mnist` or pass `--source DIR`"
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """Bad or missing input data; the message is one line naming the file and the fix."""
 
 

@@ -3,6 +3,8 @@
 Other exceptions are bugs and keep their traceback.
 """
 
+from droppos.errors import UserError
 
-class InputError(ValueError):
+
+class InputError(UserError):
     """A one-line, user-facing error that names the file or option and the fix."""

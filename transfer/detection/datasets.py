@@ -24,6 +24,8 @@ number of categories must equal ``model.roi_heads.num_classes``.
 
 from __future__ import annotations
 
+from droppos.errors import UserError
+
 import json
 import os
 from dataclasses import dataclass
@@ -35,7 +37,7 @@ SPLITS = ("train", "val")
 DATASET_IDS = {"coco_2017": "coco", "fmnist_coco": "fmnist"}
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError):
     """The dataset of a detection run is missing or unusable (the message names the file)."""
 
 

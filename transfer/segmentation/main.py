@@ -17,6 +17,8 @@ checkpoints into ``WORK_DIR``; ``--resume`` continues from its latest checkpoint
 
 from __future__ import annotations
 
+from droppos.errors import UserError
+
 import argparse
 import sys
 from pathlib import Path
@@ -65,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
 
-class SegmentError(ValueError):
+class SegmentError(UserError):
     """A one-line problem with the command's arguments."""
 
 
