@@ -117,5 +117,5 @@ def test_shipped_names_resolve_and_unknown_names_fail(tmp_path):
 
     assert resolve_config_file("mask_rcnn_vitdet_fmnist").is_file()
     assert resolve_config_file("mask_rcnn_vitdet_b_100ep.py").name == "mask_rcnn_vitdet_b_100ep.py"
-    with pytest.raises(FileNotFoundError, match="mask_rcnn_vitdet_fmnist"):
+    with pytest.raises(ValueError, match="mask_rcnn_vitdet_fmnist"):
         resolve_config_file("mask_rcnn_nope")

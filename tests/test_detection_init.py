@@ -27,24 +27,40 @@ def build(cfg):
     return instantiate(cfg.model)
 
 
+def resolve(src, cfg, **kw):
+    from droppos.backbones import init as binit
+    from droppos.backbones.options import BackboneOptions
+    from droppos.transfer.detection.init import target
+
+    return binit.resolve(BackboneOptions(backbone=str(src), **kw), target(cfg))
+
+
+def load_file(model, path, cfg, **kw):
+    from droppos.backbones import init as binit
+    from droppos.transfer.detection.init import target
+
+    return binit.load_file(model, path, target(cfg), **kw)
+
+
 @pytest.fixture(scope="module")
 def encoder(tmp_path_factory):
     path = tmp_path_factory.mktemp("enc") / "encoder.pth"
     return path, write_encoder(path)
 
 
-def test_converted_weights_land_in_the_model(encoder, tmp_path, capsys):
+def test_converted_weights_land_in_the_model(encoder, tmp_path):
+    from droppos.backbones import init as binit
     from droppos.models.pos_embed import resample_pos_embed
-    from droppos.transfer.detection.init import load_weights, prepare_init
 
     path, enc = encoder
     cfg = tiny_cfg()
-    init = prepare_init(str(path), cfg.model.backbone.net, tmp_path)
-    assert init.kind == "converted" and init.backbone["method"] == "droppos"
-    assert (tmp_path / "init" / "backbone_detectron2.pth").is_file()
+    init = resolve(path, cfg)
+    assert init.kind == "converted" and init.record["method"] == "droppos"
+    saved = binit.save(tmp_path, init)
+    assert saved == tmp_path / "init" / "backbone.pth" and binit.read(tmp_path)["backbone"] == init.record
     model = build(cfg)
     before = model.backbone.net.blocks[0].attn.qkv.weight.clone()
-    rep = load_weights(model, init.path)
+    rep = load_file(model, saved, cfg)
     net, src = model.backbone.net, enc.state_dict()
     assert not torch.equal(before, net.blocks[0].attn.qkv.weight)
     for i in range(DEPTH):
@@ -55,95 +71,113 @@ def test_converted_weights_land_in_the_model(encoder, tmp_path, capsys):
     # the 8x8 table of the 64-px pretraining, resampled to the config's 128-px grid (16x16), [cls] row kept
     assert torch.allclose(net.pos_embed, resample_pos_embed(src["pos_embed"], (16, 16), 1, (8, 8)))
     assert net.pos_embed.shape == (1, 1 + 16 * 16, WIDTH)
-    assert rep.ok and len(rep.backbone_loaded) == 2 + 1 + 12 * DEPTH
-    assert rep.expected_missing == [f"backbone.net.blocks.{i}.attn.rel_pos_{a}" for i in range(DEPTH) for a in "hw"]
+    assert rep.ok and len([k for k in rep.loaded if k.startswith("backbone.net.")]) == 2 + 1 + 12 * DEPTH
+    assert sorted(rep.recipe_init) == sorted(f"backbone.net.blocks.{i}.attn.rel_pos_{a}" for i in range(DEPTH) for a in "hw")
     assert any(k.startswith("roi_heads.") for k in rep.random_init) and not rep.missing and not rep.unexpected
-    out = capsys.readouterr().out
-    assert "expected missing (ViTDet relative position" in out and "blocks 0-1" in out
+    assert any("ViTDet relative position tables" in line for line in rep.lines())
 
 
 def test_a_ready_detectron2_file_is_used_as_is(encoder, tmp_path):
     from droppos.tools.convert.main import convert
-    from droppos.transfer.detection.init import load_weights, prepare_init
 
     path, enc = encoder
     convert(path, "detectron2", tmp_path / "d2.pth", img_size=128)
     cfg = tiny_cfg()
-    init = prepare_init(str(tmp_path / "d2.pth"), cfg.model.backbone.net, tmp_path / "run")
-    assert init.kind == "detectron2" and init.path == str(tmp_path / "d2.pth")
-    assert init.backbone["method"] == "droppos"  # from the converter's sidecar json
-    assert not (tmp_path / "run" / "init").exists()
+    init = resolve(tmp_path / "d2.pth", cfg)
+    assert init.kind == "native" and init.source == str(tmp_path / "d2.pth")
+    assert init.record["method"] == "droppos"  # from the converter's sidecar json
     model = build(cfg)
-    assert load_weights(model, init.path).ok
+    assert load_file(model, tmp_path / "d2.pth", cfg).ok
     assert torch.equal(model.backbone.net.blocks[1].mlp.fc1.weight, enc.state_dict()["blocks.1.mlp.fc1.weight"])
 
 
-def test_scratch_loads_nothing(tmp_path):
-    from droppos.transfer.detection.init import prepare_init
-
-    init = prepare_init("scratch", tiny_cfg().model.backbone.net, tmp_path)
-    assert init.path == "" and init.kind == "scratch" and init.backbone["method"] == "scratch"
+def test_scratch_loads_nothing():
+    init = resolve("scratch", tiny_cfg())
+    assert init.state_dict is None and init.kind == "scratch" and init.record["method"] == "scratch"
 
 
 def test_wrong_width_is_refused_before_conversion(tmp_path):
-    from droppos.transfer.detection.init import InitError, prepare_init
+    from droppos.transfer.detection.init import InitError
 
     write_encoder(tmp_path / "wide.pth", width=96, heads=2)
-    with pytest.raises(InitError, match=r"embed_dim 96.*embed_dim 64.*model.backbone.net.embed_dim=96"):
-        prepare_init(str(tmp_path / "wide.pth"), tiny_cfg().model.backbone.net, tmp_path)
+    with pytest.raises(InitError, match=r"embed_dim=96 but the config builds embed_dim=64.*model.backbone.net.embed_dim=96"):
+        resolve(tmp_path / "wide.pth", tiny_cfg())
+
+
+def test_following_the_patch_size_advice_loads(tmp_path):
+    """The override advice for another patch size includes the pyramid's scale factors, and works."""
+    from detectron2.config import LazyConfig
+
+    from droppos.transfer.detection.init import InitError
+
+    write_encoder(tmp_path / "p16.pth", patch=16, img=64)
+    with pytest.raises(InitError) as err:
+        resolve(tmp_path / "p16.pth", tiny_cfg())
+    fix = str(err.value).split("pass ", 1)[1].split()
+    assert "model.backbone.net.patch_size=16" in fix and "model.backbone.scale_factors=[4,2,1]" in fix
+    cfg = LazyConfig.apply_overrides(tiny_cfg(), fix)
+    init = resolve(tmp_path / "p16.pth", cfg)
+    model = build(cfg)
+    from droppos.backbones import init as binit
+    from droppos.transfer.detection.init import target
+
+    assert binit.load(model, init, target(cfg)).ok
+    with torch.no_grad():
+        model.eval()(  # the pyramid runs with the new strides
+            [{"image": torch.zeros(3, 128, 128), "height": 128, "width": 128}])
 
 
 @pytest.mark.parametrize("change,message", [
-    ({"width": 96}, r"width 96 vs model.backbone.net.embed_dim=64"),
-    ({"depth": 3}, r"depth 3 vs model.backbone.net.depth=2"),
-    ({"depth": 1}, r"depth 1 vs model.backbone.net.depth=2"),
+    ({"width": 96}, r"width 96, patch 8\), the config's ViT has embed_dim=64"),
+    ({"depth": 3}, r"file weights have no place in the model: backbone.net.blocks.2"),
+    ({"depth": 1}, r"backbone weights are not in the file: backbone.net.blocks.1"),
 ])
 def test_a_detectron2_file_of_the_wrong_size_is_an_error(tmp_path, change, message):
     from droppos.tools.convert.main import convert
-    from droppos.transfer.detection.init import InitError, load_weights
+    from droppos.transfer.detection.init import InitError
 
     write_encoder(tmp_path / "enc.pth", **change)
     convert(tmp_path / "enc.pth", "detectron2", tmp_path / "d2.pth", img_size=128)
     with pytest.raises(InitError, match=message):
-        load_weights(build(tiny_cfg()), str(tmp_path / "d2.pth"))
+        load_file(build(tiny_cfg()), tmp_path / "d2.pth", tiny_cfg())
 
 
 def test_unexpected_and_missing_backbone_keys_are_errors(encoder, tmp_path):
-    from droppos.transfer.detection.init import InitError, load_weights
-    from droppos.utils.checkpoint import safe_load
-
     from droppos.tools.convert.main import convert
+    from droppos.transfer.detection.init import InitError
+    from droppos.utils.checkpoint import safe_load
 
     path, _ = encoder
     convert(path, "detectron2", tmp_path / "d2.pth", img_size=128)
     sd = safe_load(tmp_path / "d2.pth")["model"]
     extra = dict(sd, **{"backbone.net.cls_token": torch.zeros(1, 1, WIDTH)})
     torch.save({"model": extra}, tmp_path / "extra.pth")
-    with pytest.raises(InitError, match="1 checkpoint weights have no place in the model: backbone.net.cls_token"):
-        load_weights(build(tiny_cfg()), str(tmp_path / "extra.pth"))
+    with pytest.raises(InitError, match="1 file weights have no place in the model: backbone.net.cls_token"):
+        load_file(build(tiny_cfg()), tmp_path / "extra.pth", tiny_cfg())
     fewer = {k: v for k, v in sd.items() if "blocks.1.mlp" not in k}
     torch.save({"model": fewer}, tmp_path / "fewer.pth")
     model = build(tiny_cfg())
-    with pytest.raises(InitError, match=r"4 backbone weights are not in the checkpoint: backbone.net.blocks.1.mlp"):
-        load_weights(model, str(tmp_path / "fewer.pth"))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(InitError, match=r"4 backbone weights are not in the file: backbone.net.blocks.1.mlp"):
+        load_file(model, tmp_path / "fewer.pth", tiny_cfg())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # nothing half-loaded
 
 
 def test_evaluation_needs_a_whole_detector(encoder, tmp_path):
-    from droppos.transfer.detection.init import InitError, load_weights, prepare_init
+    from droppos.backbones import init as binit
+    from droppos.transfer.detection.init import InitError
 
     path, _ = encoder
     cfg = tiny_cfg()
-    init = prepare_init(str(path), cfg.model.backbone.net, tmp_path)
-    with pytest.raises(InitError, match="evaluation needs a trained detector"):
-        load_weights(build(cfg), init.path, require_full=True)
+    saved = binit.save(tmp_path, resolve(path, cfg))
+    with pytest.raises(InitError, match="evaluation needs a trained model"):
+        load_file(build(cfg), saved, cfg, require_full=True)
 
 
 def test_unreadable_sources_fail_with_the_file_name(tmp_path):
-    from droppos.transfer.detection.init import prepare_init
-
-    net = tiny_cfg().model.backbone.net
+    cfg = tiny_cfg()
     (tmp_path / "notes.pth").write_text("not a checkpoint")
     with pytest.raises(ValueError, match="notes.pth"):
-        prepare_init(str(tmp_path / "notes.pth"), net, tmp_path)
+        resolve(tmp_path / "notes.pth", cfg)
     with pytest.raises(ValueError, match="missing.pth: no such checkpoint file"):
-        prepare_init(str(tmp_path / "missing.pth"), net, tmp_path)
+        resolve(tmp_path / "missing.pth", cfg)

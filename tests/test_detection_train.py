@@ -40,10 +40,10 @@ def test_train_resume_evaluate(setup, capsys):
 
     root, data, enc = setup
     out = root / "run"
-    rc = detect("--init", root / "encoder.pth", "--output", out, "--data", data, *TINY, *RUN, "train.max_iter=2")
+    rc = detect("--backbone", root / "encoder.pth", "--output", out, "--data", data, *TINY, *RUN, "train.max_iter=2")
     assert rc == 0
     printed = capsys.readouterr().out
-    assert "expected missing (ViTDet relative position, zero init): 4 tensors" in printed
+    assert "not in the file, set by the recipe: 4 x zeros (ViTDet relative position tables)" in printed
     assert "0 errors" in printed  # validate_coco summaries
 
     record = json.loads((out / "metrics.json").read_text())
@@ -63,9 +63,9 @@ def test_train_resume_evaluate(setup, capsys):
     trained = final["model"]["backbone.net.blocks.0.attn.qkv.weight"]
     assert not torch.equal(trained, enc.state_dict()["blocks.0.attn.qkv.weight"])  # it trained
 
-    rc = detect("--init", "scratch", "--output", out, "--data", data, "--resume", *TINY, *RUN, "train.max_iter=3")
+    rc = detect("--backbone", "scratch", "--output", out, "--data", data, "--resume", *TINY, *RUN, "train.max_iter=3")
     assert rc == 0
-    assert "--init is not used" in capsys.readouterr().out
+    assert "--backbone is not used" in capsys.readouterr().out
     log = (out / "log.txt").read_text()
     assert "Starting training from iteration 2" in log
     record = json.loads((out / "metrics.json").read_text())
@@ -80,11 +80,11 @@ def test_train_resume_evaluate(setup, capsys):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--output", "{out}"], "training needs --init SRC"),
-    (["--init", "scratch", "--output", "{out}", "train.max_iter"], "is not KEY=VALUE"),
-    (["--init", "scratch", "--output", "{out}", "--eval-only"], "would evaluate an untrained detector"),
-    (["--init", "{root}/nothing.pth", "--output", "{out}"], "nothing.pth: no such checkpoint file"),
-    (["--init", "scratch", "--output", "{out}", "--num-machines", "2"], "need --dist-url"),
+    (["--output", "{out}"], "training needs --backbone SRC"),
+    (["--backbone", "scratch", "--output", "{out}", "train.max_iter"], "is not KEY=VALUE"),
+    (["--backbone", "scratch", "--output", "{out}", "--eval-only"], "--eval-only needs a trained detector"),
+    (["--backbone", "{root}/nothing.pth", "--output", "{out}"], "nothing.pth: no such checkpoint file"),
+    (["--backbone", "scratch", "--output", "{out}", "--num-machines", "2"], "need --dist-url"),
 ])
 def test_bad_input_is_a_one_line_error(setup, capsys, args, message):
     root, data, _ = setup
@@ -96,16 +96,16 @@ def test_bad_input_is_a_one_line_error(setup, capsys, args, message):
 
 def test_missing_data_and_unknown_config(setup, capsys):
     root, _, _ = setup
-    assert detect("--init", "scratch", "--output", root / "x", "--data", root / "none") == 2
+    assert detect("--backbone", "scratch", "--output", root / "x", "--data", root / "none") == 2
     assert "dataset folder not found" in capsys.readouterr().err
-    rc = main(["detect", "--config-file", "nope", "--init", "scratch", "--output", str(root / "x")])
+    rc = main(["detect", "--config-file", "nope", "--backbone", "scratch", "--output", str(root / "x")])
     assert rc == 2 and "mask_rcnn_vitdet_fmnist" in capsys.readouterr().err
 
 
 def test_wrong_width_checkpoint_stops_before_training(setup, capsys):
     root, data, _ = setup
     write_encoder(root / "wide.pth", width=96, heads=2)
-    rc = detect("--init", root / "wide.pth", "--output", root / "wide", "--data", data, *TINY)
+    rc = detect("--backbone", root / "wide.pth", "--output", root / "wide", "--data", data, *TINY)
     assert rc == 2 and "model.backbone.net.embed_dim=96" in capsys.readouterr().err
     assert not (root / "wide" / "model_final.pth").exists()
 
@@ -115,7 +115,7 @@ def test_two_processes_through_launch(setup):
     """detectron2's ``launch`` with two CPU processes (gloo): DDP training and distributed evaluation."""
     root, data, _ = setup
     out = root / "ddp"
-    rc = detect("--init", root / "encoder.pth", "--output", out, "--data", data, "--num-gpus", "2", *TINY, *RUN,
+    rc = detect("--backbone", root / "encoder.pth", "--output", out, "--data", data, "--num-gpus", "2", *TINY, *RUN,
                 "train.max_iter=2")
     assert rc == 0
     assert "World size: 2" in (out / "log.txt").read_text()

@@ -71,7 +71,7 @@ def test_machine_adaptation_and_data_root():
 
 
 def test_unknown_config_names_the_shipped_ones():
-    with pytest.raises(FileNotFoundError, match="upernet_vit_fmnist"):
+    with pytest.raises(ValueError, match="upernet_vit_fmnist"):
         config_path("upernet_nope")
 
 

@@ -30,8 +30,8 @@ def setup(tmp_path_factory):
 
 
 def _segment(data, work, init, iters, *extra):
-    return main(["segment", "--config", "upernet_vit_fmnist", "--init", str(init), "--data", str(data),
-                 "--work-dir", str(work), *extra, "--cfg-options", *tiny_run_options(iters)])
+    return main(["segment", "--config", "upernet_vit_fmnist", "--backbone", str(init), "--data", str(data),
+                 "--output", str(work), *extra, "--cfg-options", *tiny_run_options(iters)])
 
 
 def test_train_evaluate_resume_and_eval_only(setup):
@@ -47,7 +47,8 @@ def test_train_evaluate_resume_and_eval_only(setup):
     assert set(rec["metrics"]) == {"mIoU", "mAcc", "aAcc"} and all(0 <= v <= 100 for v in rec["metrics"].values())
     assert len(rec["per_class"]) == 10 and set(rec["per_class"]["sneaker"]) == {"IoU", "Acc"}
     assert rec["iterations"] == 2 and rec["eval_only"] is False
-    assert any("converted on the fly" in line for line in rec["load_report"])
+    assert rec["load_report"]["ok"] and set(rec["load_report"]["recipe_init"].values()) == {"fixed index buffer"}
+    assert any("-> mmseg:" in n and "weights mapped" in n for n in rec["load_report"]["notes"])
     dumped = (work / "upernet_vit_fmnist.py").read_text()  # the resolved config, as mmengine saved it
     assert f"embed_dims={WIDTH}" in dumped and "max_iters=2" in dumped
 

@@ -15,6 +15,8 @@ machine with GPUs, its own GPU (round robin) through ``CUDA_VISIBLE_DEVICES``.
 
 from __future__ import annotations
 
+from droppos.errors import UserError
+
 import os
 import signal
 import subprocess
@@ -78,7 +80,7 @@ class LocalExecutor:
 
     def __post_init__(self):
         if self.jobs < 1:
-            raise ValueError(f"--jobs must be >= 1, got {self.jobs}")
+            raise UserError(f"--jobs must be >= 1, got {self.jobs}")
         self._gpus: int | None = None
 
     # ------------------------------------------------------------------ environment

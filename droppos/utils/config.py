@@ -54,19 +54,31 @@ def _field_type(cls, f: dataclasses.Field):
     return t, origin, optional
 
 
-def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
-    """Add one ``--flag`` per field of ``cls``; unset flags stay ``None`` so file values survive."""
-    group = parser.add_argument_group(f"{cls.__name__} options (defaults shown)")
+def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, title: str | None = None,
+                            extra_help: dict[str, str] | None = None, required: set[str] | frozenset = frozenset()) -> None:
+    """Add one ``--flag`` per field of ``cls``; unset flags stay ``None`` so file values survive.
+
+    Field metadata: ``help``; ``choices``; ``flag`` (the flag's spelling, default ``--field-name``);
+    ``aliases`` (old spellings, accepted with a deprecation note, hidden from ``--help``);
+    ``switch`` (a boolean given as ``--flag`` alone, or ``--flag true|false``).
+    """
+    from droppos.backbones.options import DeprecatedAlias
+
+    group = parser.add_argument_group(title or f"{cls.__name__} options (defaults shown)")
     for f in dataclasses.fields(cls):
+        if any(a.dest == f.name for a in parser._actions):  # already given by an enclosing vocabulary
+            continue
         t, origin, optional = _field_type(cls, f)
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        help_ = f.metadata.get("help", "")
+        help_ = f.metadata.get("help", "") + (extra_help or {}).get(f.name, "")
         choices = f.metadata.get("choices")
         kw: dict[str, Any] = dict(dest=f.name, default=None, help=f"{help_} (default: {default})")
         if choices:
             kw["choices"] = choices
         if t is bool:
             kw.update(type=_bool, metavar="BOOL")
+            if f.metadata.get("switch"):
+                kw.update(nargs="?", const=True, metavar="true|false")
         elif origin in (list, tuple):
             (inner,) = set(typing.get_args(t)) - {Ellipsis} or {str}
             kw.update(type=inner, nargs="*")
@@ -74,7 +86,13 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
             kw.update(type=(lambda s, t=t: None if s.lower() == "none" else t(s)) if optional else t)
         else:
             kw.update(type=str)
-        group.add_argument("--" + f.name.replace("_", "-"), **kw)
+        if f.name in required:
+            kw["required"] = True
+        flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+        group.add_argument(flag, **kw)
+        for alias in f.metadata.get("aliases", ()):
+            hidden = {k: v for k, v in kw.items() if k not in ("help", "required")}
+            group.add_argument(alias, action=DeprecatedAlias, new=flag, help=argparse.SUPPRESS, **hidden)
 
 
 def load_mapping(path: str | Path) -> dict:

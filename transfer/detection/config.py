@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from droppos.errors import UserError
+
 from pathlib import Path
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -22,7 +24,7 @@ def resolve_config_file(name: str | Path) -> Path:
     shipped = CONFIG_DIR / f"{stem}.py"
     if path.parent == Path(".") and shipped.is_file():
         return shipped
-    raise FileNotFoundError(f"{name}: no such config file; give a path or one of: {', '.join(shipped_configs())}")
+    raise UserError(f"{name}: no such config file; give a path or one of: {', '.join(shipped_configs())}")
 
 
 def _overridden(opts: list[str], key: str) -> bool:
@@ -47,11 +49,11 @@ def load_config(args, init=None):
     opts = list(args.opts or [])
     bad = [o for o in opts if "=" not in o]
     if bad:
-        raise ValueError(f"override {bad[0]!r} is not KEY=VALUE (e.g. train.max_iter=100)")
+        raise UserError(f"override {bad[0]!r} is not KEY=VALUE (e.g. train.max_iter=100)")
     cfg = LazyConfig.apply_overrides(cfg, opts)
     missing = [k for k in REQUIRED if k not in cfg]
     if missing:
-        raise ValueError(f"{path}: not a detection config of this project (no {', '.join(missing)}); "
+        raise UserError(f"{path}: not a detection config of this project (no {', '.join(missing)}); "
                          f"see {CONFIG_DIR}")
     cfg.train.output_dir = str(args.output)
     if getattr(args, "data", None):
@@ -66,5 +68,5 @@ def load_config(args, init=None):
         cfg.train.amp.enabled = False
         cfg.train.ddp.fp16_compression = False
     if init is not None:
-        cfg.train.init_checkpoint = init.path
+        cfg.train.init_checkpoint = init.get("checkpoint") or ""
     return cfg

@@ -3,33 +3,32 @@
 Examples::
 
     droppos data coco --out data/coco
-    droppos detect --config-file mask_rcnn_vitdet_fmnist --init runs/pt/encoder.pth --output runs/det
-    droppos detect --config-file mask_rcnn_vitdet_fmnist --init scratch --output runs/det_scratch
-    droppos detect --config-file mask_rcnn_vitdet_b_100ep --init DropPos_pretrain_vit_base_patch16_800ep.pth \\
-        --trust-pickle --output runs/coco_b --num-gpus 8 dataloader.train.total_batch_size=64
+    droppos detect --config-file mask_rcnn_vitdet_fmnist --backbone runs/pt/encoder.pth --output runs/det
+    droppos detect --config-file mask_rcnn_vitdet_fmnist --backbone scratch --output runs/det_scratch
+    droppos detect --config-file mask_rcnn_vitdet_b_100ep --backbone DropPos_pretrain_vit_base_patch16_800ep.pth \\
+        --output runs/coco_b --num-gpus 8 dataloader.train.total_batch_size=64
     droppos detect --config-file mask_rcnn_vitdet_fmnist --output runs/det --eval-only   # last checkpoint
-    droppos detect --config-file mask_rcnn_vitdet_fmnist --output runs/det --init scratch --resume
+    droppos detect --config-file mask_rcnn_vitdet_fmnist --output runs/det --backbone scratch --resume
 
 ``--config-file`` is a LazyConfig file or the name of a shipped one (``transfer/detection/configs``:
 ``mask_rcnn_vitdet_b_100ep``, ``mask_rcnn_vitdet_l_100ep``, ``mask_rcnn_vitdet_fmnist``); trailing
-``KEY=VALUE`` items override config fields. ``--init`` takes ``scratch`` (detectron2's random
-init), a detectron2 checkpoint, or any source ``droppos convert`` reads (converted on the fly; see
-:mod:`.init`). Before training, the data are validated and the load report printed: a backbone
+``KEY=VALUE`` items override config fields (a key the config lacks is an error). ``--backbone``
+and its flags (``--from --arch --part --trust-pickle --name --method --pretrain-epochs``, the same in
+every command: :mod:`droppos.backbones.options`) take ``scratch`` (detectron2's random init), a
+detectron2 checkpoint, or any layout the readers read (converted on the fly through the one init
+path, :mod:`droppos.backbones.init`). Before training, the data are validated and the load report printed: a backbone
 weight that does not land is an error. Multi-GPU / multi-node: ``--num-gpus`` processes per
 machine, ``--num-machines``, ``--machine-rank``, ``--dist-url tcp://HOST:PORT`` (detectron2's
 ``launch``). The run folder gets ``config.yaml`` (the resolved config), checkpoints, ``log.txt``,
-``events.json`` (detectron2's event lines), TensorBoard files, ``init.json`` (what ``--init``
+``events.json`` (detectron2's event lines), TensorBoard files, ``init.json`` (what ``--backbone``
 resolved to; ``--resume`` and ``--eval-only`` reuse it) and ``metrics.json``.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-INIT_STATE = "init.json"  # what the run was initialised from, for --resume and --eval-only
-INIT_FORMATS = ("detectron2", "encoder", "checkpoint", "droppos", "mae", "timm", "scratch")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,14 +36,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = __doc__
     parser.add_argument("--config-file", required=True, metavar="CFG",
                         help="LazyConfig file, or a shipped config name (e.g. mask_rcnn_vitdet_fmnist)")
-    parser.add_argument("--init", default=None, metavar="SRC",
-                        help="initial weights: 'scratch', a detectron2 checkpoint, or any source droppos convert "
-                             "reads (required for training; --eval-only defaults to the run's last checkpoint)")
-    parser.add_argument("--from", dest="fmt", choices=INIT_FORMATS, default=None,
-                        help="force the format of --init instead of detecting it")
-    parser.add_argument("--trust-pickle", action="store_true",
-                        help="allow --init files that pickle Python objects (official MAE 'args'); unpickling "
-                             "can run code, use only for files you trust")
+    from droppos.backbones.options import add_backbone_arguments
+
+    add_backbone_arguments(parser, extra_help="; 'scratch' = detectron2's random init of every weight; a detectron2 "
+                                              "file (convert output, a run's model_final.pth) is used as is; "
+                                              "--eval-only defaults to the run's last checkpoint")
     parser.add_argument("--output", required=True, type=Path, metavar="DIR", help="run folder")
     parser.add_argument("--data", type=Path, default=None, metavar="DIR",
                         help="COCO-layout dataset folder (default: the config's datasets.root; "
@@ -61,78 +57,58 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("opts", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.max_iter=100")
 
 
-def prepare(args):
-    """Main-process work before ``launch``: config, data checks, init weights. Returns the InitSource."""
+def prepare(args) -> dict:
+    """Main-process work before ``launch``: config, data checks, initial weights.
+
+    Returns what the run starts from, in ``init.json``'s shape (:func:`droppos.backbones.init.save`):
+    ``{"source", "kind", "backbone", "checkpoint"}``.
+    """
+    from droppos.backbones import init as binit
+    from droppos.backbones.options import backbone_options
     from droppos.utils.metrics import backbone_record
 
     from .config import load_config, resolve_config_file
     from .datasets import check_datasets
-    from .init import InitSource, arch_of_config, prepare_init
+    from .init import InitError, target
 
     if args.num_gpus < 1 or args.num_machines < 1 or not 0 <= args.machine_rank < args.num_machines:
-        raise ValueError("need --num-gpus >= 1, --num-machines >= 1 and 0 <= --machine-rank < --num-machines")
+        raise InitError("need --num-gpus >= 1, --num-machines >= 1 and 0 <= --machine-rank < --num-machines")
     if args.num_machines > 1 and args.dist_url == "auto":
-        raise ValueError("several machines need --dist-url tcp://HOST:PORT of machine 0")
+        raise InitError("several machines need --dist-url tcp://HOST:PORT of machine 0")
     args.config_file = str(resolve_config_file(args.config_file))  # a path, for every process
     cfg = load_config(args)
     for line in check_datasets(cfg.datasets.prefix, cfg.datasets.root, cfg.model.roi_heads.num_classes):
         print(line)
-    net = cfg.model.backbone.net
-    state = read_init_state(args.output)
+    tgt = target(cfg)
+    state = binit.read(args.output)
+    opts = backbone_options(args)
     if args.eval_only:
-        if args.init is None:  # the run's own last checkpoint
-            backbone = state["backbone"] if state else backbone_record("unknown", arch_of_config(net), None, str(args.output))
-            return InitSource("", "detectron2", backbone, source=state["source"] if state else "")
-        init = prepare_init(args.init, net, args.output, fmt=args.fmt, trust_pickle=args.trust_pickle)
-        if init.kind == "scratch":
-            raise ValueError("--eval-only --init scratch would evaluate an untrained detector; give a trained checkpoint")
-        return init
+        if not opts.backbone:  # the run's own last checkpoint
+            record = state.get("backbone") or backbone_record("unknown", tgt.arch, None, str(args.output))
+            return {"source": state.get("source", ""), "kind": "run", "backbone": record, "checkpoint": ""}
+        init = binit.resolve(opts, tgt)
+        if init.kind != "native":
+            raise InitError(f"--eval-only needs a trained detector in detectron2 names (e.g. a run's model_final.pth); "
+                            f"{opts.backbone} is {'scratch' if init.kind == 'scratch' else 'a backbone'}")
+        return {"source": init.source, "kind": init.kind, "backbone": init.record, "checkpoint": init.source}
     if args.resume and (args.output / "last_checkpoint").is_file() and state:
-        print(f"resuming {args.output} (initialised from {state['source']}); --init is not used")
-        return InitSource(state["checkpoint"], state["kind"], state["backbone"], state.get("conversion", {}),
-                          source=state["source"])
-    if args.init is None:
-        raise ValueError("training needs --init SRC: a checkpoint, or 'scratch' for random init")
-    init = prepare_init(args.init, net, args.output, fmt=args.fmt, trust_pickle=args.trust_pickle)
-    write_init_state(args.output, init)
-    return init
-
-
-def read_init_state(output: Path) -> dict | None:
-    """What an earlier run in ``output`` was initialised from (``OUTPUT/init.json``), if any."""
-    import json
-
-    try:
-        return json.loads((output / INIT_STATE).read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def write_init_state(output: Path, init) -> None:
-    import json
-
-    output.mkdir(parents=True, exist_ok=True)
-    state = {"source": init.source, "kind": init.kind, "checkpoint": init.path, "backbone": init.backbone,
-             "conversion": init.conversion}
-    (output / INIT_STATE).write_text(json.dumps(state, indent=2) + "\n")
+        print(f"resuming {args.output} (initialised from {state['source']}); --backbone is not used")
+        return state
+    if not opts.backbone:
+        raise InitError("training needs --backbone SRC: a checkpoint, or 'scratch' for detectron2's random init")
+    init = binit.resolve(opts, tgt)
+    for line in init.notes:
+        print(line)
+    path = binit.save(args.output, init)
+    return binit.read(args.output) | {"checkpoint": str(path) if path else (init.source if init.kind == "native" else "")}
 
 
 def run(args: argparse.Namespace) -> int:
-    from .init import InitError
-
-    try:
-        init = prepare(args)
-    except (InitError, ValueError, FileNotFoundError) as e:
-        print(f"droppos detect: error: {e}", file=sys.stderr)
-        return 2
+    init = prepare(args)
     from detectron2.engine import launch
 
     from .train import worker
 
-    try:
-        launch(worker, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-               dist_url=args.dist_url, args=(args, init))
-    except InitError as e:
-        print(f"droppos detect: error: {e}", file=sys.stderr)
-        return 2
+    launch(worker, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+           dist_url=args.dist_url, args=(args, init))
     return 0

@@ -10,6 +10,8 @@ Nothing here imports detectron2 at module import; each function imports what it 
 
 from __future__ import annotations
 
+from droppos.errors import UserError
+
 from functools import partial
 
 #: ViTDet's step schedule: lr x0.1 at 8/9 and again at 26/27 of training
@@ -24,7 +26,7 @@ def window_block_indexes(depth: int, global_blocks) -> list[int]:
     """
     bad = [b for b in global_blocks if not 0 <= int(b) < depth]
     if bad:
-        raise ValueError(f"global attention blocks {bad} are outside a ViT of depth {depth}")
+        raise UserError(f"global attention blocks {bad} are outside a ViT of depth {depth}")
     return [i for i in range(depth) if i not in {int(b) for b in global_blocks}]
 
 
@@ -45,7 +47,7 @@ def warmup_step_schedule(max_iter: int, warmup_iters: int = 250, fractions=VITDE
 
     max_iter = int(max_iter)
     if max_iter <= 0:
-        raise ValueError(f"train.max_iter must be positive, got {max_iter}")
+        raise UserError(f"train.max_iter must be positive, got {max_iter}")
     # fvcore needs 0 < m1 < m2 < num_updates; a very short schedule (tests) is resolved on a grid
     # 100x finer than one iteration, which drops the lr at the same fractions of training.
     resolution = 1

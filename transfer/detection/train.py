@@ -73,7 +73,9 @@ def do_train(cfg, args, init) -> dict:
     from detectron2.engine import AMPTrainer, SimpleTrainer, hooks
     from detectron2.utils import comm
 
-    from .init import load_weights
+    from droppos.backbones import init as binit
+
+    from .init import target
 
     model = instantiate(cfg.model)
     model.to(cfg.train.device)
@@ -83,7 +85,10 @@ def do_train(cfg, args, init) -> dict:
     if resuming:
         logger.info("resuming from %s", os.path.join(output_dir, "last_checkpoint"))
     elif cfg.train.init_checkpoint:
-        load_report = load_weights(model, cfg.train.init_checkpoint)
+        load_report = binit.load_file(model, cfg.train.init_checkpoint, target(cfg), trust_pickle=args.trust_pickle)
+        if comm.is_main_process():
+            print("\n".join(load_report.lines()))
+            binit.record_load(output_dir, load_report)
     else:
         logger.info("no initial weights: the whole detector starts from detectron2's random init")
 
@@ -121,7 +126,9 @@ def do_eval_only(cfg, args) -> dict:
     from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.config import instantiate
 
-    from .init import InitError, load_weights
+    from droppos.backbones import init as binit
+
+    from .init import InitError, target
 
     model = instantiate(cfg.model)
     model.to(cfg.train.device)
@@ -129,9 +136,10 @@ def do_eval_only(cfg, args) -> dict:
     if not path:
         ck = DetectionCheckpointer(model, cfg.train.output_dir)
         if not ck.has_checkpoint():
-            raise InitError(f"{cfg.train.output_dir}: no checkpoint to evaluate; pass --init MODEL.pth")
+            raise InitError(f"{cfg.train.output_dir}: no checkpoint to evaluate; pass --backbone MODEL.pth")
         path = ck.get_checkpoint_file()
-    report = load_weights(model, path, require_full=True)
+    report = binit.load_file(model, path, target(cfg), require_full=True, trust_pickle=args.trust_pickle)
+    print("\n".join(report.lines()))
     model = wrap_ddp(model, cfg)
     model.eval()
     return {"results": do_test(cfg, model), "load_report": report, "start_iter": None, "checkpoint": path}
@@ -168,10 +176,11 @@ def worker(args, init) -> int:
             logger.warning("COCOEvaluator returned no AP (no detection above the score threshold?)")
         rep = out["load_report"]
         path = write_metrics(
-            cfg.train.output_dir, task="detection", protocol="mask_rcnn", backbone=init.backbone,
+            cfg.train.output_dir, task="detection", protocol="mask_rcnn", backbone=init["backbone"],
             dataset=dataset_id(cfg.datasets.prefix), metrics=metrics, seed=int(cfg.train.seed),
             iterations=int(cfg.train.max_iter), config=str(args.config_file),
-            eval_only=bool(args.eval_only), init={"source": init.source, "kind": init.kind, "checkpoint": out.get("checkpoint") or init.path},
+            eval_only=bool(args.eval_only),
+            init={"source": init["source"], "kind": init["kind"], "checkpoint": out.get("checkpoint") or init["checkpoint"]},
             load_report=rep.to_dict() if rep is not None else None,
         )
         logger.info("wrote %s", path)

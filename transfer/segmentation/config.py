@@ -12,6 +12,8 @@ mmengine resolves from the installed package (through ``pkg_resources``: setupto
 
 from __future__ import annotations
 
+from droppos.errors import UserError
+
 import warnings
 from pathlib import Path
 
@@ -31,7 +33,7 @@ def config_path(config: str | Path) -> Path:
     named = CONFIG_DIR / (p.name if p.suffix == ".py" else f"{p.name}.py")
     if named.is_file() and p.parent == Path("."):
         return named
-    raise FileNotFoundError(f"{config}: no such config file; give a path or one of: {', '.join(shipped_configs())}")
+    raise UserError(f"{config}: no such config file; give a path or one of: {', '.join(shipped_configs())}")
 
 
 def load_config(config: str | Path, cfg_options: dict | None = None):
@@ -100,7 +102,7 @@ def parse_cfg_options(items: list[str] | None) -> dict:
     out: dict = {}
     for item in items or []:
         if "=" not in item:
-            raise ValueError(f"--cfg-options: {item!r} is not KEY=VALUE")
+            raise UserError(f"--cfg-options: {item!r} is not KEY=VALUE")
         key, value = item.split("=", 1)
         out[key] = DictAction._parse_iterable(value)
     return out

@@ -1,52 +1,44 @@
 """``droppos segment``: UperNet semantic segmentation in mmsegmentation from any ViT checkpoint.
 
-    droppos segment --config upernet_vit_fmnist --init runs/pretrain/encoder.pth \\
-        --data data/ade20k_fmnist --work-dir runs/seg/droppos
-    droppos segment --config upernet_mae_b16_ade20k_512 --init mae_pretrain_vit_base.pth \\
-        --trust-pickle --data data/ade/ADEChallengeData2016 --work-dir runs/seg/mae_b16 \\
+    droppos segment --config upernet_vit_fmnist --backbone runs/pretrain/encoder.pth \\
+        --data data/ade20k_fmnist --output runs/seg/droppos
+    droppos segment --config upernet_mae_b16_ade20k_512 --backbone mae_pretrain_vit_base.pth \\
+        --data data/ade/ADEChallengeData2016 --output runs/seg/mae_b16 \\
         --launcher pytorch                      # under torchrun (or --launcher slurm under srun)
 
 Steps: load the config (a shipped name or a path; ``--cfg-options`` override it), adapt it to
 the machine (no GPU: plain ``OptimWrapper`` instead of AMP), check the dataset folders, resolve
-``--init`` (``scratch``, an mmseg file, or any checkpoint the converter reads, converted for the
-config's image size), build mmengine's Runner, load the weights strictly and print a load
-report, train (or only evaluate with ``--eval-only``), and write ``WORK_DIR/metrics.json``
+``--backbone`` through the one init path (:mod:`droppos.backbones.init`: ``scratch``, an mmseg
+file, or any layout the readers read, converted for the config's image size), build mmengine's Runner, load the weights strictly and print a load
+report, train (or only evaluate with ``--eval-only``), and write ``OUTPUT/metrics.json``
 (mIoU, mAcc, aAcc in percent, per-class IoU/Acc). mmengine writes the resolved config, logs and
-checkpoints into ``WORK_DIR``; ``--resume`` continues from its latest checkpoint.
+checkpoints into ``OUTPUT``; ``--resume`` continues from its latest checkpoint.
 """
 
 from __future__ import annotations
 
-from droppos.errors import UserError
-
 import argparse
-import sys
 from pathlib import Path
+
+from droppos.backbones.options import DeprecatedAlias
+from droppos.errors import UserError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True,
                    help="config file, or a shipped config name: upernet_mae_b16_ade20k_512, "
                         "upernet_mae_l16_ade20k_512, upernet_vit_fmnist")
-    p.add_argument("--init", required=True,
-                   help="initial weights: 'scratch', a file in mmseg names (backbone or whole segmentor), "
-                        "or any checkpoint `droppos convert` reads (converted on the fly)")
-    p.add_argument("--from", dest="fmt", default=None,
-                   choices=["mmseg", "encoder", "checkpoint", "droppos", "mae", "timm", "scratch"],
-                   help="force the format of --init: 'mmseg' = already in mmseg names, the others as "
-                        "`droppos convert --from` (default: detected)")
-    p.add_argument("--arch", default=None,
-                   help="architecture hint for a converted --init the converter cannot infer, e.g. num_heads=6 "
-                        "(`droppos convert --arch` syntax)")
-    p.add_argument("--trust-pickle", action="store_true",
-                   help="allow --init files that pickle Python objects (official MAE/DropPos releases); "
-                        "unpickling runs code from the file, so only for sources you trust")
-    p.add_argument("--work-dir", required=True, help="run folder: config, logs, checkpoints, metrics.json")
+    from droppos.backbones.options import add_backbone_arguments
+
+    add_backbone_arguments(p, extra_help="; 'scratch' = the recipe's random init; a file in mmseg names (a whole "
+                                         "segmentor or an MAE backbone) is used as is")
+    p.add_argument("--output", dest="output", help="run folder: config, logs, checkpoints, metrics.json")
+    p.add_argument("--work-dir", dest="output", action=DeprecatedAlias, new="--output", help=argparse.SUPPRESS)
     p.add_argument("--data", default=None, help="dataset root (ADE20K layout); overrides the config's data_root")
     p.add_argument("--resume", action="store_true",
-                   help="continue from the latest checkpoint in --work-dir (with --eval-only: evaluate it)")
+                   help="continue from the latest checkpoint in --output (with --eval-only: evaluate it)")
     p.add_argument("--eval-only", action="store_true",
-                   help="only evaluate: --init must be a whole segmentor, or use --resume for the run's checkpoint")
+                   help="only evaluate: --backbone must be a whole segmentor, or use --resume for the run's checkpoint")
     p.add_argument("--launcher", default="none", choices=["none", "pytorch", "slurm"],
                    help="none = one process; pytorch = under torchrun; slurm = under srun")
     p.add_argument("--skip-data-check", action="store_true",
@@ -56,23 +48,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from droppos.tools.data.idx import DataError
-
-    from .weights import InitError
-
-    try:
-        return _run(args)
-    except (InitError, DataError, FileNotFoundError, SegmentError) as e:
-        print(f"droppos segment: error: {e}", file=sys.stderr)
-        return 2
+    if not args.output:
+        raise SegmentError("--output DIR is required: the run folder")
+    return _run(args)
 
 
 class SegmentError(UserError):
     """A one-line problem with the command's arguments."""
-
-
-#: where a run folder records what it was initialised from (backbone record, load report)
-INIT_RECORD = "init.json"
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -82,7 +64,10 @@ def _run(args: argparse.Namespace) -> int:
     from .data import check_data
     from .mmcv_ops import ensure_mmcv_ops
     from .safe_load import allow_mmengine_checkpoints
-    from .weights import SCRATCH, InitWeights, backbone_info, load_init
+    from droppos.backbones import init as binit
+    from droppos.backbones.options import backbone_options
+
+    from .weights import target
 
     ensure_mmcv_ops()
     allow_mmengine_checkpoints()
@@ -93,7 +78,7 @@ def _run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, options)
     if args.data:
         set_data_root(cfg, args.data)
-    work_dir = Path(args.work_dir)
+    work_dir = Path(args.output)
     cfg.work_dir = str(work_dir)
     cfg.launcher = args.launcher
     changes = adapt_to_machine(cfg, torch.cuda.is_available())
@@ -104,21 +89,20 @@ def _run(args: argparse.Namespace) -> int:
     latest = _latest_checkpoint(work_dir) if args.resume else None
     if not args.resume and not args.eval_only and _latest_checkpoint(work_dir) is not None:
         raise SegmentError(f"{work_dir} already holds a run ({_latest_checkpoint(work_dir).name}); pass --resume to "
-                           "continue it, or choose another --work-dir")
+                           "continue it, or choose another --output")
     if args.resume and latest is None and args.eval_only:
         raise SegmentError(f"{work_dir}: --resume --eval-only, but there is no checkpoint in it (last_checkpoint)")
-    stored = _read_json(work_dir / INIT_RECORD) if latest is not None else {}
+    tgt = target(cfg)
+    stored = binit.read(work_dir) if latest is not None else {}
     if stored:  # the run's checkpoint replaces every weight; the record says where the run started from
-        init, record = InitWeights(kind=SCRATCH, source=str(latest)), stored
+        init = binit.Init(str(latest), "scratch", stored.get("backbone", {}))
     else:
-        init = _resolve(args, cfg)
-        record = {"source": init.source, "kind": init.kind, "backbone": backbone_info(init, cfg.model.backbone)}
-    if args.eval_only and latest is None and init.kind != "segmentor":
-        raise SegmentError(f"--eval-only needs trained decode heads: give --init a whole-segmentor checkpoint "
-                           f"(keys backbone.*, decode_head.*), or --resume with a run's --work-dir; got {init.kind} "
+        init = binit.resolve(backbone_options(args), tgt)
+    if args.eval_only and latest is None and (init.kind != "native" or not any(
+            k.startswith("decode_head.") for k in init.state_dict)):
+        raise SegmentError(f"--eval-only needs trained decode heads: give --backbone a whole-segmentor checkpoint "
+                           f"(keys backbone.*, decode_head.*), or --resume with a run's --output; got {init.kind} "
                            f"weights from {init.source}")
-    if init.kind == "segmentor":  # e.g. another run's iter_N.pth: keep that run's backbone record
-        record["backbone"] = _read_json(Path(init.source).parent / INIT_RECORD).get("backbone", record["backbone"])
     cfg.resume = bool(args.resume and not args.eval_only)
     cfg.load_from = str(latest) if (args.eval_only and latest is not None) else None
 
@@ -134,18 +118,16 @@ def _run(args: argparse.Namespace) -> int:
     model.init_weights()  # the Runner skips it later (mmengine initialises a module once)
     for tensor in model.state_dict().values():
         broadcast(tensor)
-    report = load_init(model, init, dict(cfg.model.backbone))
-    if not stored:
-        record["load_report"] = report.lines()
-        if not args.eval_only and is_main_process():
-            _write_json(work_dir / INIT_RECORD, record)
-    for line in record.get("load_report", []):
+    report = binit.load(model, init, tgt)
+    if not stored and not args.eval_only and is_main_process():
+        binit.save(work_dir, init, report)
+    for line in report.lines() if not stored else [f"init: {stored.get('kind')} weights from {stored.get('source')}"]:
         runner.logger.info(line)
     runner.logger.info("(mmengine's coming warning 'init_weights ... has been called more than once' is expected: "
                        "the Runner keeps the weights above)")
     if latest is not None:
         runner.logger.info(f"{'evaluating' if args.eval_only else 'resuming from'} {latest} (run started from "
-                           f"{record.get('source', '?')}); --init {args.init} is not read")
+                           f"{stored.get('source', '?')}); --backbone {args.backbone} is not read")
 
     keep = KeepLastMetrics()
     runner.register_hook(keep, priority="LOWEST")
@@ -161,44 +143,13 @@ def _run(args: argparse.Namespace) -> int:
 
         summary = {k: round(float(metrics[k]), 4) for k in ("mIoU", "mAcc", "aAcc")}
         path = write_metrics(
-            work_dir, task="segmentation", protocol="upernet", backbone=record["backbone"],
+            work_dir, task="segmentation", protocol="upernet", backbone=init.record,
             dataset=dataset_name(cfg), metrics=summary, seed=int(cfg.get("randomness", {}).get("seed") or 0),
             per_class=runner.last_per_class(), iterations=iterations, eval_only=bool(args.eval_only),
-            config=str(Path(cfg.filename).name), init=record.get("source"), load_report=record.get("load_report"))
+            config=str(Path(cfg.filename).name), init=stored.get("source") or init.source,
+            load_report=stored.get("load_report") or report.to_dict())
         runner.logger.info(f"mIoU {summary['mIoU']:.2f}  mAcc {summary['mAcc']:.2f}  aAcc {summary['aAcc']:.2f} -> {path}")
     return 0
-
-
-def _resolve(args: argparse.Namespace, cfg):
-    """``--init`` as weights in mmseg names for this config (raises ``InitError`` with the fix)."""
-    from .weights import check_arch, resolve_init
-
-    bb_cfg = cfg.model.backbone
-    img_size = bb_cfg.get("img_size", 224)
-    img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
-    init = resolve_init(args.init, args.fmt, args.trust_pickle, img_size=img_size,
-                        final_norm=bool(bb_cfg.get("final_norm", False)), arch=args.arch)
-    check_arch(init, cfg)
-    return init
-
-
-def _read_json(path: Path) -> dict:
-    import json
-
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _write_json(path: Path, data: dict) -> None:
-    import json
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
 
 
 def _latest_checkpoint(work_dir: Path) -> Path | None:

@@ -1,192 +1,57 @@
-"""Initial weights of the segmentor: resolve ``--init`` to a state dict, load it strictly, report.
+"""mmsegmentation's side of the one init path (:mod:`droppos.backbones.init`): key names, native
+files, and the config <-> architecture mapping of the UperNet configs' ``MAE`` backbone.
 
-``--init`` takes:
-
-* ``scratch``: the recipe's random initialisation (mmseg's ``init_weights``), no file;
-* a file already in mmseg names: the backbone alone (``droppos convert --to mmseg`` output, keys
-  ``layers.N.*`` / ``patch_embed.projection.*``, with or without a ``backbone.`` prefix), or a
-  whole segmentor (keys ``backbone.*``, ``decode_head.*``, ...: e.g. a finished mmseg run);
-* anything the converter reads (this project's pretraining checkpoints, official DropPos / MAE
-  releases, timm / DeiT weights; ``--from`` forces the format), converted on the fly with
-  :func:`droppos.tools.convert.targets.to_mmseg` for the config's image size.
-
-Loading (:func:`load_init`) is strict: every weight of the file must name a parameter of the
-model with the same shape, and every backbone parameter must receive a weight, except the two
-kinds the MAE segmentation recipe initialises itself when the source has none (listed in the
-report): the relative position bias tables (zeros) and the layer-scale vectors ``gamma_1/2``
-(``init_values``, 1.0 in our configs, i.e. the identity). A prefix mismatch therefore fails
-loudly instead of leaving the backbone random.
+``--backbone`` takes ``scratch`` (the recipe's random initialisation, mmseg's ``init_weights``), a
+file in mmseg names (a whole segmentor: ``backbone.*``, ``decode_head.*``, ...; or an ``MAE``
+backbone state dict, with or without ``backbone.``; ``{"state_dict": ...}`` or ``{"model": ...}``),
+or anything the readers read, converted for the config's image size. The converter writes the
+weights mmseg's ``MAE`` has and a plain ViT lacks (layer scale = 1, relative position bias = 0), so
+the only model keys a file may lack are the fixed ``relative_position_index`` buffers.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
-from pathlib import Path
-
 import torch
 
-SCRATCH = "scratch"
-#: backbone keys the recipe may initialise itself (pattern -> how)
-RECIPE_INIT = {
-    re.compile(r"^layers\.\d+\.attn\.relative_position_bias_table$"): "zeros (relative position bias, as MAE)",
-    re.compile(r"^layers\.\d+\.attn\.relative_position_index$"): "fixed index buffer",
-    re.compile(r"^layers\.\d+\.gamma_[12]$"): "init_values (layer scale)",
-}
+from droppos.backbones.init import EngineTarget, InitError  # noqa: F401 - InitError re-exported for callers
+
+PREFIX = "backbone."
 _MMSEG_BACKBONE_KEYS = ("patch_embed.projection.weight", "layers.0.ln1.weight")
 _HEAD_PREFIXES = ("decode_head.", "auxiliary_head.", "neck.")
 
 
-class InitError(ValueError):
-    """A one-line problem with ``--init``: names the file and the fix."""
-
-
-@dataclass
-class InitWeights:
-    """What ``--init`` resolved to.
-
-    kind: 'scratch' | 'backbone' (state_dict in MAE-backbone names, no prefix) | 'segmentor'
-    (state_dict in the segmentor's names). ``meta`` describes the source (method, arch, epochs).
-    """
-
-    kind: str
-    source: str
-    state_dict: dict[str, torch.Tensor] | None = None
-    meta: dict = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-    backbone: dict = field(default_factory=dict)  # backbone_record of the source, when known
-    arch: dict = field(default_factory=dict)  # ViT arguments of the source (embed_dim, depth, ...), when known
-
-
-@dataclass
-class LoadReport:
-    kind: str
-    source: str
-    loaded: list[str] = field(default_factory=list)
-    recipe_init: dict[str, str] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-
-    def lines(self) -> list[str]:
-        if self.kind == SCRATCH:
-            return ["init: scratch (random initialisation of the whole model, mmseg's init_weights)"]
-        out = [f"init: {self.kind} weights from {self.source}: {len(self.loaded)} tensors loaded"]
-        out += [f"  {n}" for n in self.notes]
-        if self.recipe_init:
-            kinds: dict[str, int] = {}
-            for how in self.recipe_init.values():
-                kinds[how] = kinds.get(how, 0) + 1
-            out += [f"  not in the file, set by the recipe: {n} x {how}" for how, n in kinds.items()]
-        return out
-
-
-# --------------------------------------------------------------------------- resolve
 def _tensor_dict(obj) -> dict[str, torch.Tensor] | None:
     if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         return obj
     return None
 
 
-def _unwrap(obj) -> tuple[dict[str, torch.Tensor] | None, dict]:
-    """(state dict, meta) of a loaded file, or (None, {}) when there is no tensor dict."""
-    if not isinstance(obj, dict):
-        return None, {}
-    meta = obj.get("meta") if isinstance(obj.get("meta"), dict) else {}
-    for key in ("state_dict", "model"):
-        sd = _tensor_dict(obj.get(key))
-        if sd is not None:
-            return sd, meta
-    return _tensor_dict(obj), meta
-
-
-def _strip(sd: dict, prefix: str) -> dict:
-    return {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in sd.items()}
-
-
-def classify_mmseg(sd: dict[str, torch.Tensor]) -> tuple[str | None, dict[str, torch.Tensor]]:
-    """('segmentor' | 'backbone' | None, state dict normalised for that kind).
-
-    DDP's ``module.`` prefix is removed; a backbone with a ``backbone.`` prefix is stripped.
-    """
+def native_state(obj) -> dict | None:
+    """Whole-segmentor state dict of a loaded file in mmseg names, else None."""
+    sd = None
+    if isinstance(obj, dict):
+        sd = next((d for d in (_tensor_dict(obj.get(k)) for k in ("state_dict", "model")) if d is not None), None)
+        sd = sd if sd is not None else _tensor_dict(obj)
+    if sd is None:
+        return None
     if all(k.startswith("module.") for k in sd):
-        sd = _strip(sd, "module.")
+        sd = {k[len("module."):]: v for k, v in sd.items()}
     if any(k.startswith(_HEAD_PREFIXES) for k in sd):
-        return "segmentor", sd
-    bare = _strip(sd, "backbone.") if all(k.startswith("backbone.") for k in sd) else sd
+        return sd
+    bare = {k[len(PREFIX):]: v for k, v in sd.items()} if all(k.startswith(PREFIX) for k in sd) else sd
     if any(k in bare for k in _MMSEG_BACKBONE_KEYS):
-        return "backbone", bare
-    return None, sd
+        return {PREFIX + k: v for k, v in bare.items()}
+    return None
 
 
-def _sidecar(path: Path) -> dict:
-    """``DST.json`` that ``droppos convert`` writes beside its output (meta + backbone record)."""
-    import json
-
-    side = path.with_name(path.name + ".json")
-    try:
-        data = json.loads(side.read_text()) if side.is_file() else {}
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+def arch_of_config(bb) -> dict:
+    """Architecture fields of the config's ``model.backbone`` (mmseg ``MAE``)."""
+    size = bb.get("img_size", 224)
+    return {"embed_dim": int(bb.embed_dims), "depth": int(bb.num_layers), "num_heads": int(bb.num_heads),
+            "patch_size": int(bb.patch_size), "mlp_ratio": float(bb.get("mlp_ratio", 4)),
+            "img_size": (size, size) if isinstance(size, int) else tuple(size)}
 
 
-def resolve_init(src: str, fmt: str | None = None, trust_pickle: bool = False,
-                 img_size: int | tuple[int, int] = 512, final_norm: bool = False,
-                 arch: str | None = None) -> InitWeights:
-    """Turn ``--init SRC [--from FMT]`` into weights in mmseg names (see the module docstring).
-
-    ``img_size`` and ``final_norm`` are the config backbone's; ``arch`` is the converter's
-    architecture override (``droppos convert --arch`` syntax) for sources it cannot infer.
-    """
-    if src == SCRATCH:
-        return InitWeights(kind=SCRATCH, source=SCRATCH, meta={"method": SCRATCH})
-    path = Path(src)
-    if fmt in (None, "mmseg") and path.is_file():
-        from droppos.utils.checkpoint import safe_load
-
-        try:
-            sd, meta = _unwrap(safe_load(path, trust_pickle=trust_pickle))
-        except (ValueError, FileNotFoundError) as e:
-            if fmt == "mmseg":
-                raise InitError(str(e)) from None
-            sd, meta = None, {}  # maybe a format only the converter reads (it will say why not)
-        kind, sd = classify_mmseg(sd) if sd is not None else (None, None)
-        if kind is not None:
-            side = _sidecar(path)
-            meta = {**(side.get("meta") or {}), **meta}
-            return InitWeights(kind=kind, source=str(path), state_dict=sd, meta=meta,
-                               notes=["file already in mmseg names: loaded as is"], backbone=side.get("backbone") or {},
-                               arch=side.get("arch") or {})
-        if fmt == "mmseg":
-            example = next(iter(sd), "no tensors") if sd else "no tensor dict"
-            raise InitError(f"{path}: not an mmseg backbone or segmentor state dict (first key: {example}); "
-                            "drop --from mmseg to convert it, or convert it with `droppos convert --to mmseg`")
-    return _convert(src, fmt, trust_pickle, img_size, final_norm, arch)
-
-
-def _convert(src: str, fmt: str | None, trust_pickle: bool, img_size, final_norm: bool, arch: str | None) -> InitWeights:
-    try:
-        from droppos.tools.convert.sources import load_backbone
-        from droppos.tools.convert.targets import to_mmseg
-    except ImportError as e:
-        raise InitError(f"{src}: converting on the fly needs droppos.tools.convert ({e}); "
-                        "give a file in mmseg names (`droppos convert --to mmseg`) or --init scratch") from None
-    try:
-        backbone = load_backbone(src, fmt=fmt, trust_pickle=trust_pickle, arch=arch)
-        sd, report = to_mmseg(backbone, img_size, final_norm=final_norm)
-    except (ValueError, FileNotFoundError, KeyError) as e:
-        raise InitError(str(e).splitlines()[0] if str(e) else f"{src}: {type(e).__name__}") from None
-    if not report.ok:
-        raise InitError(f"{src}: conversion to mmseg loses backbone weights: "
-                        + "; ".join(line.strip() for line in report.lines() if "ERROR" in line))
-    kind, sd = classify_mmseg(dict(sd))
-    if kind != "backbone":
-        raise InitError(f"{src}: the converter's mmseg output has no MAE-backbone keys (first: {next(iter(sd), None)})")
-    notes = [f"converted on the fly ({backbone.meta.get('format', fmt)} format) for {img_size} px"] + report.lines()
-    return InitWeights(kind="backbone", source=str(src), state_dict=sd, meta=dict(backbone.meta), notes=notes,
-                       backbone=dict(backbone.backbone), arch=dict(backbone.arch))
-
-
-# --------------------------------------------------------------------------- architecture
 _ARCH_FIELDS = (("embed_dim", "embed_dims"), ("depth", "num_layers"), ("num_heads", "num_heads"),
                 ("patch_size", "patch_size"), ("mlp_ratio", "mlp_ratio"))
 
@@ -217,96 +82,10 @@ def arch_overrides(arch: dict, cfg) -> list[str]:
     return out
 
 
-def check_arch(init: InitWeights, cfg) -> None:
-    """Raise :class:`InitError` with the exact ``--cfg-options`` when the source's ViT differs from the config's."""
-    if not init.arch:
-        return
-    fix = arch_overrides(init.arch, cfg)
-    if fix:
-        have = ", ".join(f"{a}={init.arch.get(a)}" for a, _ in _ARCH_FIELDS)
-        want = ", ".join(f"{b}={cfg.model.backbone.get(b)}" for _, b in _ARCH_FIELDS)
-        raise InitError(f"{init.source}: wrong architecture for this config: the weights are a ViT with {have}, the "
-                        f"config's backbone has {want}; pick the matching config or add --cfg-options {' '.join(fix)}")
-
-
-# --------------------------------------------------------------------------- load
-def _recipe_init(key: str) -> str | None:
-    return next((how for pat, how in RECIPE_INIT.items() if pat.match(key)), None)
-
-
-def _arch_hint(cfg_backbone: dict | None) -> str:
-    if not cfg_backbone:
-        return ""
-    keys = ("embed_dims", "num_layers", "num_heads", "patch_size", "img_size")
-    return " (config backbone: " + ", ".join(f"{k}={cfg_backbone.get(k)}" for k in keys if k in cfg_backbone) + ")"
-
-
-def check_against(model_sd: dict[str, torch.Tensor], file_sd: dict[str, torch.Tensor], where: str,
-                  allow_missing=lambda k: None, cfg_backbone: dict | None = None) -> dict[str, str]:
-    """Raise :class:`InitError` unless ``file_sd`` fits ``model_sd``; returns the allowed-missing keys.
-
-    Errors: keys of the file the model lacks, shapes that differ (the wrong architecture), model
-    keys the file lacks (unless ``allow_missing(key)`` says how the recipe sets them).
-    """
-    unexpected = sorted(set(file_sd) - set(model_sd))
-    wrong = [f"{k} {tuple(file_sd[k].shape)} vs model {tuple(model_sd[k].shape)}"
-             for k in file_sd if k in model_sd and tuple(file_sd[k].shape) != tuple(model_sd[k].shape)]
-    missing = sorted(set(model_sd) - set(file_sd))
-    allowed = {k: how for k in missing if (how := allow_missing(k))}
-    missing = [k for k in missing if k not in allowed]
-    hint = _arch_hint(cfg_backbone)
-
-    def short(items):
-        return ", ".join(items[:3]) + (f" (+{len(items) - 3} more)" if len(items) > 3 else "")
-
-    if wrong:
-        raise InitError(f"{where}: wrong architecture for this config: {len(wrong)} shape mismatches, e.g. "
-                        f"{short(wrong)}{hint}; pick the matching config or override it with --cfg-options "
-                        "model.backbone.embed_dims=... (or convert for this image size)")
-    if unexpected:
-        raise InitError(f"{where}: {len(unexpected)} weights have no place in the model, e.g. {short(unexpected)}"
-                        f"{hint}; is this a checkpoint of another architecture or with another key prefix?")
-    if missing:
-        raise InitError(f"{where}: {len(missing)} model weights are not in the file, e.g. {short(missing)}; "
-                        "refusing to leave them randomly initialised")
-    return allowed
-
-
-def load_init(model: torch.nn.Module, init: InitWeights, cfg_backbone: dict | None = None) -> LoadReport:
-    """Copy ``init`` into ``model`` (an mmseg ``EncoderDecoder``) after checking it fits exactly.
-
-    Call after ``model.init_weights()`` so that keys the recipe initialises keep their values.
-    """
-    report = LoadReport(kind=init.kind, source=init.source, notes=list(init.notes))
-    if init.kind == SCRATCH:
-        return report
-    if init.kind == "backbone":
-        target, allow = model.backbone, _recipe_init
-    elif init.kind == "segmentor":
-        target, allow = model, (lambda k: None)
-    else:
-        raise ValueError(f"unknown init kind {init.kind!r}")
-    own = target.state_dict()
-    report.recipe_init = check_against(own, init.state_dict, init.source, allow, cfg_backbone)
-    merged = dict(own)
-    merged.update({k: v.to(own[k].dtype) for k, v in init.state_dict.items()})
-    target.load_state_dict(merged, strict=True)
-    report.loaded = sorted(init.state_dict)
-    return report
-
-
-def backbone_info(init: InitWeights, cfg_backbone: dict) -> dict:
-    """metrics.json ``backbone`` record: the converter's record of the source when there is one
-    (so runs of one backbone group together across tasks), else method/epochs from the file's
-    meta and the architecture of the config."""
-    from droppos.utils.metrics import arch_label, backbone_record
-
-    if init.backbone:
-        return dict(init.backbone)
-    arch = dict(embed_dim=cfg_backbone.get("embed_dims"), depth=cfg_backbone.get("num_layers"),
-                num_heads=cfg_backbone.get("num_heads"), patch_size=cfg_backbone.get("patch_size"))
-    meta = init.meta or {}
-    method = str(meta.get("method") or ("mmseg" if init.kind == "segmentor" else "unknown"))
-    epochs = 0 if init.kind == SCRATCH else meta.get("epochs")  # 0 = the converter's scratch record
-    epochs = int(epochs) if isinstance(epochs, (int, float)) else None
-    return backbone_record(method, arch_label(arch), epochs=epochs, source=init.source)
+def target(cfg) -> EngineTarget:
+    """The :class:`EngineTarget` of a UperNet config with mmseg's ``MAE`` backbone."""
+    return EngineTarget(name="mmseg", prefix=PREFIX, arch=arch_of_config(cfg.model.backbone),
+                        overrides=lambda src: arch_overrides(src, cfg), native=native_state,
+                        convert_kwargs={"final_norm": bool(cfg.model.backbone.get("final_norm", False))},
+                        override_flag="--cfg-options ",
+                        recipe_init={r"^backbone\.layers\.\d+\.attn\.relative_position_index$": "fixed index buffer"})

@@ -1,0 +1,320 @@
+"""The one init path: a backbone source -> weights in an engine's names -> a strict load -> a report.
+
+Every task that starts a model from a backbone (``detect``, ``segment``) goes through here; the
+engine adapters (``transfer/detection/init.py``, ``transfer/segmentation/weights.py``) only say
+what differs per engine, as an :class:`EngineTarget`: the converter target, where the backbone
+sits in the whole model, the config's ViT, the override advice, which target-only weights the
+recipe initialises itself, and how to recognise a file already in the engine's names.
+
+:func:`resolve` turns ``--backbone`` into an :class:`Init`:
+
+* ``scratch``: nothing is loaded, the engine's own random initialisation;
+* a file in the engine's own names (``{"model": {"backbone.net.*": ...}}`` of detectron2, an mmseg
+  segmentor or ``MAE``-backbone state dict): used as is (whole model or backbone only);
+* anything the readers read (:mod:`droppos.tools.convert.layouts`), or ``scratch:<spec>``: checked
+  against the config's architecture (a mismatch is one line with the overrides that fit), then
+  converted (position embedding resampled to the config's size).
+
+:func:`load` checks the weights against the model and loads them strictly. Target-only weights
+have one policy each: mmseg's layer scale and relative position bias are written by the converter
+(so a converted file loads anywhere), detectron2's relative position tables are left to the
+recipe's zero init (the engine adapter's ``recipe_init`` lists them). Everything else that does not
+land stops the run: a backbone weight the file lacks, a file weight the model lacks, a shape
+mismatch. Weights outside the backbone that the file lacks (pyramid, heads) start from the recipe's
+init, listed, unless ``require_full`` (evaluation). The report goes into ``init.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from droppos.errors import UserError
+
+from .options import BackboneOptions
+
+INIT_JSON = "init.json"
+ARCH_FIELDS = ("embed_dim", "depth", "num_heads", "patch_size", "mlp_ratio")
+
+
+class InitError(UserError):
+    """The initial weights do not fit the model; the message says why and how to fix it."""
+
+
+@dataclass
+class EngineTarget:
+    """What an engine adapter tells the init path (see the module docstring)."""
+
+    name: str  # converter target: "detectron2" | "mmseg"
+    prefix: str  # where the backbone's keys sit in the whole model: "backbone.net." | "backbone."
+    arch: dict  # the config's ViT: embed_dim, depth, num_heads, patch_size, img_size [, mlp_ratio]
+    overrides: Callable[[dict], list[str]]  # config overrides that make the config fit a source architecture
+    native: Callable[[object], dict | None]  # a loaded file in the engine's names -> whole-model state dict
+    recipe_init: dict[str, str] = field(default_factory=dict)  # regex over model keys -> how the recipe sets it
+    convert_kwargs: dict = field(default_factory=dict)
+    override_flag: str = ""  # how the user passes overrides ("KEY=VALUE" or "--cfg-options KEY=VALUE")
+
+
+@dataclass
+class Init:
+    """What ``--backbone`` resolved to. ``state_dict`` is in whole-model names (None for scratch)."""
+
+    source: str
+    kind: str  # "scratch" | "native" | "converted"
+    record: dict
+    state_dict: dict[str, torch.Tensor] | None = None
+    conversion: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class LoadReport:
+    """Which weights of the initial state dict landed in the model (``ok``: nothing lost)."""
+
+    source: str
+    loaded: list[str] = field(default_factory=list)
+    recipe_init: dict[str, str] = field(default_factory=dict)  # key -> how the recipe sets it (expected missing)
+    random_init: list[str] = field(default_factory=list)  # outside the backbone, not in the file
+    missing: list[str] = field(default_factory=list)  # backbone keys not in the file (error)
+    unexpected: list[str] = field(default_factory=list)  # file keys with no place in the model (error)
+    wrong_shape: list[tuple[str, tuple, tuple]] = field(default_factory=list)  # (key, file, model) (error)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.unexpected or self.wrong_shape)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["wrong_shape"] = [[k, list(a), list(b)] for k, a, b in self.wrong_shape]
+        d["ok"] = self.ok
+        return d
+
+    def lines(self) -> list[str]:
+        out = [f"init: {len(self.loaded)} tensors loaded from {self.source}"]
+        out += [f"  {n}" for n in self.notes]
+        kinds: dict[str, int] = {}
+        for how in self.recipe_init.values():
+            kinds[how] = kinds.get(how, 0) + 1
+        out += [f"  not in the file, set by the recipe: {n} x {how}" for how, n in kinds.items()]
+        if self.random_init:
+            tops = sorted({".".join(k.split(".")[:2]) for k in self.random_init})
+            out.append(f"  random init (not in the file): {len(self.random_init)} tensors of {', '.join(tops[:6])}")
+        if self.missing:
+            out.append(f"  ERROR backbone weights not in the file: {_keys(self.missing)}")
+        if self.unexpected:
+            out.append(f"  ERROR file weights with no place in the model: {_keys(self.unexpected)}")
+        out += [f"  ERROR shape mismatch {k}: file {tuple(a)}, model {tuple(b)}" for k, a, b in self.wrong_shape[:6]]
+        return out
+
+    def summary(self) -> str:
+        return "\n".join(self.lines())
+
+
+def _keys(keys: list[str], n: int = 4) -> str:
+    return ", ".join(keys[:n]) + (f" (+{len(keys) - n} more)" if len(keys) > n else "")
+
+
+# ---------------------------------------------------------------------------------------- resolve
+def resolve(opts: BackboneOptions, target: EngineTarget) -> Init:
+    """``--backbone`` (and its flags) as an :class:`Init` for ``target`` (see the module docstring)."""
+    from droppos.utils.metrics import backbone_record
+
+    src = opts.backbone
+    if not src:
+        raise InitError("no --backbone given: a checkpoint in any layout the readers know, 'scratch' (the engine's "
+                        "random init) or scratch:<size>_p<patch>_<img>")
+    if src == "scratch":
+        record = backbone_record("scratch", target.arch, 0, f"scratch ({target.name} init)", id=opts.name or "scratch")
+        return Init(src, "scratch", record)
+    native = _native(src, opts, target)
+    if native is not None:
+        return native
+    bb = opts.read()
+    check_arch(bb.arch, target, src)
+    from droppos.tools.convert.main import ConversionError, convert_backbone
+
+    try:
+        sd, report = convert_backbone(bb, target.name, img_size=target.arch["img_size"], **target.convert_kwargs)
+    except ConversionError as e:
+        raise InitError(f"{src}: {e}") from None
+    sd = {k if k.startswith(target.prefix) else target.prefix + k: v for k, v in sd.items()}
+    return Init(src, "converted", dict(bb.backbone), sd, report.to_dict(), report.lines())
+
+
+def _native(src: str, opts: BackboneOptions, target: EngineTarget) -> Init | None:
+    """A file already in the engine's names, or None (``--from`` other than the engine's: never native)."""
+    from droppos.tools.convert.sources import file_hash
+    from droppos.utils.checkpoint import safe_load
+    from droppos.utils.metrics import backbone_record
+
+    path = Path(src)
+    forced = opts.source_format == target.name
+    if (opts.source_format is not None and not forced) or src.startswith("scratch:") or path.suffix in (".safetensors",
+                                                                                                        ".npz"):
+        return None
+    if not path.is_file():
+        raise InitError(f"{path}: no such checkpoint file")
+    try:
+        obj = safe_load(path, trust_pickle=opts.trust_pickle)
+    except UserError:
+        if forced:
+            raise
+        return None  # pickled objects: the readers say what to do
+    sd = target.native(obj)
+    if sd is None:
+        if forced:
+            first = next(iter(obj), "nothing") if isinstance(obj, dict) else type(obj).__name__
+            raise InitError(f"{path}: not a {target.name} state dict (first key: {first}); drop --from {target.name} "
+                            "to read it with the readers")
+        return None
+    side = _sidecar(path)  # a converted file's or a run's record: the backbone it came from
+    record = dict(side.get("backbone") or backbone_record(opts.method or "unknown", target.arch, opts.pretrain_epochs,
+                                                          src, sha256=file_hash(path)))
+    if opts.name:
+        record["id"] = opts.name
+    return Init(src, "native", record, sd, notes=[f"file already in {target.name} names: loaded as is"])
+
+
+def _sidecar(path: Path) -> dict:
+    """``OUT.json`` that ``droppos convert`` writes beside its output, or a run's ``init.json``."""
+    for side in (path.with_name(path.name + ".json"), path.parent / INIT_JSON):
+        try:
+            data = json.loads(side.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and isinstance(data.get("backbone"), dict):
+            return data
+    return {}
+
+
+def check_arch(src_arch: dict, target: EngineTarget, src: str) -> None:
+    """One line with the overrides that fit when the source's ViT is not the config's."""
+    diff = [k for k in ARCH_FIELDS if k in target.arch and src_arch.get(k) is not None
+            and float(src_arch[k]) != float(target.arch[k])]
+    if diff:
+        have = ", ".join(f"{k}={src_arch[k]}" for k in diff)
+        want = ", ".join(f"{k}={target.arch[k]}" for k in diff)
+        raise InitError(f"{src}: the weights are a ViT with {have} but the config builds {want}; use a matching "
+                        f"config or pass {target.override_flag}{' '.join(target.overrides(src_arch))}")
+
+
+# ---------------------------------------------------------------------------------------- load
+def check(model_sd: dict[str, torch.Tensor], init: Init, target: EngineTarget, require_full: bool = False) -> LoadReport:
+    """The :class:`LoadReport` of loading ``init`` into a model with state dict ``model_sd`` (nothing loaded)."""
+    sd = init.state_dict or {}
+    rep = LoadReport(source=init.source, notes=list(init.notes))
+    rep.unexpected = sorted(set(sd) - set(model_sd))
+    rep.wrong_shape = [(k, tuple(v.shape), tuple(model_sd[k].shape)) for k, v in sd.items()
+                       if k in model_sd and tuple(v.shape) != tuple(model_sd[k].shape)]
+    bad = {k for k, _, _ in rep.wrong_shape}
+    rep.loaded = [k for k in model_sd if k in sd and k not in bad]
+    rules = [(re.compile(p), how) for p, how in target.recipe_init.items()]
+    for k in model_sd:
+        if k in sd:
+            continue
+        how = next((h for p, h in rules if p.match(k)), None)
+        if how is not None:
+            rep.recipe_init[k] = how
+        elif k.startswith(target.prefix):
+            rep.missing.append(k)
+        else:
+            rep.random_init.append(k)
+    return rep
+
+
+def explain(rep: LoadReport, target: EngineTarget) -> str:
+    """One line for a failed load: a width/depth/patch mismatch named as such, with the overrides."""
+    p = target.prefix
+    shapes = {k: a for k, a, _ in rep.wrong_shape}
+    hints = []
+    w = next((a for k, a in shapes.items() if k.endswith("patch_embed.proj.weight") or k.endswith(
+        "patch_embed.projection.weight")), None)
+    if w is not None:
+        hints.append(f"the file's patch embedding is {tuple(w)} (width {w[0]}, patch {w[-1]}), the config's ViT has "
+                     f"embed_dim={target.arch['embed_dim']}, patch_size={target.arch['patch_size']}")
+    elif rep.wrong_shape:
+        k, a, b = rep.wrong_shape[0]
+        hints.append(f"{len(rep.wrong_shape)} shape mismatches, e.g. {k} file {tuple(a)} vs model {tuple(b)}")
+    if rep.unexpected:
+        hints.append(f"{len(rep.unexpected)} file weights have no place in the model: {_keys(rep.unexpected, 3)}")
+    if rep.missing:
+        hints.append(f"{len(rep.missing)} backbone weights are not in the file: {_keys(rep.missing, 3)}")
+    where = f" (the backbone's keys start with {p!r})" if rep.unexpected and not rep.loaded else ""
+    return (f"{rep.source}: does not fit the model: {'; '.join(hints)}{where}; use a matching config "
+            f"(overrides: {target.override_flag}model...) or convert the source for it")
+
+
+def load(model: torch.nn.Module, init: Init, target: EngineTarget, require_full: bool = False) -> LoadReport:
+    """Check ``init`` against ``model`` and load it strictly; raises :class:`InitError` with one line."""
+    if init.kind == "scratch":
+        return LoadReport(source=init.source, notes=[f"scratch: the whole model keeps {target.name}'s random init"])
+    own = model.state_dict()
+    rep = check(own, init, target, require_full)
+    if not rep.ok:
+        print("\n".join(rep.lines()))
+        raise InitError(explain(rep, target))
+    if not rep.loaded:
+        raise InitError(f"{init.source}: no weight of the file is in the model")
+    if require_full and rep.random_init:
+        raise InitError(f"{init.source}: holds no weights for {len(rep.random_init)} tensors of the model "
+                        f"({_keys(rep.random_init, 2)}); evaluation needs a trained model, e.g. a run's final checkpoint")
+    merged = dict(own)
+    merged.update({k: v.to(own[k].dtype) for k, v in init.state_dict.items()})
+    model.load_state_dict(merged, strict=True)
+    return rep
+
+
+def load_file(model: torch.nn.Module, path: str | Path, target: EngineTarget, require_full: bool = False,
+              trust_pickle: bool = False) -> LoadReport:
+    """:func:`load` of a file in the engine's names (e.g. the converted ``OUTPUT/init/backbone_*.pth``)."""
+    init = _native(str(path), BackboneOptions(backbone=str(path), source_format=target.name,
+                                              trust_pickle=trust_pickle), target)
+    return load(model, init, target, require_full)
+
+
+# ---------------------------------------------------------------------------------------- run folder
+def save(run_dir: str | Path, init: Init, report: LoadReport | None = None) -> Path | None:
+    """Write the converted weights (``init/backbone_<target>.pth``) and ``init.json`` into ``run_dir``.
+
+    ``init.json``: ``{"source", "kind", "backbone" (the record), "checkpoint" (weights file or ""),
+    "conversion" (the converter's key report), "load_report"}``. Returns the weights file (None for scratch).
+    """
+    from droppos.utils.checkpoint import atomic_save
+
+    run_dir = Path(run_dir)
+    path = None
+    if init.state_dict is not None and init.kind == "converted":
+        path = atomic_save({"model": init.state_dict}, run_dir / "init" / "backbone.pth")
+    data = {"source": init.source, "kind": init.kind, "backbone": init.record,
+            "checkpoint": str(path) if path else (init.source if init.kind == "native" else ""),
+            "conversion": init.conversion, "load_report": report.to_dict() if report else None}
+    (run_dir / INIT_JSON).parent.mkdir(parents=True, exist_ok=True)
+    tmp = run_dir / (INIT_JSON + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(run_dir / INIT_JSON)
+    return path
+
+
+def record_load(run_dir: str | Path, report: LoadReport) -> None:
+    """Add the load report to ``run_dir/init.json`` (written by :func:`save`)."""
+    data = read(run_dir)
+    if data:
+        data["load_report"] = report.to_dict()
+        tmp = Path(run_dir) / (INIT_JSON + ".tmp")
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        tmp.replace(Path(run_dir) / INIT_JSON)
+
+
+def read(run_dir: str | Path) -> dict:
+    """A run folder's ``init.json`` ({} when absent or unreadable)."""
+    try:
+        data = json.loads((Path(run_dir) / INIT_JSON).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}

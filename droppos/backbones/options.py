@@ -1,0 +1,91 @@
+"""The one command-line vocabulary for a backbone, shared by every command that takes one.
+
+``BackboneOptions`` is a dataclass config (:mod:`droppos.utils.config`): ``classify`` and ``probe``
+inherit it into their configs, ``detect``, ``segment`` and ``convert`` add its flags with
+:func:`add_backbone_arguments`. The flags::
+
+    --backbone SRC          a file any reader reads (see droppos.tools.convert.layouts), or
+                            scratch:<size>_p<patch>_<img>[_s<seed>]  (detect/segment: also 'scratch',
+                            the engine's own random init, or a file in the engine's own names)
+    --from FMT              force the layout instead of recognising it
+    --arch K=V,...          architecture fields the file does not store (num_heads=12, img_size=224x320)
+    --part NET              teacher|student (DINO, iBOT), base|momentum (MoCo v3)
+    --trust-pickle          allow arbitrary pickled objects (runs the file's code): trusted files only
+    --allow-nonfinite       read NaN/Inf weights instead of refusing the file
+    --name NAME             the backbone's name: its row in the results table (default: from the path)
+    --method M              the pretraining method for the record (default: what the file says, else unknown)
+    --pretrain-epochs N     the pretraining epochs for the record (``--epochs`` is the schedule of the run)
+
+Old spellings are accepted for one release, with a note: ``--init`` (detect, segment),
+``--source-format`` (classify, probe), ``--trust-pickle true``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+
+from droppos.utils.config import opt
+
+
+@dataclass
+class BackboneOptions:
+    backbone: str = opt("", "the weights to start from: a checkpoint in any layout the readers know (encoder.pth, "
+                            "official DropPos/MAE, DINO, iBOT, MoCo v3, DeiT, DINOv2, Hugging Face, torchvision, "
+                            "AugReg .npz, timm) or scratch:<size>_p<patch>_<img>")
+    source_format: str | None = opt(None, "force the backbone file's layout instead of recognising it",
+                                    flag="--from", aliases=("--source-format",), choices=None)
+    arch: str | None = opt(None, "architecture fields the file does not store, e.g. num_heads=12 or img_size=224x320")
+    part: str | None = opt(None, "which network of a two-network checkpoint: teacher|student (DINO, iBOT), "
+                                 "base|momentum (MoCo v3); default teacher / base")
+    trust_pickle: bool = opt(False, "allow arbitrary pickled objects in the backbone file: unpickling runs its code, "
+                                    "only for files you trust (plain containers and argparse args need no trust)",
+                             switch=True)
+    allow_nonfinite: bool = opt(False, "read a backbone file with NaN/Inf weights instead of refusing it", switch=True)
+    name: str | None = opt(None, "the backbone's name, its row in the results table (default: a readable id of the "
+                                 "source path)")
+    method: str | None = opt(None, "pretraining method for the backbone record (default: what the file says, "
+                                   "else 'unknown')")
+    pretrain_epochs: int | None = opt(None, "pretraining epochs for the backbone record (default: what the file says)")
+
+    def read(self, **overrides):
+        """The :class:`~droppos.tools.convert.sources.Backbone` these options name."""
+        from droppos.tools.convert.sources import load_backbone
+
+        kw = dict(fmt=self.source_format, trust_pickle=self.trust_pickle, arch=self.arch, part=self.part,
+                  allow_nonfinite=self.allow_nonfinite, name=self.name, method=self.method,
+                  epochs=self.pretrain_epochs)
+        kw.update(overrides)
+        return load_backbone(self.backbone, **kw)
+
+
+def backbone_options(args: argparse.Namespace) -> BackboneOptions:
+    """The :class:`BackboneOptions` of parsed arguments (unset flags keep their defaults)."""
+    import dataclasses
+
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(BackboneOptions)
+              if getattr(args, f.name, None) is not None}
+    return BackboneOptions(**values)
+
+
+def add_backbone_arguments(parser: argparse.ArgumentParser, extra_help: str = "", required: bool = False) -> None:
+    """The backbone flags (module docstring) on an argparse parser; ``--init`` is an old alias of ``--backbone``."""
+    from droppos.utils.config import add_dataclass_arguments
+
+    add_dataclass_arguments(parser, BackboneOptions, title="backbone (the same flags in every command)",
+                            extra_help={"backbone": extra_help}, required={"backbone"} if required else set())
+    parser.add_argument("--init", dest="backbone", action=DeprecatedAlias, new="--backbone", help=argparse.SUPPRESS)
+
+
+class DeprecatedAlias(argparse.Action):
+    """An old flag spelling: stores like the new one and says once that it is deprecated."""
+
+    def __init__(self, option_strings, dest, new: str, nargs=None, **kw):
+        self.new = new
+        super().__init__(option_strings, dest, nargs=nargs, **kw)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"droppos: note: {option_string} is deprecated and will be removed in the next release; use {self.new}",
+              file=sys.stderr)
+        setattr(namespace, self.dest, values)
