@@ -1,13 +1,15 @@
 """Group runs into a backbone x (task, protocol, dataset, metric) table with mean +- std.
 
-Rows are backbones keyed by (method, arch, pretraining epochs); columns are
-(task, protocol, dataset, metric). A cell pools the runs of one row and column group over
-seeds: ``finished`` and ``recovered`` values give mean and sample std (n - 1), ``partial``,
+Rows are backbones keyed by their name (the backbone record's ``id``: ``--name``, a bench spec's
+backbone key); two runs that give one name to different backbones (another method, architecture,
+pretraining epochs or source hash) are an error naming both runs, never a merged or dropped row.
+Columns are (task, protocol, dataset, metric). A cell pools the runs of one row and column group
+over seeds: ``finished`` and ``recovered`` values give mean and sample std (n - 1), ``partial``,
 ``missing`` and other statuses are kept beside them so that the table can say so.
 
-Deltas: each cell's mean minus the mean of the reference row (MAE, supervised) with the same
-architecture in the same column, preferring the same pretraining epochs, else the reference
-with the most epochs.
+Deltas: only against the rows named as references (a bench spec's ``reference:``, ``droppos
+results --reference NAME``): each cell's mean minus the reference row's mean in the same column.
+No reference is guessed from a method label.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from droppos.results.records import COUNTED, REFERENCE_METHODS, Run, backbone_label
+from droppos.errors import UserError
+from droppos.results.records import COUNTED, Run
 from droppos.utils.metrics import TASKS
 
 # Metrics shown in the main table per task (or (task, protocol)); everything goes to CSV/JSON.
@@ -97,17 +100,30 @@ class Cell:
 
 @dataclass
 class Row:
-    key: tuple[str, str, int | None]
-    ids: list[str]
+    key: str  # the backbone's name
+    record: dict  # the backbone record of its first run (method, arch, epochs, source, sha256)
+    first: str = ""  # the run folder the record came from (named when another run contradicts it)
     cells: dict[Column, Cell] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
-        return backbone_label(self.key)
+        return self.key
 
     @property
     def method(self) -> str:
-        return self.key[0]
+        return str(self.record.get("method") or "unknown")
+
+    @property
+    def arch(self) -> str:
+        return str(self.record.get("arch") or "unknown")
+
+    @property
+    def epochs(self) -> int | None:
+        return self.record.get("epochs")
+
+    @property
+    def ids(self) -> list[str]:
+        return [self.key]
 
 
 @dataclass
@@ -116,6 +132,7 @@ class Table:
     rows: list[Row]
     runs: list[Run]
     warnings: list[str] = field(default_factory=list)
+    references: list[str] = field(default_factory=list)  # names of the rows the deltas are taken against
 
 
 def headline_metrics(task: str, protocol: str) -> tuple[str, ...] | None:
@@ -140,7 +157,7 @@ def _dedupe(runs: list[Run], warnings: list[str]) -> list[Run]:
             a, b = best[k], run
             keep = min((a, b), key=lambda r: (rank.get(r.status, 3), -_mtime(r.path)))
             drop = b if keep is a else a
-            warnings.append(f"duplicate run for {backbone_label(k[0])} {'/'.join(k[1])} seed {k[2]}: "
+            warnings.append(f"duplicate run for {k[0]} {'/'.join(k[1])} seed {k[2]}: "
                             f"using {keep.path}, ignoring {drop.path}")
             best[k] = keep
         else:
@@ -155,10 +172,9 @@ def _mtime(path: Path) -> float:
         return 0.0
 
 
-def _row_sort(key: tuple[str, str, int | None]):
-    method, arch, epochs = key
-    m = method.lower()
-    return (METHOD_ORDER.index(m) if m in METHOD_ORDER else len(METHOD_ORDER), m, arch, epochs or 0)
+def _row_sort(row: Row):
+    m = row.method.lower()
+    return (METHOD_ORDER.index(m) if m in METHOD_ORDER else len(METHOD_ORDER), m, row.arch, row.epochs or 0, row.key)
 
 
 def _col_sort(col: Column):
@@ -177,16 +193,20 @@ def _columns_of(run: Run, all_metrics: bool) -> list[str]:
     return names or ["?"]
 
 
-def aggregate(runs: list[Run], all_metrics: bool = False) -> Table:
-    """Build the table; ``all_metrics`` adds every metric (and pretraining) as a column."""
+def aggregate(runs: list[Run], all_metrics: bool = False, references: list[str] | tuple = ()) -> Table:
+    """Build the table; ``all_metrics`` adds every metric (and pretraining) as a column; deltas are
+    taken against the rows named in ``references`` (none by default)."""
     warnings: list[str] = []
     runs = _dedupe(runs, warnings)
-    rows: dict[tuple, Row] = {}
+    rows: dict[str, Row] = {}
     for run in sorted(runs, key=lambda r: str(r.path)):
-        row = rows.setdefault(run.backbone_key, Row(run.backbone_key, []))
-        bid = str(run.backbone.get("id") or "")
-        if bid and bid not in row.ids:
-            row.ids.append(bid)
+        row = rows.get(run.backbone_key)
+        if row is None:
+            row = rows[run.backbone_key] = Row(run.backbone_key, dict(run.backbone), str(run.path))
+        elif not _same_backbone(row.record, run.backbone):
+            raise UserError(f"backbone name {row.key!r} is given to two different backbones: {row.first} "
+                            f"({_describe(row.record)}) and {run.path} ({_describe(run.backbone)}); "
+                            "give them different --name (or spec backbone keys)")
         for metric in _columns_of(run, all_metrics):
             col = Column(run.task, run.protocol, run.dataset, metric)
             cell = row.cells.setdefault(col, Cell())
@@ -203,29 +223,35 @@ def aggregate(runs: list[Run], all_metrics: bool = False) -> Table:
             else:
                 cell.other[run.status] = cell.other.get(run.status, 0) + 1
     columns = sorted({c for r in rows.values() for c in r.cells}, key=_col_sort)
-    ordered = [rows[k] for k in sorted(rows, key=_row_sort)]
-    _add_deltas(ordered, columns)
-    return Table(columns, ordered, runs, warnings)
+    ordered = sorted(rows.values(), key=_row_sort)
+    unknown = [r for r in references if r not in rows]
+    if unknown:
+        warnings.append(f"reference row(s) {unknown} not found among the backbones {sorted(rows)}; no deltas for them")
+    refs = [r for r in references if r in rows]
+    _add_deltas(ordered, refs, rows)
+    return Table(columns, ordered, runs, warnings, refs)
 
 
-def _reference(rows: list[Row], row: Row, col: Column, method: str) -> Cell | None:
-    cands = [r for r in rows if r.method.lower() == method and r.key[1] == row.key[1]
-             and r is not row and col in r.cells and r.cells[col].mean is not None]
-    if not cands:
-        return None
-    same = [r for r in cands if r.key[2] == row.key[2]]
-    ref = same[0] if same else max(cands, key=lambda r: r.key[2] or 0)
-    return ref.cells[col]
+def _same_backbone(a: dict, b: dict) -> bool:
+    """Two records are one backbone when method, arch and epochs agree, and the source hashes when both have one."""
+    from droppos.results.records import _epochs
+
+    def ident(r):
+        return str(r.get("method") or "unknown"), str(r.get("arch") or "unknown"), _epochs(r.get("epochs"))
+
+    return ident(a) == ident(b) and not (a.get("sha256") and b.get("sha256") and a["sha256"] != b["sha256"])
 
 
-def _add_deltas(rows: list[Row], columns: list[Column]) -> None:
+def _describe(record: dict) -> str:
+    return ", ".join(f"{k} {record.get(k)}" for k in ("method", "arch", "epochs", "source") if record.get(k) is not None)
+
+
+def _add_deltas(rows: list[Row], references: list[str], by_name: dict[str, Row]) -> None:
     for row in rows:
         for col, cell in row.cells.items():
             if cell.mean is None:
                 continue
-            for method, name in REFERENCE_METHODS.items():
-                if row.method.lower() == method:
-                    continue
-                ref = _reference(rows, row, col, method)
-                if ref is not None:
+            for name in references:
+                ref = by_name[name].cells.get(col)
+                if name != row.key and ref is not None and ref.mean is not None:
                     cell.deltas[name] = cell.mean - ref.mean

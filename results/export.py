@@ -12,13 +12,16 @@ from pathlib import Path
 
 from droppos.results.aggregate import Table
 from droppos.results.published import Published, comparability
-from droppos.results.records import REFERENCE_METHODS
 
 SCHEMA = "droppos-bench/results/v1"
-DELTA_FIELDS = [f"delta_vs_{name}" for name in REFERENCE_METHODS.values()]
 CSV_FIELDS = ["kind", "backbone", "method", "arch", "pretrain_epochs", "backbone_ids", "task", "protocol", "dataset",
-              "metric", "mean", "std", "n", "seeds", "status", "partial", "missing", *DELTA_FIELDS,
-              "source", "reference", "comparable"]
+              "metric", "mean", "std", "n", "seeds", "status", "partial", "missing", "source", "reference", "comparable"]
+
+
+def csv_fields(table: Table) -> list[str]:
+    """The CSV columns: one ``delta_vs_<name>`` per reference row, before ``source``."""
+    i = CSV_FIELDS.index("source")
+    return CSV_FIELDS[:i] + [f"delta_vs_{name}" for name in table.references] + CSV_FIELDS[i:]
 
 
 def _num(v: float | None) -> str:
@@ -28,10 +31,10 @@ def _num(v: float | None) -> str:
 def write_csv(table: Table, published: list[Published], path: str | Path) -> Path:
     path = Path(path)
     with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        w = csv.DictWriter(f, fieldnames=csv_fields(table))
         w.writeheader()
         for row in table.rows:
-            method, arch, epochs = row.key
+            method, arch, epochs = row.method, row.arch, row.epochs
             for col in table.columns:
                 cell = row.cells.get(col)
                 if cell is None:
@@ -63,7 +66,8 @@ def to_json(table: Table, published: list[Published], warnings: list[str]) -> di
         "schema": SCHEMA,
         "columns": [{"key": c.key, "label": c.label, "task": c.task, "protocol": c.protocol,
                      "dataset": c.dataset, "metric": c.metric} for c in table.columns],
-        "rows": [{"label": r.label, "method": r.key[0], "arch": r.key[1], "pretrain_epochs": r.key[2],
+        "references": list(table.references),
+        "rows": [{"label": r.label, "method": r.method, "arch": r.arch, "pretrain_epochs": r.epochs, "record": r.record,
                   "backbone_ids": r.ids, "cells": {c.key: cell.to_dict() for c, cell in r.cells.items()}}
                  for r in table.rows],
         "published": [{**p.to_dict(), "with_these_runs": comparability(p, table)} for p in published],

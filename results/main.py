@@ -27,6 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--all-metrics", action="store_true",
                         help="put every metric (and pretraining) in the Markdown table and figure, not only the headline ones")
     parser.add_argument("--no-plot", action="store_true", help="do not write results.png")
+    parser.add_argument("--reference", nargs="+", default=[], metavar="NAME",
+                        help="backbone names (rows) the delta columns are taken against, e.g. mae supervised "
+                             "(default: none; a bench passes its spec's 'reference:')")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,8 +53,8 @@ def run(args: argparse.Namespace) -> int:
               "(expected folders holding metrics.json, run.json or engine logs)", file=sys.stderr)
         return 1
 
-    shown = aggregate(found.runs, all_metrics=args.all_metrics)
-    full = aggregate(found.runs, all_metrics=True)
+    shown = aggregate(found.runs, all_metrics=args.all_metrics, references=args.reference)
+    full = aggregate(found.runs, all_metrics=True, references=args.reference)
     warnings = found.warnings + shown.warnings
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)

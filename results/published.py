@@ -84,7 +84,7 @@ def comparability(pub: Published, table: Table) -> str:
     rows = [r for r in table.rows if pub.column in r.cells]
     if not rows:
         return f"reference only: no run of {pub.column.task}/{pub.column.protocol} on {pub.column.dataset}"
-    same = [r.label for r in rows if r.key == pub.key]
+    same = [r.label for r in rows if (r.method, r.arch, r.epochs) == pub.key]
     if same:
         return f"same backbone and dataset as {same[0]}; comparable {pub.comparable}"
     return f"same dataset, other backbones ({', '.join(r.label for r in rows)}); not the same pretraining"

@@ -22,8 +22,6 @@ from pathlib import Path
 
 COUNTED = ("finished", "recovered")  # statuses whose values enter mean +- std
 
-# Methods whose rows are the references for the delta columns.
-REFERENCE_METHODS = {"mae": "MAE", "supervised": "sup"}
 
 
 @dataclass
@@ -48,8 +46,14 @@ class Run:
     note: str = ""
 
     @property
-    def backbone_key(self) -> tuple[str, str, int | None]:
-        """(method, arch, pretraining epochs): the row a run belongs to."""
+    def backbone_key(self) -> str:
+        """The backbone's name (the record's ``id``): the row a run belongs to."""
+        b = self.backbone
+        return str(b.get("id") or backbone_label(self.identity))
+
+    @property
+    def identity(self) -> tuple[str, str, int | None]:
+        """(method, arch, pretraining epochs) of the backbone record."""
         b = self.backbone
         return (str(b.get("method") or "unknown"), str(b.get("arch") or "unknown"), _epochs(b.get("epochs")))
 

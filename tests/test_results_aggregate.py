@@ -14,15 +14,16 @@ from droppos.results.records import Run
 
 FIX = Path(__file__).parent / "fixtures" / "results"
 TOP1 = Column("classification", "finetune", "fmnist", "top1")
+MAE, SUP = "mae-vit_tiny_p4-e10", "supervised-vit_tiny_p4-e10"  # the fixtures' backbone names
 
 
 @pytest.fixture(scope="module")
 def table():
-    return aggregate(discover([FIX / "suite"]).runs)
+    return aggregate(discover([FIX / "suite"]).runs, references=[MAE, SUP])
 
 
 def row(table, method, arch="vit_tiny_p4"):
-    return next(r for r in table.rows if r.key[:2] == (method, arch))
+    return next(r for r in table.rows if (r.method, r.arch) == (method, arch))
 
 
 def test_mean_and_sample_std_over_seeds(table):
@@ -37,13 +38,15 @@ def test_mean_and_sample_std_over_seeds(table):
 
 def test_deltas_against_mae_and_supervised(table):
     dp = row(table, "droppos").cells[TOP1]
-    assert dp.deltas["MAE"] == pytest.approx(84.1667 - 83.2, abs=1e-3)
-    assert dp.deltas["sup"] == pytest.approx(84.1667 - 85.0, abs=1e-3)
-    assert "[Δ +0.97 vs MAE, −0.83 vs sup]" in cell_text(dp)
+    assert dp.deltas[MAE] == pytest.approx(84.1667 - 83.2, abs=1e-3)
+    assert dp.deltas[SUP] == pytest.approx(84.1667 - 85.0, abs=1e-3)
+    assert f"[Δ +0.97 vs {MAE}, −0.83 vs {SUP}]" in cell_text(dp)
     mae = row(table, "mae").cells[TOP1]
-    assert "MAE" not in mae.deltas and mae.deltas["sup"] == pytest.approx(-1.8)
+    assert MAE not in mae.deltas and mae.deltas[SUP] == pytest.approx(-1.8)
     det = row(table, "droppos").cells[Column("detection", "mask_rcnn", "fmnist", "bbox_AP")]
-    assert det.deltas == {"MAE": pytest.approx(31.2 - 29.4)}  # against a recovered MAE run; no supervised detection
+    assert det.deltas == {MAE: pytest.approx(31.2 - 29.4)}  # against a recovered MAE run; no supervised detection
+    plain = aggregate(discover([FIX / "suite"]).runs)  # no reference named: no delta anywhere
+    assert not any(c.deltas for r in plain.rows for c in r.cells.values())
 
 
 def test_unfinished_runs_never_become_numbers(table):
@@ -64,7 +67,7 @@ def test_probe_columns(table):
     order = Column("probe", "order", "fmnist", "cos_dist")
     assert order in table.columns and Column("probe", "order", "fmnist", "acc_drop") in table.columns
     cell = row(table, "droppos").cells[order]
-    assert cell_text(cell) == "0.212 [Δ +0.158 vs MAE]"  # three decimals below 1
+    assert cell_text(cell) == f"0.212 [Δ +0.158 vs {MAE}]"  # three decimals below 1
 
 
 def test_recovered_values_are_marked(table):
@@ -79,23 +82,49 @@ def test_pretraining_only_with_all_metrics(table):
     assert Column("classification", "finetune", "fmnist", "top5") in full.columns
 
 
-def _run(method, epochs, value, seed=0, path="r", status="finished"):
-    return Run(path=Path(path), task="classification", protocol="linear", dataset="d",
-               backbone={"id": f"{method}{epochs}", "method": method, "arch": "vit_small_p16", "epochs": epochs},
+def _run(method, epochs, value, seed=0, path="r", status="finished", name=None, arch="vit_small_p16", sha=None):
+    record = {"id": name or f"{method}{epochs}", "method": method, "arch": arch, "epochs": epochs}
+    if sha:
+        record["sha256"] = sha
+    return Run(path=Path(path), task="classification", protocol="linear", dataset="d", backbone=record,
                seed=seed, metrics={"top1": value}, status=status)
 
 
-def test_mixed_statuses_in_one_cell_and_reference_epochs():
+def test_mixed_statuses_in_one_cell_and_named_references():
     runs = [_run("droppos", 20, 70.0, 0, "a"), _run("droppos", 20, 72.0, 1, "b"),
             _run("droppos", 20, 10.0, 2, "c", "partial"), _run("mae", 10, 60.0, 0, "d"), _run("mae", 20, 65.0, 0, "e"),
             _run("droppos", 40, 75.0, 0, "f")]
-    t = aggregate(runs)
+    t = aggregate(runs, references=["mae20"])
     col = Column("classification", "linear", "d", "top1")
-    cell = next(r for r in t.rows if r.key[2] == 20).cells[col]
+    cell = next(r for r in t.rows if r.key == "droppos20").cells[col]
     assert cell.values == [70.0, 72.0] and cell.partial == [(10.0, "")]
-    assert cell_text(cell) == "71.00 ± 1.41 (n=2) [Δ +6.00 vs MAE] (+1 partial)"  # same-epoch MAE (65.0)
-    longer = next(r for r in t.rows if r.key[2] == 40).cells[col]
-    assert longer.deltas["MAE"] == pytest.approx(10.0)  # no 40-ep MAE: the longest one (20 ep)
+    assert cell_text(cell) == "71.00 ± 1.41 (n=2) [Δ +6.00 vs mae20] (+1 partial)"
+    assert next(r for r in t.rows if r.key == "droppos40").cells[col].deltas == {"mae20": pytest.approx(10.0)}
+    assert next(r for r in t.rows if r.key == "mae10").cells[col].deltas == {"mae20": pytest.approx(-5.0)}
+
+
+def test_three_external_backbones_of_one_size_are_three_named_rows():
+    """DINO-, MoCo v3- and DeiT-style files of one architecture and unknown method: three rows, deltas
+    only against the row marked as reference."""
+    runs = [_run("unknown", None, 60.0, 0, "a", name="dino"), _run("unknown", None, 62.0, 0, "b", name="mocov3"),
+            _run("unknown", None, 65.0, 0, "c", name="deit")]
+    t = aggregate(runs, references=["deit"])
+    col = Column("classification", "linear", "d", "top1")
+    assert sorted(r.key for r in t.rows) == ["deit", "dino", "mocov3"]
+    deltas = {r.key: r.cells[col].deltas for r in t.rows}
+    assert deltas == {"deit": {}, "dino": {"deit": pytest.approx(-5.0)}, "mocov3": {"deit": pytest.approx(-3.0)}}
+    assert aggregate(runs, references=["supervised"]).warnings[0].startswith("reference row(s) ['supervised'] not found")
+
+
+def test_one_name_for_two_backbones_is_an_error_naming_both_runs():
+    from droppos.errors import UserError
+
+    with pytest.raises(UserError, match=r"backbone name 'x' is given to two different backbones: a \(method droppos.*"
+                                        r"and b \(method mae"):
+        aggregate([_run("droppos", 10, 1.0, 0, "a", name="x"), _run("mae", 10, 2.0, 1, "b", name="x")])
+    with pytest.raises(UserError, match="two different backbones"):  # same description, other source file
+        aggregate([_run("droppos", 10, 1.0, 0, "a", name="x", sha="aa"), _run("droppos", 10, 2.0, 1, "b", name="x",
+                                                                            sha="bb")])
 
 
 def test_duplicate_seed_is_warned_and_counted_once():
@@ -115,7 +144,7 @@ def test_published_numbers_have_sources_and_meet_runs(table, tmp_path):
     assert comparability(mseg, table).startswith("reference only: no run of segmentation/upernet on ade20k")
     full = aggregate(discover([FIX / "suite"]).runs)
     dp800 = next(p for p in pubs if p.key == ("droppos", "vit_base_p16", 800))
-    assert comparability(dp800, full).startswith("same backbone and dataset as droppos vit_base_p16 800ep")
+    assert comparability(dp800, full).startswith("same backbone and dataset as droppos-vit_base_p16-e800")
     md = main_table(full, pubs)
     assert "| *published: droppos vit_base_p16 800ep [repo README]* |  | *84.2* |" in md
     bad = tmp_path / "pub.csv"

@@ -11,11 +11,13 @@ FIX = Path(__file__).parent / "fixtures" / "results"
 
 def test_results_command_writes_md_csv_json_png(tmp_path, capsys):
     out = tmp_path / "out"
-    rc = main(["results", str(FIX / "suite"), str(FIX / "external"), str(FIX / "broken"), "--out", str(out)])
+    rc = main(["results", str(FIX / "suite"), str(FIX / "external"), str(FIX / "broken"), "--out", str(out),
+               "--reference", "mae-vit_tiny_p4-e10", "supervised-vit_tiny_p4-e10"])
     printed, err = capsys.readouterr()
     assert rc == 0
     assert printed.startswith("| backbone | cls finetune (fmnist) top1 |")
-    assert "| droppos vit_tiny_p4 10ep | 84.17 ± 0.31 (n=3) [Δ +0.97 vs MAE, −0.83 vs sup] |" in printed
+    assert ("| droppos-vit_tiny_p4-e10 | 84.17 ± 0.31 (n=3) [Δ +0.97 vs mae-vit_tiny_p4-e10, −0.83 vs "
+            "supervised-vit_tiny_p4-e10] |") in printed
     assert "*published: mae vit_base_p16 1600ep [paper]*" in printed
     for name in ("broken/not_json/metrics.json", "scratch-tiny/seg/metrics.json", "bad_log/log.jsonl:2"):
         assert name in err
@@ -25,10 +27,11 @@ def test_results_command_writes_md_csv_json_png(tmp_path, capsys):
     assert "- **partial** " in md and "- **missing** " in md and "- **failed** " in md and "## Warnings" in md
 
     rows = list(csv.DictReader((out / "results.csv").open()))
-    dp = next(r for r in rows if r["backbone"] == "droppos vit_tiny_p4 10ep" and r["metric"] == "top1"
+    dp = next(r for r in rows if r["backbone"] == "droppos-vit_tiny_p4-e10" and r["metric"] == "top1"
               and r["task"] == "classification")
-    assert float(dp["mean"]) == 84.166667 and dp["n"] == "3" and dp["seeds"] == "0;1;2" and dp["delta_vs_MAE"]
-    scratch = next(r for r in rows if r["backbone"] == "scratch vit_tiny_p4" and r["task"] == "segmentation")
+    assert float(dp["mean"]) == 84.166667 and dp["n"] == "3" and dp["seeds"] == "0;1;2"
+    assert dp["delta_vs_mae-vit_tiny_p4-e10"] and dp["method"] == "droppos" and dp["pretrain_epochs"] == "10"
+    scratch = next(r for r in rows if r["backbone"] == "scratch-vit_tiny_p4" and r["task"] == "segmentation")
     assert scratch["mean"] == "" and scratch["status"] == "missing"  # empty, never 0
     assert any(r["metric"] == "bbox_AP75" for r in rows)  # the CSV holds every metric
     pub = [r for r in rows if r["kind"] == "published"]

@@ -29,7 +29,8 @@ def test_our_metrics_json_wins_over_engine_logs(suite):
     det = runs["droppos-tiny/det"]
     assert (det.status, det.source, det.metrics["bbox_APl"]) == ("finished", "metrics.json", 40.0)
     cls = runs["droppos-tiny/cls-finetune-s1"]
-    assert cls.metrics["top1"] == 84.5 and cls.seed == 1 and cls.backbone_key == ("droppos", "vit_tiny_p4", 10)
+    assert cls.metrics["top1"] == 84.5 and cls.seed == 1 and cls.backbone_key == "droppos-vit_tiny_p4-e10"
+    assert cls.identity == ("droppos", "vit_tiny_p4", 10)
     # a pretraining run's own log.jsonl (no accuracy) is not mistaken for a classification run
     assert runs["droppos-tiny/pretrain"].task == "pretrain"
 

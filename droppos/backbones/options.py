@@ -33,12 +33,13 @@ from droppos.utils.config import opt
 class BackboneOptions:
     backbone: str = opt("", "the weights to start from: a checkpoint in any layout the readers know (encoder.pth, "
                             "official DropPos/MAE, DINO, iBOT, MoCo v3, DeiT, DINOv2, Hugging Face, torchvision, "
-                            "AugReg .npz, timm) or scratch:<size>_p<patch>_<img>")
+                            "AugReg .npz, timm) or scratch:<size>_p<patch>_<img>", metavar="SRC")
     source_format: str | None = opt(None, "force the backbone file's layout instead of recognising it",
-                                    flag="--from", aliases=("--source-format",), choices=None)
-    arch: str | None = opt(None, "architecture fields the file does not store, e.g. num_heads=12 or img_size=224x320")
+                                    flag="--from", aliases=("--source-format",), metavar="FMT")
+    arch: str | None = opt(None, "architecture fields the file does not store, e.g. num_heads=12 or img_size=224x320",
+                           metavar="K=V,...")
     part: str | None = opt(None, "which network of a two-network checkpoint: teacher|student (DINO, iBOT), "
-                                 "base|momentum (MoCo v3); default teacher / base")
+                                 "base|momentum (MoCo v3); default teacher / base", metavar="NET")
     trust_pickle: bool = opt(False, "allow arbitrary pickled objects in the backbone file: unpickling runs its code, "
                                     "only for files you trust (plain containers and argparse args need no trust)",
                              switch=True)
@@ -47,7 +48,8 @@ class BackboneOptions:
                                  "source path)")
     method: str | None = opt(None, "pretraining method for the backbone record (default: what the file says, "
                                    "else 'unknown')")
-    pretrain_epochs: int | None = opt(None, "pretraining epochs for the backbone record (default: what the file says)")
+    pretrain_epochs: int | None = opt(None, "pretraining epochs for the backbone record (default: what the file says)",
+                                      metavar="N")
 
     def read(self, **overrides):
         """The :class:`~droppos.tools.convert.sources.Backbone` these options name."""

@@ -60,7 +60,7 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, title: s
 
     Field metadata: ``help``; ``choices``; ``flag`` (the flag's spelling, default ``--field-name``);
     ``aliases`` (old spellings, accepted with a deprecation note, hidden from ``--help``);
-    ``switch`` (a boolean given as ``--flag`` alone, or ``--flag true|false``).
+    ``switch`` (a boolean given as ``--flag`` alone, or ``--flag true|false``); ``metavar``.
     """
     from droppos.backbones.options import DeprecatedAlias
 
@@ -86,6 +86,8 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, title: s
             kw.update(type=(lambda s, t=t: None if s.lower() == "none" else t(s)) if optional else t)
         else:
             kw.update(type=str)
+        if f.metadata.get("metavar"):
+            kw["metavar"] = f.metadata["metavar"]
         if f.name in required:
             kw["required"] = True
         flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")

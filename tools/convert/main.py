@@ -1,13 +1,16 @@
-"""``droppos convert SRC --to {timm,detectron2,mmseg} --out DST``: any ViT source to a framework.
+"""``droppos convert --backbone SRC --to {timm,detectron2,mmseg} --out DST``: any ViT source to a framework.
 
 Examples::
 
-    droppos convert runs/pt/encoder.pth --to timm --out vit_timm.pth
-    droppos convert runs/pt/checkpoint.pth --to detectron2 --out vit_d2.pth --img-size 1024
-    droppos convert DropPos_vit_base_200ep.pth --to mmseg --out vit_mmseg.pth --img-size 512
-    droppos convert mae_visualize_vit_base.pth --trust-pickle --to timm --out mae_timm.pth
-    droppos convert vit_small.safetensors --to timm --out t.safetensors --arch vit_small_patch16_224
-    droppos convert scratch:tiny_p4_32 --to detectron2 --out scratch_d2.pth
+    droppos convert --backbone runs/pt/encoder.pth --to timm --out vit_timm.pth
+    droppos convert --backbone runs/pt/checkpoint.pth --to detectron2 --out vit_d2.pth --img-size 1024
+    droppos convert --backbone DropPos_vit_base_200ep.pth --to mmseg --out vit_mmseg.pth --img-size 512
+    droppos convert --backbone dino_vitbase16_full_checkpoint.pth --part student --to timm --out s.pth
+    droppos convert --backbone vit_small.safetensors --to timm --out t.safetensors --arch num_heads=6
+    droppos convert --backbone scratch:tiny_p4_32 --to detectron2 --out scratch_d2.pth
+
+``--backbone`` and its flags are those of every command (:mod:`droppos.backbones.options`); the
+source may also be given as the first argument (the old spelling).
 
 Prints the key report (mapped / dropped / filled / resampled / unmapped / missing) and exits 1
 if any backbone weight is unmapped or missing, 2 on a bad input. Besides ``DST`` it writes
@@ -19,15 +22,15 @@ target layouts: :mod:`droppos.tools.convert.targets`.
 
 from __future__ import annotations
 
-from droppos.errors import UserError
-
 import argparse
 import json
 import sys
 from pathlib import Path
 
+from droppos.errors import UserError
+
 from .report import KeyReport
-from .sources import FORMATS, Backbone, load_backbone
+from .sources import Backbone
 from .targets import CONVERTERS, TARGETS, target_arch
 
 
@@ -71,13 +74,21 @@ def save_converted(sd: dict, to: str, out: str | Path) -> Path:
 
 
 def convert(src: str | Path, to: str, out: str | Path, fmt: str | None = None, img_size: int | None = None,
-            trust_pickle: bool = False, arch: str | None = None, final_norm: bool = False) -> KeyReport:
+            trust_pickle: bool = False, arch: str | None = None, final_norm: bool = False,
+            options=None) -> KeyReport:
     """Read ``src``, convert to ``to``, write ``out`` and ``out.json``; returns the report.
 
-    Raises ``ValueError``/``FileNotFoundError`` on bad input and :class:`ConversionError` (nothing
-    written) when a backbone weight would be lost.
+    ``options`` (a :class:`~droppos.backbones.options.BackboneOptions`) replaces ``fmt``,
+    ``trust_pickle`` and ``arch`` when given (the command line's backbone flags). Raises
+    :class:`~droppos.errors.UserError` on bad input and :class:`ConversionError` (nothing written)
+    when a backbone weight would be lost. ``out`` never replaces the source.
     """
-    bb = load_backbone(src, fmt=fmt, trust_pickle=trust_pickle, arch=arch)
+    from droppos.backbones.options import BackboneOptions
+
+    opts = options or BackboneOptions(backbone=str(src), source_format=fmt, trust_pickle=trust_pickle, arch=arch)
+    if Path(opts.backbone).exists() and Path(out).resolve() == Path(opts.backbone).resolve():
+        raise UserError(f"--out {out} is the source file itself; write the conversion to another file")
+    bb = opts.read()
     sd, report = convert_backbone(bb, to, img_size, final_norm)
     out = save_converted(sd, to, out)
     sidecar = {"target": to, "file": out.name, "arch": target_arch(bb, img_size), "source_arch": bb.arch,
@@ -90,38 +101,36 @@ def convert(src: str | Path, to: str, out: str | Path, fmt: str | None = None, i
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("src", help="checkpoint file (.pth/.pt/.bin/.safetensors) or scratch:<size>_p<patch>_<img>[_s<seed>]")
+    from droppos.backbones.options import add_backbone_arguments
+
+    parser.add_argument("src", nargs="?", default=None, help=argparse.SUPPRESS)  # old spelling of --backbone
+    add_backbone_arguments(parser)
     parser.add_argument("--to", required=True, choices=TARGETS, help="target framework")
     parser.add_argument("--out", required=True, type=Path, help="output file (timm may end in .safetensors)")
-    parser.add_argument("--from", dest="fmt", choices=FORMATS, default=None,
-                        help="force the source format instead of detecting it")
     parser.add_argument("--img-size", type=int, default=None,
                         help="resample the position embedding to this input size (default: the source's)")
-    parser.add_argument("--trust-pickle", action="store_true",
-                        help="allow pickled Python objects (official MAE 'args'); unpickling can run code, "
-                             "use only for files you trust")
-    parser.add_argument("--arch", default=None,
-                        help="architecture override: a size (base), a model name (vit_base_patch16_224) "
-                             "or key=value items (num_heads=6,img_size=224)")
     parser.add_argument("--final-norm", action="store_true",
                         help="mmseg only: keep the final norm as ln1 (for MAE(final_norm=True))")
     parser.add_argument("-v", "--verbose", action="store_true", help="list every mapped key")
 
 
 def run(args: argparse.Namespace) -> int:
+    from droppos.backbones.options import backbone_options
+
     if args.final_norm and args.to != "mmseg":
-        print("droppos convert: error: --final-norm applies to --to mmseg only", file=sys.stderr)
-        return 2
+        raise UserError("--final-norm applies to --to mmseg only")
+    if args.src and args.backbone and args.src != args.backbone:
+        raise UserError(f"two sources given ({args.src} and --backbone {args.backbone}); give one")
+    args.backbone = args.backbone or args.src
+    if not args.backbone:
+        raise UserError("no source given: --backbone SRC (a checkpoint or scratch:<size>_p<patch>_<img>)")
     try:
-        report = convert(args.src, args.to, args.out, fmt=args.fmt, img_size=args.img_size,
-                         trust_pickle=args.trust_pickle, arch=args.arch, final_norm=args.final_norm)
+        report = convert(args.backbone, args.to, args.out, img_size=args.img_size, final_norm=args.final_norm,
+                         options=backbone_options(args))
     except ConversionError as e:
         print(e.report.summary(args.verbose))
         print(f"droppos convert: error: {e}; nothing written", file=sys.stderr)
         return 1
-    except (ValueError, FileNotFoundError) as e:
-        print(f"droppos convert: error: {e}", file=sys.stderr)
-        return 2
     print(report.summary(args.verbose))
     print(f"wrote {args.out} (+ {args.out.name}.json)")
     return 0

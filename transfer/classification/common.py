@@ -59,7 +59,6 @@ class Setup:
 def prepare(cfg: CommonConfig, protocol: str, resume: bool = False, overwrite: bool = False) -> Setup:
     """Check the run folder, start the processes, read the backbone, check the data, save the config."""
     from droppos.tools.convert.arch import grid_of
-    from droppos.tools.convert.sources import load_backbone
 
     if not cfg.backbone:
         raise InputError("no --backbone given: pass a checkpoint (encoder.pth, an official release, timm weights) "
@@ -73,7 +72,7 @@ def prepare(cfg: CommonConfig, protocol: str, resume: bool = False, overwrite: b
     np.random.seed(cfg.seed + info.rank)
 
     try:
-        bb = load_backbone(cfg.backbone, fmt=cfg.source_format, trust_pickle=cfg.trust_pickle, arch=cfg.arch)
+        bb = cfg.read()
         img_size = cfg.img_size or int(bb.arch["img_size"][0])
         grid_of(bb.arch, img_size)  # a size the position embedding cannot be resampled to: error here
     except (ValueError, FileNotFoundError) as e:

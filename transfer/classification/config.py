@@ -14,20 +14,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from droppos.backbones.options import BackboneOptions
 from droppos.utils.config import opt
 
 PROTOCOLS = ("finetune", "linear", "knn")
 
 
 @dataclass
-class CommonConfig:
-    # backbone
-    backbone: str = opt("", "weights to start from: any `droppos convert` source (encoder.pth, checkpoint.pth, "
-                            "official DropPos/MAE, timm) or scratch:<size>_p<patch>_<img>")
-    source_format: str | None = opt(None, "force the backbone file's format (as droppos convert --from)",
-                                    choices=["encoder", "checkpoint", "droppos", "mae", "timm", "scratch"])
-    trust_pickle: bool = opt(False, "allow pickled Python objects in the backbone file (official MAE); runs its code")
-    arch: str | None = opt(None, "architecture override for files that do not store it (as droppos convert --arch)")
+class CommonConfig(BackboneOptions):
+    # backbone: the fields of BackboneOptions (--backbone --from --arch --part --trust-pickle ... --name)
     # data
     data: str = opt("data/fmnist", "ImageFolder root with train/ and val/ (default: the embedded Fashion-MNIST, "
                                    "built on first use)")

@@ -8,7 +8,7 @@ Examples::
     torchrun --nproc-per-node 8 -m droppos.cli classify finetune --backbone encoder.pth --data /imagenet --output runs/ft
     droppos classify finetune --output runs/ft --resume          # continue where it stopped
 
-``--backbone`` takes anything ``droppos convert`` reads. ``--data`` is an ImageFolder root with
+``--backbone`` and its flags are the same as in every command (:mod:`droppos.backbones.options`). ``--data`` is an ImageFolder root with
 ``train/`` and ``val/`` (default: the embedded Fashion-MNIST, built on first use). Each option of
 the protocol's config (:mod:`.config`) is a flag; ``--config FILE.yaml`` sets many at once; with
 ``--resume`` the run folder's saved config is the base and flags given now override it. Every run
@@ -18,13 +18,11 @@ writes ``metrics.json`` (top-1, top-5) into ``--output``.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from droppos.utils.config import add_dataclass_arguments, dataclass_from_args, load_mapping
 
 from .config import CONFIGS, PROTOCOLS
-from .errors import InputError
 
 HELP = {"finetune": "end-to-end fine-tuning (MAE/DropPos recipe)",
         "linear": "linear probe on frozen [cls] features (MAE protocol)",
@@ -49,12 +47,8 @@ def run(args: argparse.Namespace) -> int:
         out = Path(args.output or cls().output)
         if (out / "config.json").is_file():
             base = load_mapping(out / "config.json")
-    try:
-        cfg = dataclass_from_args(cls, args, base=base)
-        run_protocol(cfg, args.protocol, resume=args.resume, overwrite=args.overwrite)
-    except (InputError, FileNotFoundError) as e:
-        print(f"droppos classify {args.protocol}: error: {e}", file=sys.stderr)
-        return 2
+    cfg = dataclass_from_args(cls, args, base=base)
+    run_protocol(cfg, args.protocol, resume=args.resume, overwrite=args.overwrite)
     return 0
 
 

@@ -10,7 +10,7 @@ Examples::
 ``position`` trains a linear classifier on each token's frozen feature to predict its grid cell,
 with and without position embeddings (:mod:`.position`); ``order`` measures how much the frozen
 feature and a classifier's accuracy change when the image's patches are shuffled (:mod:`.order`).
-``--backbone`` takes anything ``droppos convert`` reads; ``--data`` is an ImageFolder root with
+``--backbone`` and its flags are the same as in every command (:mod:`droppos.backbones.options`); ``--data`` is an ImageFolder root with
 ``train/`` and ``val/`` (default: the embedded Fashion-MNIST, built on first use). Each run writes
 ``metrics.json`` (``task: probe``) and its resolved config into ``--output``.
 """
@@ -18,7 +18,6 @@ feature and a classifier's accuracy change when the image's patches are shuffled
 from __future__ import annotations
 
 import argparse
-import sys
 
 from droppos.utils.config import add_dataclass_arguments, dataclass_from_args
 
@@ -29,27 +28,17 @@ HELP = {"position": "linear probe of each token's grid position, without and wit
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from droppos.tools.convert.sources import FORMATS
-
     sub = parser.add_subparsers(dest="protocol", metavar="PROTOCOL", required=True)
     for name in PROTOCOLS:
         p = sub.add_parser(name, help=HELP[name], description=HELP[name])
         p.add_argument("--config", help="YAML/JSON file of options (flags override it)")
         p.add_argument("--overwrite", action="store_true", help="replace the finished probe in --output")
-        p.add_argument("--from", dest="source_format", choices=FORMATS, default=None,
-                       help="same as --source-format (the backbone file's format, as droppos convert --from)")
         add_dataclass_arguments(p, CONFIGS[name])
 
 
 def run(args: argparse.Namespace) -> int:
-    from droppos.transfer.classification.errors import InputError
-
-    try:
-        cfg = dataclass_from_args(CONFIGS[args.protocol], args)
-        run_probe(cfg, args.protocol, overwrite=args.overwrite)
-    except (InputError, FileNotFoundError) as e:
-        print(f"droppos probe {args.protocol}: error: {e}", file=sys.stderr)
-        return 2
+    cfg = dataclass_from_args(CONFIGS[args.protocol], args)
+    run_probe(cfg, args.protocol, overwrite=args.overwrite)
     return 0
 
 
