@@ -43,9 +43,9 @@ def _dino_head(prefix: str, width: int, seed: int) -> dict:
             f"{prefix}last_layer.weight_g": torch.ones(256, 1), f"{prefix}last_layer.weight_v": torch.randn(256, 64)}
 
 
-def write_dino_full(path, ibot: bool = False) -> dict[str, TimmViT]:
+def write_dino_full(path, ibot: bool = False, depth: int = 2) -> dict[str, TimmViT]:
     """DINO / iBOT ``checkpoint.pth``: student (``module.backbone.*``) and teacher (``backbone.*``)."""
-    student, teacher = timm_vit(seed=1), timm_vit(seed=2)
+    student, teacher = timm_vit(depth=depth, seed=1), timm_vit(depth=depth, seed=2)
     s_sd = _prefixed(student.state_dict(), "module.backbone.")
     if ibot:
         s_sd["module.backbone.masked_embed"] = torch.randn(1, 384)
@@ -65,9 +65,9 @@ def write_ibot_teacher(path) -> TimmViT:
     return model
 
 
-def write_mocov3(path, converted: bool = False) -> TimmViT:
+def write_mocov3(path, converted: bool = False, depth: int = 2) -> TimmViT:
     """MoCo v3 ``vit-s-300ep.pth.tar`` (ViT-S with 12 heads) or its ``convert_to_deit.py`` output."""
-    base, momentum = timm_vit(heads=12, seed=6), timm_vit(heads=12, seed=7)
+    base, momentum = timm_vit(heads=12, depth=depth, seed=6), timm_vit(heads=12, depth=depth, seed=7)
     g = torch.Generator().manual_seed(8)
     proj = {"head.0.weight": torch.randn(64, 384, generator=g), "head.1.weight": torch.ones(64)}
     if converted:
@@ -88,18 +88,18 @@ def write_deit(path) -> TimmViT:
     return model
 
 
-def dinov2_timm(reg: int = 0, seed: int = 10) -> TimmViT:
+def dinov2_timm(reg: int = 0, seed: int = 10, depth: int = 2) -> TimmViT:
     """A DINOv2 as timm builds it: layer scale; with registers, no [cls] row in pos_embed."""
-    kw = dict(init_values=1e-5, patch_size=PATCH)
+    kw = dict(init_values=1e-5, patch_size=PATCH, depth=depth)
     if reg:
         kw.update(reg_tokens=reg, no_embed_class=True)
     return timm_vit(seed=seed, **kw)
 
 
-def write_dinov2_timm(path, reg: int = 0) -> TimmViT:
+def write_dinov2_timm(path, reg: int = 0, depth: int = 2) -> TimmViT:
     from safetensors.torch import save_file
 
-    model = dinov2_timm(reg)
+    model = dinov2_timm(reg, depth=depth)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
     return model
 
@@ -120,13 +120,13 @@ def write_dinov2_hub(path, reg: int = 4) -> TimmViT:
     return ref
 
 
-def write_hf(path, mae: bool = False):
+def write_hf(path, mae: bool = False, depth: int = 2):
     """Hugging Face ``ViTModel`` / ``ViTMAEModel`` state dict (safetensors); the reference is the
     transformers model itself (``last_hidden_state``)."""
     import transformers
     from safetensors.torch import save_file
 
-    common = dict(hidden_size=192, num_hidden_layers=2, num_attention_heads=3, intermediate_size=768, image_size=IMG,
+    common = dict(hidden_size=192, num_hidden_layers=depth, num_attention_heads=3, intermediate_size=768, image_size=IMG,
                   patch_size=PATCH, layer_norm_eps=1e-6, hidden_act="gelu")
     if mae:
         model = transformers.ViTMAEModel(transformers.ViTMAEConfig(mask_ratio=0.0, **common))

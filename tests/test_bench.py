@@ -323,3 +323,41 @@ def test_a_run_dies_with_a_killed_bench(tmp_path):
     else:
         os.kill(child, signal.SIGKILL)
         pytest.fail("the run outlived the bench")
+
+
+@pytest.mark.slow
+def test_three_external_backbones_of_one_size_give_three_named_rows(tmp_path, capsys):
+    """DINO-, MoCo v3- and DeiT-style files of one width: three rows named by their spec keys, with
+    deltas only against the row the spec marks as reference."""
+    import csv
+
+    import torch
+    from layout_files import timm_vit, write_dino_full, write_mocov3
+
+    data = make_imagefolder(tmp_path / "imgs")
+    write_dino_full(tmp_path / "dino_full.pth")
+    write_mocov3(tmp_path / "vit-s-300ep.pth.tar")
+    torch.save({"model": timm_vit(width=384, heads=6, num_classes=3, seed=3).state_dict()}, tmp_path / "deit_s.pth")
+    spec = write_spec(tmp_path, f"""\
+        name: three
+        data:
+          imagefolder: {{path: {data}, build: false}}
+        backbones:
+          - {{name: dino, checkpoint: {tmp_path}/dino_full.pth, method: dino}}
+          - {{name: mocov3, checkpoint: {tmp_path}/vit-s-300ep.pth.tar, method: mocov3, epochs: 300}}
+          - {{name: deit, checkpoint: {tmp_path}/deit_s.pth, method: supervised, arch: num_heads=6}}
+        reference: [deit]
+        tasks:
+          - {{name: knn, kind: classify, protocol: knn, options: {{k: 3, batch_size: 16, workers: 0}}}}
+        """)
+    out = tmp_path / "out"
+    assert main(["bench", str(spec), "--out", str(out)]) == 0
+    rows = [r for r in csv.DictReader((out / "results" / "results.csv").open()) if r["kind"] == "run"
+            and r["metric"] == "top1"]
+    assert {r["backbone"]: r["method"] for r in rows} == {"dino": "dino", "mocov3": "mocov3", "deit": "supervised"}
+    assert [k for k in rows[0] if k.startswith("delta_vs_")] == ["delta_vs_deit"]
+    delta = {r["backbone"]: r["delta_vs_deit"] for r in rows}
+    assert delta["deit"] == "" and delta["dino"] != "" and delta["mocov3"] != ""
+    for r in rows:
+        assert float(r["delta_vs_deit"] or 0) == pytest.approx(
+            float(r["mean"]) - float(next(x["mean"] for x in rows if x["backbone"] == "deit")), abs=1e-5)

@@ -25,13 +25,16 @@ def backbone_record_of(bb: BackboneSpec, out: Path) -> tuple[dict, str | None]:
 
         cfg = PretrainConfig(**{k: v for k, v in bb.pretrain.items() if k != "data"})
         arch = vit_arch_args(cfg.model, patch_size=cfg.patch_size, img_size=cfg.img_size)
-        return backbone_record(cfg.method, arch, cfg.epochs, source=str(out / bb.name / "pretrain" / "encoder.pth")), None
+        return backbone_record(cfg.method, arch, cfg.epochs, source=str(out / bb.name / "pretrain" / "encoder.pth"),
+                               id=bb.name), None
     from droppos.tools.convert.sources import load_backbone
 
     try:
-        return dict(load_backbone(bb.checkpoint, fmt=bb.fmt, trust_pickle=bb.trust_pickle, arch=bb.arch).backbone), None
+        return dict(load_backbone(bb.checkpoint, fmt=bb.fmt, trust_pickle=bb.trust_pickle, arch=bb.arch, part=bb.part,
+                                  name=bb.name, method=bb.method, epochs=bb.epochs).backbone), None
     except (ValueError, FileNotFoundError, OSError) as e:
-        return {"id": bb.name, "method": bb.name, "arch": "unknown", "epochs": None, "source": bb.checkpoint}, str(e)
+        return {"id": bb.name, "method": bb.method or "unknown", "arch": "unknown", "epochs": bb.epochs,
+                "source": bb.checkpoint}, str(e)
 
 
 def backbone_records(backbones: list[BackboneSpec], out: Path) -> tuple[dict[str, dict], list[str]]:

@@ -18,12 +18,25 @@ from .spec import BackboneSpec, DataSpec, TaskSpec
 
 @dataclass
 class Source:
-    """The weights a downstream run starts from, and how the converter should read them."""
+    """The weights a downstream run starts from, how the readers should read them, and its name."""
 
     path: str  # file or scratch:<spec>
     fmt: str | None = None
     trust_pickle: bool = False
     arch: str | None = None
+    part: str | None = None
+    name: str | None = None  # the spec backbone's name: the row of its runs
+    method: str | None = None
+    epochs: int | None = None
+
+    def flags(self) -> list[str]:
+        """The backbone flags, spelled the same for every command (:mod:`droppos.backbones.options`)."""
+        out = ["--backbone", self.path]
+        for flag, value in (("--from", self.fmt), ("--arch", self.arch), ("--part", self.part), ("--name", self.name),
+                            ("--method", self.method), ("--pretrain-epochs", self.epochs)):
+            if value is not None:
+                out += [flag, str(value)]
+        return out + (["--trust-pickle"] if self.trust_pickle else [])
 
 
 @dataclass
@@ -78,20 +91,8 @@ def pretrain_args(bb: BackboneSpec, folder: Path, data_path: str) -> list[str]:
     return ["pretrain", "--resume", "--output", str(folder), "--data", data_path, *flags(opts)]
 
 
-def _source_flags(src: Source, fmt_flag: str, trust_style: str, with_arch: bool) -> list[str]:
-    out = []
-    if src.fmt:
-        out += [fmt_flag, src.fmt]
-    if src.trust_pickle:
-        out += ["--trust-pickle", "true"] if trust_style == "value" else ["--trust-pickle"]
-    if src.arch and with_arch:
-        out += ["--arch", src.arch]
-    return out
-
-
 def classify_args(t: TaskSpec, src: Source, d: DataSpec, folder: Path, seed: int, options: dict) -> list[str]:
-    out = [t.kind, t.protocol, "--resume", "--backbone", src.path, *_source_flags(src, "--source-format", "value", True),
-           "--data", d.path, "--output", str(folder), "--seed", str(seed)]
+    out = [t.kind, t.protocol, "--resume", *src.flags(), "--data", d.path, "--output", str(folder), "--seed", str(seed)]
     if d.dataset and "dataset" not in options:
         out += ["--dataset", d.dataset]
     return out + flags(options)
@@ -106,14 +107,14 @@ def probe_args(t: TaskSpec, src: Source, d: DataSpec, folder: Path, seed: int, o
 
 
 def detect_args(t: TaskSpec, src: Source, d: DataSpec, folder: Path, seed: int, options: dict) -> list[str]:
-    return ["detect", "--config-file", t.config, "--init", src.path, *_source_flags(src, "--from", "switch", False),
-            "--output", str(folder), "--data", d.path, "--seed", str(seed), "--resume", *overrides(options)]
+    return ["detect", "--config-file", t.config, *src.flags(), "--output", str(folder), "--data", d.path,
+            "--seed", str(seed), "--resume", *overrides(options)]
 
 
 def segment_args(t: TaskSpec, src: Source, d: DataSpec, folder: Path, seed: int, options: dict) -> list[str]:
     opts = {"randomness.seed": seed, **options}
-    return ["segment", "--config", t.config, "--init", src.path, *_source_flags(src, "--from", "switch", True),
-            "--work-dir", str(folder), "--data", d.path, "--resume", "--cfg-options", *overrides(opts)]
+    return ["segment", "--config", t.config, *src.flags(), "--output", str(folder), "--data", d.path, "--resume",
+            "--cfg-options", *overrides(opts)]
 
 
 TASK_ARGS = {"classify": classify_args, "probe": probe_args, "detect": detect_args, "segment": segment_args}

@@ -97,11 +97,12 @@ def _lock(out: Path) -> Path:
     return lock
 
 
-def _aggregate(out: Path) -> int:
+def _aggregate(out: Path, reference: list[str]) -> int:
     from droppos.cli import main as cli
 
-    print(f"\n$ droppos results {out} --out {out / 'results'}", flush=True)
-    rc = cli(["results", str(out), "--out", str(out / "results")])
+    args = ["results", str(out), "--out", str(out / "results")] + (["--reference", *reference] if reference else [])
+    print(f"\n$ droppos {' '.join(args)}", flush=True)
+    rc = cli(args)
     md, png = out / "results" / "results.md", out / "results" / "results.png"
     if md.is_file():
         print(f"table:  {md}")
@@ -180,7 +181,7 @@ def _execute(args, spec, out: Path, runs, write_plan_json) -> int:
                             cpus_per_task=args.cpus_per_task or 8, extra=extra, cluster=args.slurm_cluster or "slurm")
         bad = submit(runs, records, out, opts, wait=args.wait)
         if args.wait and not args.no_results:
-            _aggregate(out)
+            _aggregate(out, spec.reference)
         return 1 if bad else 0
 
     from .local import LocalExecutor, summarize
@@ -194,5 +195,5 @@ def _execute(args, spec, out: Path, runs, write_plan_json) -> int:
         return 130
     bad = summarize(runs, outcomes)
     if not args.no_results:
-        _aggregate(out)
+        _aggregate(out, spec.reference)
     return 1 if bad else 0

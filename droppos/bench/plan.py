@@ -52,8 +52,8 @@ class Run:
 def backbone_source(bb: BackboneSpec, out: Path) -> Source:
     """The weights downstream runs of ``bb`` start from."""
     if bb.pretrain is not None:
-        return Source(str(out / bb.name / "pretrain" / "encoder.pth"), fmt="encoder")
-    return Source(bb.checkpoint, bb.fmt, bb.trust_pickle, bb.arch)
+        return Source(str(out / bb.name / "pretrain" / "encoder.pth"), fmt="encoder", name=bb.name)
+    return Source(bb.checkpoint, bb.fmt, bb.trust_pickle, bb.arch, bb.part, bb.name, bb.method, bb.epochs)
 
 
 def default_dataset_name(d: DataSpec) -> str:

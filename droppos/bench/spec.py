@@ -13,9 +13,12 @@ A spec is a YAML file (``droppos/bench/specs/smoke.yaml`` is the commented examp
         pretrain: {method: droppos, model: tiny, patch_size: 8, img_size: 64, epochs: 8, data: imagefolder}
       - name: scratch              # used as given: any source `droppos convert` reads
         checkpoint: scratch:tiny_p8_64
-      - name: mae_official
+      - name: mae_official         # the name is the backbone's row in the table (--name of its runs)
         checkpoint: /ckpt/mae_pretrain_vit_base.pth
-        from: mae                  # optional: --from / --source-format; also trust_pickle, arch
+        method: mae                # optional, for the record: method, epochs (else what the file says)
+        epochs: 1600
+        from: deit                 # optional: the backbone flags --from, --arch, --part, trust_pickle
+    reference: [mae_official]      # rows the delta columns are taken against (none by default)
     tasks:
       - {name: finetune, kind: classify, protocol: finetune, data: imagefolder, options: {epochs: 5}}
       - {name: det, kind: detect, config: mask_rcnn_vitdet_fmnist, data: coco, options: {train.max_iter: 30}}
@@ -57,7 +60,9 @@ DATA_BUILD_KEYS = {
 }
 #: classify/probe flags the bench sets itself, with where they come from
 BENCH_SET = {"backbone": "the backbone", "source_format": "the backbone's 'from'", "trust_pickle": "the backbone",
-             "arch": "the backbone", "data": "the task's 'data'", "output": "the run folder", "seed": "'seeds'"}
+             "arch": "the backbone", "part": "the backbone", "allow_nonfinite": "the backbone", "name": "the backbone",
+             "method": "the backbone", "pretrain_epochs": "the backbone's 'epochs'", "data": "the task's 'data'",
+             "output": "the run folder", "seed": "'seeds'"}
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 RESERVED = {"data", "results", "pretrain"}
 
@@ -77,12 +82,15 @@ class DataSpec:
 
 @dataclass
 class BackboneSpec:
-    name: str
+    name: str  # the backbone's name: its row in the table (--name of every run)
     pretrain: dict | None = None  # PretrainConfig fields (data: a data name or a path)
-    checkpoint: str = ""  # any source `droppos convert` reads, or scratch:<size>_p<patch>_<img>
-    fmt: str | None = None  # converter format ('from')
+    checkpoint: str = ""  # any layout the readers read, or scratch:<size>_p<patch>_<img>
+    fmt: str | None = None  # the layout ('from')
     trust_pickle: bool = False
     arch: str | None = None
+    part: str | None = None
+    method: str | None = None  # for the record (checkpoint backbones; a pretraining knows its own)
+    epochs: int | None = None  # pretraining epochs for the record
 
 
 @dataclass
@@ -107,6 +115,7 @@ class Spec:
     backbones: list[BackboneSpec]
     tasks: list[TaskSpec]
     seeds: list[int]
+    reference: list[str] = field(default_factory=list)  # backbone names the delta columns are taken against
 
     def task(self, name: str) -> TaskSpec:
         return next(t for t in self.tasks if t.name == name)
@@ -232,15 +241,16 @@ def _load_backbone(c: _Checker, raw, i: int, data: dict[str, DataSpec]) -> Backb
 
     key = f"backbones[{i}]"
     raw = c.mapping(raw, key)
-    c.known(raw, key, ("name", "pretrain", "checkpoint", "from", "trust_pickle", "arch"), required=("name",))
+    c.known(raw, key, ("name", "pretrain", "checkpoint", "from", "trust_pickle", "arch", "part", "method", "epochs"),
+            required=("name",))
     name = c.name(raw["name"], f"{key}.name")
     key = f"backbones[{i}] ({name})"
     if ("pretrain" in raw) == ("checkpoint" in raw):
         c.fail(key, "give exactly one of 'pretrain: {...}' (make it) or 'checkpoint: PATH' (use it)")
     if "pretrain" in raw:
-        for k in ("from", "trust_pickle", "arch"):
+        for k in ("from", "trust_pickle", "arch", "part", "method", "epochs"):
             if k in raw:
-                c.fail(f"{key}.{k}", "applies to 'checkpoint' backbones only")
+                c.fail(f"{key}.{k}", "applies to 'checkpoint' backbones only (a pretraining records its own)")
         pt = dict(c.mapping(raw["pretrain"], f"{key}.pretrain"))
         fields = _dataclass_fields(PretrainConfig)
         if "output" in pt:
@@ -275,8 +285,15 @@ def _load_backbone(c: _Checker, raw, i: int, data: dict[str, DataSpec]) -> Backb
     arch = raw.get("arch")
     if arch is not None and not isinstance(arch, str):
         c.fail(f"{key}.arch", f"expected a string (droppos convert --arch syntax), got {arch!r}")
+    for k in ("part", "method"):
+        if raw.get(k) is not None and not isinstance(raw[k], str):
+            c.fail(f"{key}.{k}", f"expected a string, got {raw[k]!r}")
+    epochs = raw.get("epochs")
+    if epochs is not None and (not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 0):
+        c.fail(f"{key}.epochs", f"expected a non-negative integer (pretraining epochs), got {epochs!r}")
     return BackboneSpec(name=name, checkpoint=c.string(raw["checkpoint"], f"{key}.checkpoint"),
-                        fmt=fmt, trust_pickle=trust, arch=arch)
+                        fmt=fmt, trust_pickle=trust, arch=arch, part=raw.get("part"), method=raw.get("method"),
+                        epochs=epochs)
 
 
 def _load_task(c: _Checker, raw, i: int, data: dict[str, DataSpec], backbones: list[str]) -> TaskSpec:
@@ -390,7 +407,8 @@ def parse_spec(raw: Any, file: str | Path) -> Spec:
     """A checked :class:`Spec` from the parsed YAML ``raw`` of ``file``."""
     c = _Checker(Path(file))
     raw = c.mapping(raw, "")
-    c.known(raw, "", ("name", "data", "backbones", "tasks", "seeds"), required=("name", "data", "backbones", "tasks"))
+    c.known(raw, "", ("name", "data", "backbones", "tasks", "seeds", "reference"),
+            required=("name", "data", "backbones", "tasks"))
     name = raw["name"]
     if not isinstance(name, str) or not NAME.match(name):
         c.fail("name", f"{name!r} is not a usable name (letters, digits, '_', '.', '-')")
@@ -412,7 +430,15 @@ def parse_spec(raw: Any, file: str | Path) -> Spec:
             c.fail(f"tasks[{i}].name", f"{t.name!r} is used twice")
         seen.add(t.name)
     seeds = c.seeds(raw.get("seeds", [0]), "seeds")
-    spec = Spec(name=name, file=Path(file), data=data, backbones=backbones, tasks=tasks, seeds=seeds)
+    reference = raw.get("reference", [])
+    reference = [reference] if isinstance(reference, str) else reference
+    if not isinstance(reference, list) or not all(isinstance(r, str) for r in reference):
+        c.fail("reference", f"expected a list of backbone names, got {reference!r}")
+    unknown = [r for r in reference if r not in {b.name for b in backbones}]
+    if unknown:
+        c.fail("reference", f"{unknown} are not backbones of this spec; defined: {[b.name for b in backbones]}")
+    spec = Spec(name=name, file=Path(file), data=data, backbones=backbones, tasks=tasks, seeds=seeds,
+                reference=list(reference))
     _check_references(c, spec)
     return spec
 
