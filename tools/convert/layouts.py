@@ -329,12 +329,38 @@ def read_dinov2(obj: dict, where: str, part: str | None = None):
 
 
 # ---------------------------------------------------------------------------------------- Hugging Face / torchvision
-# Hugging Face block names: the on-disk (hub) names and transformers 5's in-memory names
-_HF_BLOCK = {"layernorm_before": "norm1", "layernorm_after": "norm2", "attention.output.dense": "attn.proj",
-             "attention.o_proj": "attn.proj", "intermediate.dense": "mlp.fc1", "output.dense": "mlp.fc2",
-             "mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2"}
-_HF_QKV = {"attention.attention.query": "q", "attention.attention.key": "k", "attention.attention.value": "v",
-           "attention.q_proj": "q", "attention.k_proj": "k", "attention.v_proj": "v"}
+def _renamed(sd: dict, rules: list[tuple[str, str | None, str]]) -> Raw:
+    """Rename by the first matching ``(regex, template, reason)``; a None template drops the key with
+    the reason; a key no rule matches is kept as is (the common checks report it)."""
+    compiled = [(re.compile(p), t, why) for p, t, why in rules]
+    raw: Raw = {}
+    for k, v in sd.items():
+        rule = next(((pat, t, why) for pat, t, why in compiled if pat.match(k)), None)
+        if rule is None:
+            raw[k] = (v, None)
+        elif rule[1] is None:
+            raw[k] = (v, rule[2])
+        else:
+            raw[rule[0].sub(rule[1], k)] = (v, rule[2] or None)
+    return raw
+
+
+_BLOCK = r"^(?:encoder\.layer|layers)\.(\d+)\."  # HF hub names / transformers 5 in-memory names
+_HF_RULES = [
+    (r"^embeddings\.cls_token$", "cls_token", ""),
+    (r"^embeddings\.position_embeddings$", "pos_embed", ""),
+    (r"^embeddings\.patch_embeddings\.projection\.(weight|bias)$", r"patch_embed.proj.\1", ""),
+    (r"^layernorm\.(weight|bias)$", r"norm.\1", ""),
+    (r"^pooler\.", None, "HF pooler (dense + tanh on [cls]; not part of the ViT encoder)"),
+    (_BLOCK + r"layernorm_before\.(weight|bias)$", r"blocks.\1.norm1.\2", ""),
+    (_BLOCK + r"layernorm_after\.(weight|bias)$", r"blocks.\1.norm2.\2", ""),
+    (_BLOCK + r"attention\.(?:attention\.query|q_proj)\.(weight|bias)$", r"blocks.\1.attn.q.\2", ""),
+    (_BLOCK + r"attention\.(?:attention\.key|k_proj)\.(weight|bias)$", r"blocks.\1.attn.k.\2", ""),
+    (_BLOCK + r"attention\.(?:attention\.value|v_proj)\.(weight|bias)$", r"blocks.\1.attn.v.\2", ""),
+    (_BLOCK + r"attention\.(?:output\.dense|o_proj)\.(weight|bias)$", r"blocks.\1.attn.proj.\2", ""),
+    (_BLOCK + r"(?:intermediate\.dense|mlp\.fc1)\.(weight|bias)$", r"blocks.\1.mlp.fc1.\2", ""),
+    (_BLOCK + r"(?:output\.dense|mlp\.fc2)\.(weight|bias)$", r"blocks.\1.mlp.fc2.\2", ""),
+]
 
 
 def read_hf(obj: dict, where: str, part: str | None = None):
@@ -342,67 +368,40 @@ def read_hf(obj: dict, where: str, part: str | None = None):
     sd = _tensors(obj, where, "state dict")
     anchor = next(k for k in sd if k.endswith("embeddings.patch_embeddings.projection.weight"))
     prefix = anchor[: -len("embeddings.patch_embeddings.projection.weight")]
-    raw: Raw = {}
-    qkv: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
-    for k, v in sd.items():
-        if not k.startswith(prefix):
-            raw[k] = (v, "not the encoder (decoder / classifier of the HF model)")
-            continue
-        key = k[len(prefix):]
-        m = re.match(r"(?:encoder\.layer|layers)\.(\d+)\.(.+)\.(weight|bias)$", key)
-        if key == "embeddings.cls_token":
-            raw["cls_token"] = (v, None)
-        elif key == "embeddings.position_embeddings":
-            raw["pos_embed"] = (v, None)
-        elif key.startswith("embeddings.patch_embeddings.projection."):
-            raw["patch_embed.proj." + key.rsplit(".", 1)[1]] = (v, None)
-        elif key.startswith("layernorm."):
-            raw["norm." + key.rsplit(".", 1)[1]] = (v, None)
-        elif key.startswith("pooler."):
-            raw[k] = (v, "HF pooler (dense + tanh on [cls]; not part of the ViT encoder)")
-        elif m and m.group(2) in _HF_QKV:
-            qkv.setdefault((m.group(1), m.group(3)), {})[_HF_QKV[m.group(2)]] = v
-        elif m and m.group(2) in _HF_BLOCK:
-            raw[f"blocks.{m.group(1)}.{_HF_BLOCK[m.group(2)]}.{m.group(3)}"] = (v, None)
-        else:
-            raw[k] = (v, None)  # unknown: reported by the common checks
-    for (i, kind), parts in qkv.items():
-        if set(parts) != {"q", "k", "v"}:
-            raise UserError(f"{where}layer {i} lacks some of query/key/value {kind}")
-        raw[f"blocks.{i}.attn.qkv.{kind}"] = (torch.cat([parts["q"], parts["k"], parts["v"]]), None)
+    raw = _renamed({k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}, _HF_RULES)
+    raw.update({k: (v, "not the encoder (decoder / classifier of the HF model)") for k, v in sd.items()
+                if not k.startswith(prefix)})
+    for key in [k for k in raw if re.match(r"blocks\.\d+\.attn\.q\.", k)]:  # separate q, k, v -> qkv
+        parts = [raw.pop(key.replace(".attn.q.", f".attn.{x}."), (None, None))[0] for x in "qkv"]
+        if any(t is None for t in parts):
+            raise UserError(f"{where}{key.split('.attn')[0]} lacks some of query/key/value")
+        raw[key.replace(".attn.q.", ".attn.qkv.")] = (torch.cat(parts), None)
     notes = ["Hugging Face names: separate query/key/value concatenated into qkv",
              "HF ViT configs default to LayerNorm eps 1e-12; this encoder uses 1e-6 (features differ by < 1e-5 "
              "unless a token's variance is tiny)"]
     return raw, dict(notes=notes)
 
 
-_TV_BLOCK = {"ln_1": "norm1", "ln_2": "norm2", "self_attention.in_proj": "attn.qkv",
-             "self_attention.out_proj": "attn.proj", "mlp.0": "mlp.fc1", "mlp.3": "mlp.fc2",
-             "mlp.linear_1": "mlp.fc1", "mlp.linear_2": "mlp.fc2"}
+_TV_LAYER = r"^encoder\.layers\.encoder_layer_(\d+)\."
+_TV_RULES = [
+    (r"^class_token$", "cls_token", ""),
+    (r"^encoder\.pos_embedding$", "pos_embed", ""),
+    (r"^conv_proj\.(weight|bias)$", r"patch_embed.proj.\1", ""),
+    (r"^encoder\.ln\.(weight|bias)$", r"norm.\1", ""),
+    (r"^heads\.head\.(weight|bias)$", r"head.\1", "classifier head (kept as Backbone.head)"),
+    (r"^heads\.", None, "pre-logits layer of the classifier"),
+    (_TV_LAYER + r"ln_1\.(weight|bias)$", r"blocks.\1.norm1.\2", ""),
+    (_TV_LAYER + r"ln_2\.(weight|bias)$", r"blocks.\1.norm2.\2", ""),
+    (_TV_LAYER + r"self_attention\.in_proj_(weight|bias)$", r"blocks.\1.attn.qkv.\2", ""),
+    (_TV_LAYER + r"self_attention\.out_proj\.(weight|bias)$", r"blocks.\1.attn.proj.\2", ""),
+    (_TV_LAYER + r"mlp\.(?:0|linear_1)\.(weight|bias)$", r"blocks.\1.mlp.fc1.\2", ""),
+    (_TV_LAYER + r"mlp\.(?:3|linear_2)\.(weight|bias)$", r"blocks.\1.mlp.fc2.\2", ""),
+]
 
 
 def read_torchvision(obj: dict, where: str, part: str | None = None):
     """torchvision ``vit_*`` state dict."""
-    sd = _tensors(obj, where, "state dict")
-    raw: Raw = {}
-    for k, v in sd.items():
-        m = re.match(r"encoder\.layers\.encoder_layer_(\d+)\.(.+?)(?:_|\.)(weight|bias)$", k)
-        if k == "class_token":
-            raw["cls_token"] = (v, None)
-        elif k == "encoder.pos_embedding":
-            raw["pos_embed"] = (v, None)
-        elif k.startswith("conv_proj."):
-            raw["patch_embed.proj." + k.rsplit(".", 1)[1]] = (v, None)
-        elif k.startswith("encoder.ln."):
-            raw["norm." + k.rsplit(".", 1)[1]] = (v, None)
-        elif k.startswith("heads.head."):
-            raw["head." + k.rsplit(".", 1)[1]] = (v, "classifier head (kept as Backbone.head)")
-        elif k.startswith("heads."):
-            raw[k] = (v, "pre-logits layer of the classifier")
-        elif m and m.group(2) in _TV_BLOCK:
-            raw[f"blocks.{m.group(1)}.{_TV_BLOCK[m.group(2)]}.{m.group(3)}"] = (v, None)
-        else:
-            raw[k] = (v, None)
+    raw = _renamed(_tensors(obj, where, "state dict"), _TV_RULES)
     return raw, dict(family="torchvision", notes=["torchvision names (in_proj = qkv)"])
 
 
