@@ -68,3 +68,28 @@ def test_cli_scratch_source(tmp_path, capsys):
     assert main(["convert", "scratch:tiny_p4_32_s2", "--to", "detectron2", "--out", str(tmp_path / "s.pth")]) == 0
     side = json.loads((tmp_path / "s.pth.json").read_text())
     assert side["backbone"]["id"] == "scratch-tiny_p4_32_s2" and side["meta"]["seed"] == 2
+
+
+def test_out_equal_to_the_source_is_refused_and_the_source_survives(tmp_path, capsys):
+    src = tmp_path / "enc.pth"
+    torch.save(tiny_encoder().state_dict(), src)
+    before = src.read_bytes()
+    assert main(["convert", "--backbone", str(src), "--arch", "num_heads=2", "--to", "timm", "--out", str(src)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "is the source file itself" in err and len(err.splitlines()) == 1
+    assert src.read_bytes() == before
+
+
+def test_one_vocabulary_and_old_spellings_with_a_note(tmp_path, capsys):
+    src = tmp_path / "enc.pth"
+    torch.save(tiny_encoder().state_dict(), src)
+    new = ["convert", "--backbone", str(src), "--from", "timm", "--arch", "num_heads=2", "--trust-pickle",
+           "--name", "mine", "--method", "mae", "--pretrain-epochs", "3", "--to", "timm", "--out", str(tmp_path / "a.pth")]
+    assert main(new) == 0
+    side = json.loads((tmp_path / "a.pth.json").read_text())
+    assert side["backbone"]["id"] == "mine" and side["backbone"]["method"] == "mae" and side["backbone"]["epochs"] == 3
+    old = ["convert", str(src), "--source-format", "timm", "--arch", "num_heads=2", "--trust-pickle", "true", "--to",
+           "timm", "--out", str(tmp_path / "b.pth")]
+    assert main(old) == 0
+    assert "--source-format is deprecated" in capsys.readouterr().err
+    assert torch.equal(torch.load(tmp_path / "a.pth")["cls_token"], torch.load(tmp_path / "b.pth")["cls_token"])
