@@ -7,10 +7,9 @@ shorter published setting), with ``method=mae`` switching to MAE's decoder. Ever
 
 from __future__ import annotations
 
-from droppos.errors import UserError
-
 from dataclasses import dataclass
 
+from droppos.errors import UserError
 from droppos.utils.config import opt
 
 

@@ -8,13 +8,13 @@ crops the uninterrupted run would have seen.
 
 from __future__ import annotations
 
-from droppos.errors import UserError
-
 from pathlib import Path
 
 import torch
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
+
+from droppos.errors import UserError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -11,8 +11,6 @@ killing and resuming gives the parameters of an uninterrupted run (no skipped or
 
 from __future__ import annotations
 
-from droppos.errors import UserError
-
 import contextlib
 import dataclasses
 import json
@@ -24,6 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from droppos.errors import UserError
 from droppos.models.vit import build_vit
 from droppos.utils import dist as du
 from droppos.utils.checkpoint import atomic_save, safe_load, save_encoder

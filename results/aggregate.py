@@ -18,8 +18,9 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from droppos.results.records import Run
+
 from droppos.errors import UserError
-from droppos.results.records import COUNTED, Run
 from droppos.utils.metrics import TASKS
 
 # Metrics shown in the main table per task (or (task, protocol)); everything goes to CSV/JSON.

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from droppos.errors import UserError
 from droppos.bench.commands import Launch, flags, launch_command, overrides
 from droppos.bench.plan import build_plan, select
 from droppos.bench.spec import SpecError, load_spec, parse_spec, resolve_spec_path, shipped_specs

@@ -14,7 +14,6 @@ from PIL import Image
 from droppos.cli import main
 
 
-
 def make_imagefolder(root, n_train=8, n_val=4, size=16, classes=3, seed=0):
     """Colour-coded classes with noise: learnable in a few steps."""
     return make_colour_imagefolder(root, n_train, n_val, size, classes, seed, noise=40.0)
@@ -40,6 +39,7 @@ def classify(protocol, encoder_file, data, out, *extra):
 def test_finetune_end_to_end(tmp_path, data, encoder_file):
     from droppos.tools.convert.sources import default_name
     from droppos.transfer.classification.classifier import load_classifier
+
     from droppos.utils.metrics import read_metrics
 
     out = tmp_path / "ft"
@@ -146,11 +146,10 @@ def test_knn_classify_on_known_neighbours():
 
 
 def test_extract_features_order_and_pools(data, encoder_file):
-    from torch.utils.data import DataLoader
-
     from droppos.tools.convert.sources import load_backbone
     from droppos.transfer.classification.data import build_transform, check_imagefolder, image_folder
     from droppos.transfer.classification.features import extract_features
+    from torch.utils.data import DataLoader
 
     enc = load_backbone(encoder_file).encoder().eval()
     ds = image_folder(data, "val", build_transform("eval", 16), check_imagefolder(data))
@@ -220,7 +219,6 @@ def test_resume_with_other_classes_is_refused(tmp_path, data, encoder_file, caps
 
 def _extract_worker(rank, world, port, data, encoder_file, out):
     import torch.distributed as dist
-
     from droppos.tools.convert.sources import load_backbone
     from droppos.transfer.classification.data import build_transform, check_imagefolder, eval_loader, image_folder
     from droppos.transfer.classification.features import extract_features
@@ -241,11 +239,10 @@ def test_extract_features_gathers_shards_in_dataset_order(tmp_path, data, encode
     import socket
 
     import torch.multiprocessing as mp
-    from torch.utils.data import DataLoader
-
     from droppos.tools.convert.sources import load_backbone
     from droppos.transfer.classification.data import build_transform, check_imagefolder, image_folder
     from droppos.transfer.classification.features import extract_features
+    from torch.utils.data import DataLoader
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -261,9 +258,8 @@ def test_extract_features_gathers_shards_in_dataset_order(tmp_path, data, encode
 
 def test_randaugment_runs_with_zero_bit_posterize():
     """Magnitude 10 of PosterizeIncreasing keeps 0 bits: a black image (Pillow >= 13 would raise)."""
-    from timm.data.auto_augment import RandAugment
-
     from droppos.transfer.classification.data import build_transform
+    from timm.data.auto_augment import RandAugment
 
     t = build_transform("finetune", 16, aa="rand-m10-mstd0.5-inc1", reprob=0.25)
     (ra,) = [x for x in t.transforms if isinstance(x, RandAugment)]
@@ -275,9 +271,8 @@ def test_randaugment_runs_with_zero_bit_posterize():
 
 
 def test_finetune_crop_scale_reaches_timm():
-    from timm.data.transforms import RandomResizedCropAndInterpolation
-
     from droppos.transfer.classification.data import build_transform
+    from timm.data.transforms import RandomResizedCropAndInterpolation
 
     for min_scale in (0.08, 0.5):
         (crop,) = [x for x in build_transform("finetune", 16, min_scale=min_scale).transforms

@@ -6,10 +6,10 @@ import json
 
 import pytest
 import torch
-from convert_helpers import tiny_encoder, write_droppos_official, write_mae_official
+from convert_helpers import tiny_encoder, write_droppos_official
+from droppos.tools.convert import ConversionError, convert_backbone, load_backbone
 
 from droppos.cli import main
-from droppos.tools.convert import ConversionError, convert_backbone, load_backbone
 
 
 @pytest.mark.parametrize("to, top", [("timm", None), ("detectron2", "model"), ("mmseg", "state_dict")])

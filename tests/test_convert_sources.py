@@ -6,13 +6,21 @@ import argparse
 
 import pytest
 import torch
-from convert_helpers import (HEADS, IMG, PATCH, WIDTH, droppos_official_state, tiny_encoder, write_droppos_official,
-                             write_mae_official)
+from convert_helpers import (
+    HEADS,
+    IMG,
+    PATCH,
+    WIDTH,
+    droppos_official_state,
+    tiny_encoder,
+    write_droppos_official,
+    write_mae_official,
+)
+from droppos.pretrain.droppos import DropPos
+from droppos.tools.convert.sources import detect_format, load_backbone
 
 from droppos.models.pos_embed import sincos_2d
-from droppos.pretrain.droppos import DropPos
 from droppos.utils.checkpoint import save_encoder
-from droppos.tools.convert.sources import detect_format, load_backbone
 
 
 def assert_same_encoder(bb, enc):

@@ -28,16 +28,18 @@ def build(cfg):
 
 
 def resolve(src, cfg, **kw):
+    from droppos.transfer.detection.init import target
+
     from droppos.backbones import init as binit
     from droppos.backbones.options import BackboneOptions
-    from droppos.transfer.detection.init import target
 
     return binit.resolve(BackboneOptions(backbone=str(src), **kw), target(cfg))
 
 
 def load_file(model, path, cfg, **kw):
-    from droppos.backbones import init as binit
     from droppos.transfer.detection.init import target
+
+    from droppos.backbones import init as binit
 
     return binit.load_file(model, path, target(cfg), **kw)
 
@@ -107,7 +109,6 @@ def test_wrong_width_is_refused_before_conversion(tmp_path):
 def test_following_the_patch_size_advice_loads(tmp_path):
     """The override advice for another patch size includes the pyramid's scale factors, and works."""
     from detectron2.config import LazyConfig
-
     from droppos.transfer.detection.init import InitError
 
     write_encoder(tmp_path / "p16.pth", patch=16, img=64)
@@ -118,8 +119,9 @@ def test_following_the_patch_size_advice_loads(tmp_path):
     cfg = LazyConfig.apply_overrides(tiny_cfg(), fix)
     init = resolve(tmp_path / "p16.pth", cfg)
     model = build(cfg)
-    from droppos.backbones import init as binit
     from droppos.transfer.detection.init import target
+
+    from droppos.backbones import init as binit
 
     assert binit.load(model, init, target(cfg)).ok
     with torch.no_grad():
@@ -145,6 +147,7 @@ def test_a_detectron2_file_of_the_wrong_size_is_an_error(tmp_path, change, messa
 def test_unexpected_and_missing_backbone_keys_are_errors(encoder, tmp_path):
     from droppos.tools.convert.main import convert
     from droppos.transfer.detection.init import InitError
+
     from droppos.utils.checkpoint import safe_load
 
     path, _ = encoder
@@ -164,8 +167,9 @@ def test_unexpected_and_missing_backbone_keys_are_errors(encoder, tmp_path):
 
 
 def test_evaluation_needs_a_whole_detector(encoder, tmp_path):
-    from droppos.backbones import init as binit
     from droppos.transfer.detection.init import InitError
+
+    from droppos.backbones import init as binit
 
     path, _ = encoder
     cfg = tiny_cfg()

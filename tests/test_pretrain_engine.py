@@ -8,14 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from droppos.errors import UserError
 import torch
+from droppos.pretrain.config import PretrainConfig
+from droppos.pretrain.engine import PretrainRun
 from PIL import Image
 
 from droppos.cli import main as cli
-from droppos.pretrain.config import PretrainConfig
-from droppos.pretrain.engine import PretrainRun
+from droppos.errors import UserError
 
 
 def make_imagefolder(root: Path, classes=2, per_class=8, size=16, seed=0) -> Path:

@@ -10,12 +10,23 @@ from __future__ import annotations
 import pytest
 import torch
 from convert_helpers import mmseg_reference, vitdet_reference
-from layout_files import (IMG, timm_vit, write_augreg, write_deit, write_dino_full, write_dinov2_hub,
-                          write_dinov2_timm, write_hf, write_ibot_teacher, write_mocov3, write_torchvision)
-
-from droppos.errors import UserError
 from droppos.tools.convert.main import ConversionError, convert_backbone
 from droppos.tools.convert.sources import load_backbone
+from layout_files import (
+    IMG,
+    timm_vit,
+    write_augreg,
+    write_deit,
+    write_dino_full,
+    write_dinov2_hub,
+    write_dinov2_timm,
+    write_hf,
+    write_ibot_teacher,
+    write_mocov3,
+    write_torchvision,
+)
+
+from droppos.errors import UserError
 
 
 def x64(h: int = IMG, w: int = IMG) -> torch.Tensor:
@@ -221,7 +232,6 @@ def test_read_layouts_give_equal_features_in_detectron2_and_mmseg(tmp_path, writ
     pytest.importorskip("detectron2.modeling.backbone.vit")
     pytest.importorskip("mmseg")
     from detectron2.modeling.backbone.vit import ViT
-
     from droppos.tools.convert.targets import detectron2_kwargs, mmseg_kwargs
     from droppos.transfer.segmentation.mmcv_ops import ensure_mmcv_ops
 

@@ -5,7 +5,6 @@ import statistics
 from pathlib import Path
 
 import pytest
-
 from droppos.results.aggregate import Column, aggregate
 from droppos.results.discover import discover
 from droppos.results.markdown import cell_text, main_table

@@ -6,7 +6,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from droppos.results.discover import discover
 
 FIX = Path(__file__).parent / "fixtures" / "results"

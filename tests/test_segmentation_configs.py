@@ -7,7 +7,6 @@ import torch
 
 pytest.importorskip("mmseg")
 
-from droppos.transfer.segmentation.mmcv_ops import ensure_mmcv_ops  # noqa: E402
 from droppos.transfer.segmentation.config import (  # noqa: E402
     adapt_to_machine,
     config_path,
@@ -16,6 +15,7 @@ from droppos.transfer.segmentation.config import (  # noqa: E402
     set_data_root,
     shipped_configs,
 )
+from droppos.transfer.segmentation.mmcv_ops import ensure_mmcv_ops  # noqa: E402
 from segmentation_helpers import HEADS, TINY_MODEL, WIDTH  # noqa: E402
 
 ADE = ["upernet_mae_b16_ade20k_512", "upernet_mae_l16_ade20k_512"]

@@ -11,8 +11,9 @@ import torch
 pytest.importorskip("mmseg")
 pytest.importorskip("droppos.tools.convert.targets")
 
-from droppos.cli import main  # noqa: E402
 from segmentation_helpers import DEPTH, HEADS, WIDTH, build_tiny_dataset, tiny_run_options  # noqa: E402
+
+from droppos.cli import main  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

@@ -8,10 +8,11 @@ import torch
 pytest.importorskip("mmseg")
 
 from droppos.transfer.segmentation.mmcv_ops import ensure_mmcv_ops  # noqa: E402
-from droppos.backbones import init as binit  # noqa: E402
-from droppos.backbones.options import BackboneOptions  # noqa: E402
 from droppos.transfer.segmentation.weights import InitError, target  # noqa: E402
 from segmentation_helpers import DEPTH, HEADS, WIDTH, tiny_segmentor  # noqa: E402
+
+from droppos.backbones import init as binit  # noqa: E402
+from droppos.backbones.options import BackboneOptions  # noqa: E402
 
 IMG = 128
 
@@ -169,10 +170,11 @@ def test_not_a_checkpoint_and_scratch(tmp_path):
 
 def test_converted_source_of_another_architecture_names_the_fix(tmp_path, model_and_cfg):
     pytest.importorskip("droppos.tools.convert.targets")
-    from droppos.models.vit import VisionTransformer
     from droppos.transfer.segmentation.config import load_config
-    from droppos.utils.checkpoint import save_encoder
     from segmentation_helpers import TINY_MODEL
+
+    from droppos.models.vit import VisionTransformer
+    from droppos.utils.checkpoint import save_encoder
 
     enc = VisionTransformer(img_size=64, patch_size=8, embed_dim=2 * WIDTH, depth=2 * DEPTH, num_heads=HEADS)
     save_encoder(tmp_path / "wide.pth", enc.state_dict(), {"arch": enc.arch_args(), "method": "mae"})

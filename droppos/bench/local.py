@@ -15,8 +15,6 @@ machine with GPUs, its own GPU (round robin) through ``CUDA_VISIBLE_DEVICES``.
 
 from __future__ import annotations
 
-from droppos.errors import UserError
-
 import os
 import signal
 import subprocess
@@ -24,6 +22,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable
+
+from droppos.errors import UserError
 
 from .commands import Launch, launch_command
 from .plan import Run

@@ -20,12 +20,12 @@ run finished, 1 when some failed, 2 on a bad spec or option.
 
 from __future__ import annotations
 
-from droppos.errors import UserError
-
 import argparse
 import os
 import sys
 from pathlib import Path
+
+from droppos.errors import UserError
 
 SLURM_ONLY = ("nodes", "partition", "timeout", "cpus_per_task", "slurm_option", "slurm_cluster", "wait")
 

@@ -16,13 +16,13 @@ needs have ended.
 
 from __future__ import annotations
 
-from droppos.errors import UserError
-
 import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
+
+from droppos.errors import UserError
 
 from .commands import SINGLE_PROCESS, Launch, launch_command
 from .plan import Run

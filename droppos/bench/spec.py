@@ -40,13 +40,13 @@ message names the spec file and the key (``smoke.yaml: tasks[2].options.epochs: 
 
 from __future__ import annotations
 
-from droppos.errors import UserError
-
 import dataclasses
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from droppos.errors import UserError
 
 DATA_KINDS = ("imagefolder", "coco", "ade20k")
 TASK_KINDS = {"classify": "imagefolder", "detect": "coco", "segment": "ade20k", "probe": "imagefolder"}

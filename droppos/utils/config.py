@@ -14,14 +14,14 @@ defaults. ``write_config`` saves the resolved config as YAML and JSON.
 
 from __future__ import annotations
 
-from droppos.errors import UserError
-
 import argparse
 import dataclasses
 import json
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
+
+from droppos.errors import UserError
 
 T = TypeVar("T")
 
@@ -154,3 +154,17 @@ def write_config(cfg: Any, out_dir: str | Path, name: str = "config") -> Path:
     path = out_dir / f"{name}.yaml"
     path.write_text(yaml.safe_dump(d, sort_keys=True))
     return path
+
+
+def shipped_config(name: str | Path, folder: Path) -> Path:
+    """A config file path as given, or the name of a config shipped in ``folder`` (with or without
+    ``.py``); otherwise one line naming the shipped ones."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    stem = path.name.removesuffix(".py")
+    shipped = folder / f"{stem}.py"
+    if path.parent == Path(".") and shipped.is_file():
+        return shipped
+    names = sorted(p.stem for p in folder.glob("*.py") if not p.name.startswith("_"))
+    raise UserError(f"{name}: no such config file; give a path or one of: {', '.join(names)}")

@@ -39,7 +39,7 @@ from droppos.errors import UserError
 from droppos.utils.checkpoint import safe_load
 from droppos.utils.metrics import backbone_record
 
-from .arch import arch_from_name, check_shapes, infer_arch, parse_arch_override
+from .arch import check_shapes, infer_arch, parse_arch_override
 from .layouts import PARTS, READERS, detect_layout, read_augreg
 
 FORMATS = ("encoder", "checkpoint", "droppos", "mae", "deit", "timm", "dino", "ibot", "mocov3", "dinov2", "hf",
@@ -304,8 +304,7 @@ _SCRATCH = re.compile(r"^(tiny|small|base|large|huge)(?:_p(\d+))?(?:_(\d+))?(?:_
 
 def _scratch(src: str, hint: dict) -> Backbone:
     """Random init of ``scratch:<size>_p<patch>_<img>[_s<seed>]`` (or ``--arch`` fields)."""
-    from droppos.models.vit import vit_arch_args
-    from droppos.models.vit import VisionTransformer
+    from droppos.models.vit import VisionTransformer, vit_arch_args
 
     spec = src.split(":", 1)[1] if ":" in src else ""
     arch, seed = {}, 0

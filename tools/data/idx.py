@@ -21,14 +21,14 @@ Usage::
 
 from __future__ import annotations
 
-from droppos.errors import UserError
-
 import gzip
 import os
 import zlib
 from pathlib import Path
 
 import numpy as np
+
+from droppos.errors import UserError
 
 DEFAULT_SOURCE = Path("/usr/share/datasets/fashion-mnist")
 

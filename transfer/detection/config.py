@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from droppos.errors import UserError
-
 from pathlib import Path
+
+from droppos.errors import UserError
+from droppos.utils.config import shipped_config
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 REQUIRED = ("model", "dataloader", "optimizer", "lr_multiplier", "train", "datasets")
@@ -17,14 +18,7 @@ def shipped_configs() -> list[str]:
 
 def resolve_config_file(name: str | Path) -> Path:
     """A config file path, or the name of a shipped config (with or without ``.py``)."""
-    path = Path(name)
-    if path.is_file():
-        return path
-    stem = path.name[:-3] if path.name.endswith(".py") else path.name
-    shipped = CONFIG_DIR / f"{stem}.py"
-    if path.parent == Path(".") and shipped.is_file():
-        return shipped
-    raise UserError(f"{name}: no such config file; give a path or one of: {', '.join(shipped_configs())}")
+    return shipped_config(name, CONFIG_DIR)
 
 
 def _overridden(opts: list[str], key: str) -> bool:

@@ -24,12 +24,12 @@ number of categories must equal ``model.roi_heads.num_classes``.
 
 from __future__ import annotations
 
-from droppos.errors import UserError
-
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from droppos.errors import UserError
 
 SPLITS = ("train", "val")
 

@@ -10,9 +10,9 @@ Nothing here imports detectron2 at module import; each function imports what it 
 
 from __future__ import annotations
 
-from droppos.errors import UserError
-
 from functools import partial
+
+from droppos.errors import UserError
 
 #: ViTDet's step schedule: lr x0.1 at 8/9 and again at 26/27 of training
 #: (163889 and 177546 of 184375 iterations in the 100-epoch COCO recipe).

@@ -12,10 +12,11 @@ mmengine resolves from the installed package (through ``pkg_resources``: setupto
 
 from __future__ import annotations
 
-from droppos.errors import UserError
-
 import warnings
 from pathlib import Path
+
+from droppos.errors import UserError
+from droppos.utils.config import shipped_config
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 LOADER_KEYS = ("train_dataloader", "val_dataloader", "test_dataloader")
@@ -27,13 +28,7 @@ def shipped_configs() -> list[str]:
 
 def config_path(config: str | Path) -> Path:
     """A config file path, or the name of a shipped config -> its path (clear error otherwise)."""
-    p = Path(config)
-    if p.is_file():
-        return p
-    named = CONFIG_DIR / (p.name if p.suffix == ".py" else f"{p.name}.py")
-    if named.is_file() and p.parent == Path("."):
-        return named
-    raise UserError(f"{config}: no such config file; give a path or one of: {', '.join(shipped_configs())}")
+    return shipped_config(config, CONFIG_DIR)
 
 
 def load_config(config: str | Path, cfg_options: dict | None = None):

@@ -60,13 +60,13 @@ class SegmentError(UserError):
 def _run(args: argparse.Namespace) -> int:
     import torch
 
+    from droppos.backbones import init as binit
+    from droppos.backbones.options import backbone_options
+
     from .config import adapt_to_machine, dataset_name, load_config, parse_cfg_options, set_data_root
     from .data import check_data
     from .mmcv_ops import ensure_mmcv_ops
     from .safe_load import allow_mmengine_checkpoints
-    from droppos.backbones import init as binit
-    from droppos.backbones.options import backbone_options
-
     from .weights import target
 
     ensure_mmcv_ops()
