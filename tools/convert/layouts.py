@@ -149,9 +149,10 @@ def detect_layout(obj: dict, where: str = "") -> str:
 def read_encoder(obj: dict, where: str, part: str | None = None):
     meta = obj.get("meta") or {}
     sd = _tensors(obj.get("state_dict") or {}, where, "state_dict")
+    config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
     return ({k: (v, None) for k, v in sd.items()},
             dict(method=meta.get("method", "unknown"), epochs=_epochs_done(meta), arch_exact=meta.get("arch"),
-                 config=meta.get("config"), name=meta.get("name"), data=meta.get("data")))
+                 config=meta.get("config"), name=meta.get("name"), data=meta.get("data") or config.get("data")))
 
 
 def read_checkpoint(obj: dict, where: str, part: str | None = None):
