@@ -26,6 +26,7 @@ from droppos.errors import UserError
 from droppos.models.vit import build_vit
 from droppos.utils import dist as du
 from droppos.utils.checkpoint import atomic_save, safe_load, save_encoder
+from droppos.utils.rng import rng_state, set_rng_state
 from droppos.utils.config import write_config
 from droppos.utils.logging import RunLogger, progress
 from droppos.utils.metrics import backbone_record, write_metrics
@@ -35,23 +36,6 @@ from .build import build_method
 from .config import PretrainConfig
 from .data import PretrainImages, ResumableSampler, iters_per_epoch
 from .smoothing import decayed_sigma
-
-
-def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]),
-             "python_pos": random.getstate()[2], "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
-             "numpy_pos": int(np.random.get_state()[2])}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate((3, tuple(state["python"]), state["python_pos"]))
-    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"], 0, 0.0))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 class PretrainRun:
@@ -101,6 +85,9 @@ class PretrainRun:
 
     # ------------------------------------------------------------------ run folder
     def _check_run_dir(self, resume: bool, overwrite: bool) -> None:
+        from droppos.utils.runfolder import claim
+
+        claim(self.run_dir, "pretrain", self.info.is_main)
         has_run = (self.run_dir / "metrics.json").is_file() or self.ckpt_path.is_file()
         if has_run and not (resume or overwrite):
             raise UserError(f"{self.run_dir} already holds a run; pass --resume to continue it "
@@ -124,7 +111,7 @@ class PretrainRun:
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "progress": {"epoch": self.epoch, "iter_in_epoch": self.iter_in_epoch, "step": self.step},
-            "rng": _rng_state(),
+            "rng": rng_state(),
         }, self.ckpt_path)
 
     def _load_checkpoint(self) -> None:
@@ -139,7 +126,7 @@ class PretrainRun:
         self.scaler.load_state_dict(ck["scaler"])
         p = ck["progress"]
         self.epoch, self.iter_in_epoch, self.step = p["epoch"], p["iter_in_epoch"], p["step"]
-        _set_rng_state(ck["rng"])
+        set_rng_state(ck["rng"])
         if self.info.is_main:
             print(f"resumed {self.ckpt_path} at epoch {self.epoch}, iteration {self.iter_in_epoch}, step {self.step}")
 

@@ -213,8 +213,31 @@ def test_resume_with_other_classes_is_refused(tmp_path, data, encoder_file, caps
     assert classify("linear", encoder_file, data, out, "--epochs", "1", "--lr", "0.5") == 0
     (out / "metrics.json").unlink()
     four = make_imagefolder(tmp_path / "four", classes=4)
+    config = (out / "config.json").read_text()
     assert main(["classify", "linear", "--output", str(out), "--resume", "--data", str(four)]) == 2
-    assert "its classifier has 3 classes" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "(3 classes)" in err and "(4 classes)" in err and "resume with the run's own options" in err
+    assert (out / "config.json").read_text() == config  # the rejected request changed nothing
+    assert main(["classify", "linear", "--output", str(out), "--resume"]) == 0  # the plain resume still works
+
+
+@pytest.mark.slow
+def test_resume_with_another_backbone_of_the_same_shape_is_refused(tmp_path, data, encoder_file, capsys):
+    import shutil
+
+    out = tmp_path / "lin"
+    assert classify("linear", encoder_file, data, out, "--epochs", "1", "--lr", "0.5") == 0
+    (out / "metrics.json").unlink()
+    other = tmp_path / "other" / "encoder.pth"
+    other.parent.mkdir()
+    shutil.copy(encoder_file, other)
+    assert main(["classify", "linear", "--output", str(out), "--resume", "--backbone", str(other)]) == 0  # same bytes
+    (out / "metrics.json").unlink()
+    obj = torch.load(other)
+    obj["state_dict"]["cls_token"] += 1.0  # same shape, other weights
+    torch.save(obj, other)
+    assert main(["classify", "linear", "--output", str(out), "--resume", "--backbone", str(other)]) == 2
+    assert "the run started from" in capsys.readouterr().err
 
 
 def _extract_worker(rank, world, port, data, encoder_file, out):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import pickle
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -53,11 +54,16 @@ SAFE_GLOBALS = (argparse.Namespace,)
 
 
 def safe_load(path: str | Path, trust_pickle: bool = False) -> Any:
-    """Load a checkpoint on CPU with torch's restricted unpickler (``weights_only=True``).
+    """Load a checkpoint on CPU without running code from it.
 
-    Tensors, plain containers and :data:`SAFE_GLOBALS` (``argparse.Namespace``) are read without
-    running code. ``trust_pickle=True`` falls back to a full unpickle, which can run arbitrary
-    code: only for files from a source you trust. Errors are one line naming the file and the fix.
+    * ``torch.save`` files (zip or legacy): torch's restricted unpickler (``weights_only=True``),
+      which builds tensors, plain containers and :data:`SAFE_GLOBALS` (``argparse.Namespace``);
+    * plain pickles (``.pkl``: detectron2's model zoo, ``{"model": {name: ndarray}}``): a restricted
+      unpickler that builds plain containers and numpy arrays only (:class:`RestrictedUnpickler`);
+      arrays become tensors.
+
+    ``trust_pickle=True`` falls back to a full unpickle, which can run arbitrary code: only for
+    files from a source you trust. Errors are one line naming the file and the fix.
     """
     path = Path(path)
     if not path.is_file():
@@ -66,6 +72,8 @@ def safe_load(path: str | Path, trust_pickle: bool = False) -> Any:
         head = f.read(4)
     if not head.startswith(TORCH_MAGIC):
         raise UserError(f"{path}: not a readable PyTorch checkpoint (neither a torch.save zip archive nor a pickle)")
+    if head.startswith(b"\x80") and not _is_legacy_torch_save(path):
+        return _load_plain_pickle(path, trust_pickle)  # not torch.save's format: a plain pickle (.pkl)
     try:
         with torch.serialization.safe_globals(list(SAFE_GLOBALS)):
             return torch.load(path, map_location="cpu", weights_only=True)
@@ -80,6 +88,65 @@ def safe_load(path: str | Path, trust_pickle: bool = False) -> Any:
                 "if you trust its source, pass --trust-pickle (it runs the pickle's code)"
             ) from None
         raise UserError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {msg.splitlines()[0]})") from None
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """Builds plain containers, numpy arrays and scalars, and :data:`SAFE_GLOBALS`; any other
+    global (a function, a class with a ``__reduce__``) is refused before anything runs."""
+
+    def find_class(self, module: str, name: str):
+        allowed = _numpy_globals() | {("collections", "OrderedDict"), ("argparse", "Namespace")}
+        if (module, name) in allowed:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"global {module}.{name} is not allowed")
+
+
+def _numpy_globals() -> set[tuple[str, str]]:
+    import numpy as np
+
+    out: set[tuple[str, str]] = set()
+    for core in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        out |= {(core, "_reconstruct"), (core, "scalar")}
+    out |= {("numpy", "ndarray"), ("numpy", "dtype")}
+    out |= {(type(np.dtype(t)).__module__, type(np.dtype(t)).__name__)
+            for t in ("bool", "int8", "uint8", "int16", "int32", "int64", "float16", "float32", "float64")}
+    return out
+
+
+def _is_legacy_torch_save(path: Path) -> bool:
+    """Whether a pickle stream starts with torch's legacy ``torch.save`` magic number (read safely)."""
+    try:
+        with open(path, "rb") as f:
+            return RestrictedUnpickler(f).load() == torch.serialization.MAGIC_NUMBER
+    except Exception:  # noqa: BLE001 - anything else is not the legacy format
+        return False
+
+
+def _load_plain_pickle(path: Path, trust_pickle: bool) -> Any:
+    """A plain pickle, numpy arrays turned into tensors (detectron2's ``.pkl`` layout)."""
+    try:
+        with open(path, "rb") as f:
+            obj = pickle.load(f) if trust_pickle else RestrictedUnpickler(f).load()  # explicit trust option
+    except pickle.UnpicklingError as e:
+        if "is not allowed" in str(e):
+            raise UserError(f"{path}: holds pickled Python objects besides arrays ({e}); if you trust its source, "
+                            "pass --trust-pickle (it runs the pickle's code)") from None
+        raise UserError(f"{path}: not a readable pickle ({e})") from None
+    except Exception as e:  # noqa: BLE001 - truncated or corrupt file
+        raise UserError(f"{path}: not a readable pickle ({type(e).__name__}: {e})") from None
+    return _arrays_to_tensors(obj)
+
+
+def _arrays_to_tensors(obj: Any) -> Any:
+    import numpy as np
+
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(obj))
+    if isinstance(obj, dict):
+        return {k: _arrays_to_tensors(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_arrays_to_tensors(v) for v in obj]
+    return obj
 
 
 def encoder_payload(state_dict: dict, meta: dict) -> dict:

@@ -22,6 +22,7 @@ from droppos.utils.checkpoint import atomic_save, safe_load
 from droppos.utils.config import write_config
 from droppos.utils.logging import RunLogger
 from droppos.utils.metrics import write_metrics
+from droppos.utils.rng import rng_state, set_rng_state
 
 from .config import CommonConfig
 from .data import check_imagefolder, dataset_name, resolve_data
@@ -66,7 +67,7 @@ def prepare(cfg: CommonConfig, protocol: str, resume: bool = False, overwrite: b
     info = du.init_distributed()
     device = du.get_device(info, cfg.device)
     run_dir = Path(cfg.output)
-    _check_run_dir(run_dir, info, resume, overwrite)
+    _check_run_dir(run_dir, info, resume, overwrite, protocol)
     torch.manual_seed(cfg.seed + info.rank)
     random.seed(cfg.seed + info.rank)
     np.random.seed(cfg.seed + info.rank)
@@ -82,17 +83,23 @@ def prepare(cfg: CommonConfig, protocol: str, resume: bool = False, overwrite: b
     du.barrier()
     root = Path(cfg.data)
     classes = check_imagefolder(root)
-    logger = RunLogger(run_dir, enabled=info.is_main)
+    s = Setup(cfg=cfg, protocol=protocol, info=info, device=device, amp=du.amp_dtype(cfg.precision, device),
+              run_dir=run_dir, backbone=bb, img_size=img_size, data_root=root, classes=classes,
+              dataset=dataset_name(root, cfg.dataset), logger=None)
+    if resume and s.ckpt_path.is_file():  # the whole --resume request is checked before anything is written
+        _check_resumable(safe_load(s.ckpt_path).get("meta", {}), s)
+    s.logger = RunLogger(run_dir, enabled=info.is_main)
     if info.is_main:
         write_config(cfg, run_dir)
         for note in bb.notes:
             print(f"backbone: {note}")
-    return Setup(cfg=cfg, protocol=protocol, info=info, device=device, amp=du.amp_dtype(cfg.precision, device),
-                 run_dir=run_dir, backbone=bb, img_size=img_size, data_root=root, classes=classes,
-                 dataset=dataset_name(root, cfg.dataset), logger=logger)
+    return s
 
 
-def _check_run_dir(run_dir: Path, info: du.DistInfo, resume: bool, overwrite: bool) -> None:
+def _check_run_dir(run_dir: Path, info: du.DistInfo, resume: bool, overwrite: bool, protocol: str) -> None:
+    from droppos.utils.runfolder import claim
+
+    claim(run_dir, f"{'probe' if protocol in ('position', 'order') else 'classify'} {protocol}", info.is_main)
     has_run = (run_dir / "metrics.json").is_file() or (run_dir / "checkpoint.pth").is_file()
     if has_run and not (resume or overwrite):
         raise InputError(f"{run_dir} already holds a run; pass --resume to continue it or --overwrite to start over")
@@ -110,7 +117,7 @@ def run_meta(s: Setup, **extra) -> dict:
 
 def save_checkpoint(s: Setup, payload: dict) -> None:
     if s.info.is_main:
-        atomic_save({"meta": run_meta(s), "rng": {"torch": torch.get_rng_state()}, **payload}, s.ckpt_path)
+        atomic_save({"meta": run_meta(s), "rng": rng_state(), **payload}, s.ckpt_path)
 
 
 def load_checkpoint(s: Setup) -> dict | None:
@@ -118,18 +125,29 @@ def load_checkpoint(s: Setup) -> dict | None:
     if not s.ckpt_path.is_file():
         return None
     ck = safe_load(s.ckpt_path)
-    meta = ck.get("meta", {})
+    _check_resumable(ck.get("meta", {}), s)
+    set_rng_state(ck["rng"]) if "python" in ck["rng"] else torch.set_rng_state(ck["rng"]["torch"])
+    return ck
+
+
+def _check_resumable(meta: dict, s: Setup) -> None:
+    """One line when the run folder's checkpoint is not a run of this protocol, backbone, data and architecture."""
+    fix = "resume with the run's own options, or start over with --overwrite"
     if meta.get("protocol") != s.protocol:
         raise InputError(f"{s.ckpt_path}: a {meta.get('protocol')} checkpoint, this is a {s.protocol} run; "
                          "use another --output or --overwrite")
-    if meta.get("num_classes") != len(s.classes):
-        raise InputError(f"{s.ckpt_path}: its classifier has {meta.get('num_classes')} classes, {s.data_root} has "
-                         f"{len(s.classes)}; use the run's own data or --overwrite")
+    if meta.get("num_classes") != len(s.classes) or meta.get("dataset", s.dataset) != s.dataset:
+        raise InputError(f"{s.ckpt_path}: the run was trained on {meta.get('dataset')} ({meta.get('num_classes')} "
+                         f"classes), --data {s.data_root} is {s.dataset} ({len(s.classes)} classes); {fix}")
     if meta.get("arch") != run_meta(s)["arch"]:
         raise InputError(f"{s.ckpt_path}: checkpoint architecture {meta.get('arch')} differs from this run's "
-                         f"{run_meta(s)['arch']}; resume with the run's own options or use --overwrite")
-    torch.set_rng_state(ck["rng"]["torch"])
-    return ck
+                         f"{run_meta(s)['arch']}; {fix}")
+    old, new = meta.get("backbone") or {}, s.backbone.backbone
+    same = (old.get("sha256") == new.get("sha256")) if old.get("sha256") and new.get("sha256") else \
+        old.get("source") == new.get("source")
+    if not same:
+        raise InputError(f"{s.ckpt_path}: the run started from {old.get('source')} ({old.get('sha256', 'no hash')}), "
+                         f"--backbone is {new.get('source')} ({new.get('sha256', 'no hash')}); {fix}")
 
 
 def finish(s: Setup, metrics: dict[str, float], **extra) -> Path | None:

@@ -168,7 +168,8 @@ class ShardSampler(Sampler[int]):
 
 def train_loader(dataset, batch_size: int, workers: int, rank: int, world_size: int, seed: int, epoch: int,
                  pin: bool = False) -> DataLoader:
-    """Shuffled, rank-sharded, drop-last loader for one epoch (order from (seed, epoch))."""
+    """Shuffled, rank-sharded, drop-last loader for one epoch (order from (seed, epoch); the workers'
+    random augmentations from (seed, epoch, rank), so a resumed epoch draws what the uninterrupted one drew)."""
     from torch.utils.data import DistributedSampler
 
     if len(dataset) // world_size < batch_size:
@@ -178,7 +179,7 @@ def train_loader(dataset, batch_size: int, workers: int, rank: int, world_size: 
     sampler.set_epoch(epoch)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, drop_last=True,
                       pin_memory=pin, persistent_workers=False,
-                      generator=torch.Generator().manual_seed(seed * 1000 + epoch))
+                      generator=torch.Generator().manual_seed((seed * 1000 + epoch) * 1000 + rank))
 
 
 def eval_loader(dataset, batch_size: int, workers: int, rank: int, world_size: int, pin: bool = False) -> DataLoader:

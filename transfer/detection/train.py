@@ -68,19 +68,19 @@ def wrap_ddp(model, cfg, **kwargs):
 
 def do_train(cfg, args, init) -> dict:
     """Train ``cfg`` (resuming from ``cfg.train.output_dir`` with ``args.resume``); returns the last evaluation."""
-    from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.config import instantiate
     from detectron2.engine import AMPTrainer, SimpleTrainer, hooks
     from detectron2.utils import comm
 
     from droppos.backbones import init as binit
 
+    from .checkpoint import checkpointer
     from .init import target
 
     model = instantiate(cfg.model)
     model.to(cfg.train.device)
     output_dir = cfg.train.output_dir
-    resuming = bool(args.resume) and DetectionCheckpointer(model, output_dir).has_checkpoint()
+    resuming = bool(args.resume) and checkpointer(model, output_dir).has_checkpoint()
     load_report = None
     if resuming:
         logger.info("resuming from %s", os.path.join(output_dir, "last_checkpoint"))
@@ -98,7 +98,7 @@ def do_train(cfg, args, init) -> dict:
     model = wrap_ddp(model, cfg, **cfg.train.ddp)
     use_amp = bool(cfg.train.amp.enabled) and str(cfg.train.device).startswith("cuda")
     trainer = (AMPTrainer if use_amp else SimpleTrainer)(model, train_loader, optim)
-    checkpointer = DetectionCheckpointer(model, output_dir, trainer=trainer)
+    ckpt = checkpointer(model, output_dir, trust_pickle=args.trust_pickle, trainer=trainer)
     last = {}
 
     def evaluate():
@@ -108,14 +108,14 @@ def do_train(cfg, args, init) -> dict:
     trainer.register_hooks([
         hooks.IterationTimer(),
         hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
-        hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer) if comm.is_main_process() else None,
+        hooks.PeriodicCheckpointer(ckpt, **cfg.train.checkpointer) if comm.is_main_process() else None,
         hooks.EvalHook(cfg.train.eval_period, evaluate),
         hooks.PeriodicWriter(event_writers(output_dir, cfg.train.max_iter), period=cfg.train.log_period)
         if comm.is_main_process() else None,
     ])
     start_iter = 0
     if resuming:
-        checkpointer.resume_or_load("", resume=True)
+        ckpt.resume_or_load("", resume=True)
         start_iter = trainer.iter + 1
     trainer.train(start_iter, cfg.train.max_iter)
     return {"results": last.get("results", {}), "load_report": load_report, "start_iter": start_iter}
@@ -123,18 +123,18 @@ def do_train(cfg, args, init) -> dict:
 
 def do_eval_only(cfg, args) -> dict:
     """Evaluate ``train.init_checkpoint`` (or the run's last checkpoint) without training."""
-    from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.config import instantiate
 
     from droppos.backbones import init as binit
 
+    from .checkpoint import checkpointer
     from .init import InitError, target
 
     model = instantiate(cfg.model)
     model.to(cfg.train.device)
     path = cfg.train.init_checkpoint
     if not path:
-        ck = DetectionCheckpointer(model, cfg.train.output_dir)
+        ck = checkpointer(model, cfg.train.output_dir)
         if not ck.has_checkpoint():
             raise InitError(f"{cfg.train.output_dir}: no checkpoint to evaluate; pass --backbone MODEL.pth")
         path = ck.get_checkpoint_file()

@@ -1,0 +1,186 @@
+"""Fault injection: hostile pickles at every entry point, kills, concurrent writers, foreign folders.
+
+A hostile file's payload would create a marker file; the marker must never appear, and every
+refusal is one line naming the file and the fix.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from imagefolders import make_colour_imagefolder, write_tiny_encoder
+
+from droppos.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class Payload:
+    """Unpickling this runs ``touch MARKER``."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.fixture
+def hostile(tmp_path):
+    """``(pkl, pth, marker)``: a plain pickle and a torch.save file that would run the payload."""
+    marker = tmp_path / "MARKER"
+    pkl, pth = tmp_path / "evil.pkl", tmp_path / "evil.pth"
+    with open(pkl, "wb") as f:
+        pickle.dump({"model": {"backbone.net.pos_embed": Payload(marker)}}, f)
+    torch.save({"model": Payload(marker), "state_dict": {}}, pth)
+    return pkl, pth, marker
+
+
+def one_line_error(capsys, *needles: str) -> str:
+    """The command's error: one ``droppos <command>: error:`` line, no traceback (engines' own log lines,
+    such as torch's CUDA notice, may stand beside it)."""
+    text = capsys.readouterr().err
+    errors = [ln for ln in text.splitlines() if ln.startswith("droppos ") and ": error: " in ln]
+    assert "Traceback" not in text and len(errors) == 1 and all(n in errors[0] for n in needles), text
+    return errors[0]
+
+
+# ---------------------------------------------------------------------------------------- hostile pickles
+@pytest.mark.parametrize("which", ["pkl", "pth"])
+def test_hostile_backbone_files_never_run(tmp_path, hostile, capsys, which):
+    pkl, pth, marker = hostile
+    src = str(pkl if which == "pkl" else pth)
+    data = make_colour_imagefolder(tmp_path / "imgs")
+    commands = [
+        ["convert", "--backbone", src, "--to", "timm", "--out", str(tmp_path / "o.pth")],
+        ["classify", "knn", "--backbone", src, "--data", str(data), "--output", str(tmp_path / "knn"), "--workers", "0"],
+        ["probe", "position", "--backbone", src, "--data", str(data), "--output", str(tmp_path / "pp"), "--workers", "0"],
+        ["convert", "--backbone", src, "--from", "timm", "--to", "mmseg", "--out", str(tmp_path / "m.pth")],
+    ]
+    for argv in commands:
+        assert main(argv) == 2, argv
+        one_line_error(capsys, Path(src).name, "--trust-pickle")
+    assert not marker.exists()
+
+
+@pytest.mark.detectron2
+def test_hostile_files_never_run_in_detection(tmp_path, hostile, capsys):
+    pytest.importorskip("detectron2")
+    from detection_helpers import build_tiny_coco
+
+    pkl, pth, marker = hostile
+    coco = build_tiny_coco(tmp_path / "coco", train=2, val=1)
+    base = ["detect", "--config-file", "mask_rcnn_vitdet_fmnist", "--data", str(coco)]
+    for src in (pkl, pth):
+        assert main([*base, "--backbone", str(src), "--from", "detectron2", "--output", str(tmp_path / "a")]) == 2
+        one_line_error(capsys, src.name, "--trust-pickle")
+    # a run folder whose last_checkpoint names a hostile file: --eval-only and --resume read it safely
+    run = tmp_path / "run"
+    run.mkdir()
+    for src in (pkl, pth):
+        (run / "last_checkpoint").write_text(str(src))
+        assert main([*base, "--output", str(run), "--eval-only"]) == 2
+        one_line_error(capsys, src.name, "--trust-pickle")
+        assert main([*base, "--output", str(run), "--resume", "--backbone", "scratch", "train.max_iter=1"]) == 2
+        one_line_error(capsys, src.name, "--trust-pickle")
+    assert not marker.exists()
+
+
+def test_hostile_classification_checkpoint_and_order_classifier(tmp_path, hostile, capsys):
+    _, pth, marker = hostile
+    data = make_colour_imagefolder(tmp_path / "imgs")
+    enc = write_tiny_encoder(tmp_path / "encoder.pth", method="droppos", epochs=1)
+    run = tmp_path / "ft"
+    run.mkdir()
+    (run / "checkpoint.pth").write_bytes(pth.read_bytes())
+    argv = ["classify", "finetune", "--backbone", str(enc), "--data", str(data), "--output", str(run), "--workers", "0",
+            "--resume", "--epochs", "1"]
+    assert main(argv) == 2
+    one_line_error(capsys, "checkpoint.pth", "--trust-pickle")
+    assert main(["probe", "order", "--backbone", str(enc), "--data", str(data), "--output", str(tmp_path / "po"),
+                 "--classifier", str(pth), "--workers", "0"]) == 2
+    one_line_error(capsys, pth.name)
+    assert not marker.exists()
+
+
+# ---------------------------------------------------------------------------------------- exact resume
+def _finetune_argv(enc, data, out):
+    return [sys.executable, "-m", "droppos.cli", "classify", "finetune", "--backbone", str(enc), "--data", str(data),
+            "--output", str(out), "--workers", "0", "--batch-size", "8", "--epochs", "3", "--warmup-epochs", "1",
+            "--resume", "--log-every", "1"]
+
+
+@pytest.mark.slow
+def test_finetune_killed_and_resumed_equals_the_uninterrupted_run(tmp_path):
+    """RandAugment (Python RNG), mixup/cutmix (numpy RNG), drop path and random erasing (torch RNG)
+    all on: SIGKILL right after the first epoch's checkpoint, resume, compare bit for bit."""
+    data = make_colour_imagefolder(tmp_path / "imgs", n_train=40, n_val=6)
+    enc = write_tiny_encoder(tmp_path / "encoder.pth", method="droppos", epochs=1)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    subprocess.run(_finetune_argv(enc, data, straight), check=True, env=env, capture_output=True)
+
+    proc = subprocess.Popen(_finetune_argv(enc, data, killed), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (killed / "checkpoint.pth").is_file() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = torch.load(killed / "checkpoint.pth")["epoch"]
+    assert done < 3, "the run finished before the kill: make its epochs longer"
+    subprocess.run(_finetune_argv(enc, data, killed), check=True, env=env, capture_output=True)
+
+    a, b = torch.load(straight / "classifier.pth"), torch.load(killed / "classifier.pth")
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for k in a["state_dict"]:
+        assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
+    ma, mb = (json.loads((d / "metrics.json").read_text()) for d in (straight, killed))
+    assert ma["metrics"] == mb["metrics"] and ma["history"] == mb["history"]
+
+
+# ---------------------------------------------------------------------------------------- run folders
+def test_a_second_writer_is_refused_with_the_holders_pid(tmp_path, capsys):
+    out = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; sys.path.insert(0, sys.argv[2]); from droppos.utils.runfolder import claim; "
+        "claim(sys.argv[1], 'classify knn'); print('held', flush=True); time.sleep(60)"), str(out), str(REPO)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        data = make_colour_imagefolder(tmp_path / "imgs")
+        enc = write_tiny_encoder(tmp_path / "encoder.pth", method="droppos", epochs=1)
+        assert main(["classify", "knn", "--backbone", str(enc), "--data", str(data), "--output", str(out),
+                     "--workers", "0"]) == 2
+        one_line_error(capsys, str(out), f"pid {holder.pid}", "choose another --output")
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_folder_of_another_kind_is_never_overwritten(tmp_path, capsys):
+    from droppos.utils.runfolder import release
+
+    data = make_colour_imagefolder(tmp_path / "imgs")
+    enc = write_tiny_encoder(tmp_path / "encoder.pth", method="droppos", epochs=1)
+    out = tmp_path / "pt"
+    out.mkdir()
+    (out / "droppos-run.json").write_text('{"kind": "pretrain"}\n')
+    (out / "checkpoint.pth").write_bytes(b"precious")
+    (out / "log.jsonl").write_text("{}\n")
+    try:
+        assert main(["classify", "finetune", "--backbone", str(enc), "--data", str(data), "--output", str(out),
+                     "--workers", "0", "--overwrite"]) == 2
+        one_line_error(capsys, "holds a 'pretrain' run", "choose another --output")
+    finally:
+        release(out)
+    assert (out / "checkpoint.pth").read_bytes() == b"precious" and (out / "log.jsonl").is_file()
