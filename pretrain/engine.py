@@ -77,11 +77,15 @@ class PretrainRun:
         if cfg.compile:
             self.model = torch.compile(self.model)
         self.epoch, self.iter_in_epoch, self.step = 0, 0, 0
+        # what the current epoch has summed so far (kept in checkpoints: a resumed epoch's statistics
+        # and metrics.json cover the whole epoch, as the uninterrupted run's)
+        self.epoch_sums: dict[str, torch.Tensor] = {}
+        self.epoch_count, self.skipped, log_bytes = 0, torch.zeros((), dtype=torch.long), None
         if resume and self.ckpt_path.is_file():
-            self._load_checkpoint()
-        self.logger = RunLogger(self.run_dir, enabled=self.info.is_main)
-        if self.info.is_main:
-            write_config(cfg, self.run_dir)
+            log_bytes = self._load_checkpoint()
+        self.logger = RunLogger(self.run_dir, enabled=self.info.is_main, keep_bytes=log_bytes)
+        if self.info.is_main:  # --stop-after is this process's limit, not part of the run's config
+            write_config({k: v for k, v in dataclasses.asdict(cfg).items() if k != "stop_after"}, self.run_dir)
 
     # ------------------------------------------------------------------ run folder
     def _check_run_dir(self, resume: bool, overwrite: bool) -> None:
@@ -99,7 +103,8 @@ class PretrainRun:
 
     def meta(self) -> dict:
         return {"method": self.cfg.method, "arch": self.encoder.arch_args(), "epochs": self.cfg.epochs,
-                "epochs_done": self.epoch, "config": dataclasses.asdict(self.cfg)}
+                "epochs_done": self.epoch,
+                "config": {k: v for k, v in dataclasses.asdict(self.cfg).items() if k != "stop_after"}}
 
     # ------------------------------------------------------------------ checkpoints
     def _save_checkpoint(self) -> None:
@@ -110,11 +115,13 @@ class PretrainRun:
             "model": self.method.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "progress": {"epoch": self.epoch, "iter_in_epoch": self.iter_in_epoch, "step": self.step},
+            "progress": {"epoch": self.epoch, "iter_in_epoch": self.iter_in_epoch, "step": self.step,
+                         "epoch_sums": self.epoch_sums, "epoch_count": self.epoch_count, "skipped": self.skipped,
+                         "log_bytes": self.logger.size},
             "rng": rng_state(),
         }, self.ckpt_path)
 
-    def _load_checkpoint(self) -> None:
+    def _load_checkpoint(self) -> int | None:
         ck = safe_load(self.ckpt_path)
         meta = ck.get("meta", {})
         if meta.get("method") != self.cfg.method or meta.get("arch") != self.encoder.arch_args():
@@ -126,9 +133,12 @@ class PretrainRun:
         self.scaler.load_state_dict(ck["scaler"])
         p = ck["progress"]
         self.epoch, self.iter_in_epoch, self.step = p["epoch"], p["iter_in_epoch"], p["step"]
+        self.epoch_sums = dict(p.get("epoch_sums") or {})
+        self.epoch_count, self.skipped = p.get("epoch_count", 0), p.get("skipped", self.skipped)
         set_rng_state(ck["rng"])
         if self.info.is_main:
             print(f"resumed {self.ckpt_path} at epoch {self.epoch}, iteration {self.iter_in_epoch}, step {self.step}")
+        return p.get("log_bytes")
 
     # ------------------------------------------------------------------ training
     def _loader(self) -> DataLoader:
@@ -150,7 +160,7 @@ class PretrainRun:
         done = self.epoch * self.iters + self.iter_in_epoch
         bar = progress(cfg.epochs * self.iters, initial=done, enabled=self.info.is_main, desc=cfg.method)
         sums: dict[str, torch.Tensor] = {}
-        count, skipped = 0, torch.zeros((), dtype=torch.long)
+        count = 0
         t_log, n_img = time.perf_counter(), 0
         epoch_stats: dict[str, float] = {}
         steps_this_process = 0
@@ -159,8 +169,6 @@ class PretrainRun:
         while self.epoch < cfg.epochs:
             if cfg.method == "droppos":
                 self.method.set_sigma(decayed_sigma(cfg.sigma, self.epoch, cfg.epochs, cfg.sigma_decay))
-            epoch_sums: dict[str, torch.Tensor] = {}
-            epoch_count = 0
             for imgs, bad in self._loader():
                 if self.iter_in_epoch >= self.iters:
                     break
@@ -185,10 +193,10 @@ class PretrainRun:
                 for k, v in out.items():
                     v = v.detach().float()
                     sums[k] = sums.get(k, 0) + v
-                    epoch_sums[k] = epoch_sums.get(k, 0) + v
+                    self.epoch_sums[k] = self.epoch_sums.get(k, 0) + v
                 count += 1
-                epoch_count += 1
-                skipped += bad.sum()
+                self.epoch_count += 1
+                self.skipped += bad.sum()
                 n_img += imgs.shape[0] * n_proc
                 self.iter_in_epoch += 1
                 bar.update(1)
@@ -205,12 +213,15 @@ class PretrainRun:
                 if last_micro and cfg.save_every_iters and self.step % cfg.save_every_iters == 0:
                     self._save_checkpoint()
                 if last_micro and cfg.stop_after and steps_this_process >= cfg.stop_after:
+                    if not (cfg.save_every_iters and self.step % cfg.save_every_iters == 0):
+                        self._save_checkpoint()  # --stop-after always leaves a resumable checkpoint
                     bar.close()
                     return {"stopped_at_step": self.step}
-            epoch_stats = self._reduce(epoch_sums, epoch_count)
-            n_skip = int(du.all_reduce_mean(skipped.float()).item() * n_proc)
+            epoch_stats = self._reduce(self.epoch_sums, self.epoch_count)
+            n_skip = int(du.all_reduce_mean(self.skipped.float()).item() * n_proc)
             self.epoch += 1
             self.iter_in_epoch = 0
+            self.epoch_sums, self.epoch_count, self.skipped = {}, 0, torch.zeros((), dtype=torch.long)
             if self.info.is_main:
                 self.logger.log(self.step, **{f"epoch_{k}": v for k, v in epoch_stats.items()}, epoch=self.epoch,
                                 corrupt_images_replaced=n_skip)

@@ -54,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
         out = Path(args.output or PretrainConfig().output)
         if (out / "config.json").is_file():
             base = load_mapping(out / "config.json")
+            base.pop("stop_after", None)  # a limit of the process that stopped, never of the run
         if (out / "metrics.json").is_file() and (out / "encoder.pth").is_file():
             print(f"{out}: run already finished (encoder.pth, metrics.json); nothing to do")
             return 0

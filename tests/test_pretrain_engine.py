@@ -59,6 +59,27 @@ def test_resume_after_kill_equals_uninterrupted(tmp_path, data, method):
     assert max(steps) == 8
 
 
+def _log(path):
+    """log.jsonl without its wall-clock fields."""
+    return [{k: v for k, v in json.loads(ln).items() if k not in ("time", "img_per_s")}
+            for ln in path.read_text().splitlines()]
+
+
+def test_resumed_log_and_metrics_equal_the_uninterrupted_run(tmp_path, data):
+    """A kill leaves log lines written after the last checkpoint: the resume cuts them, and the
+    resumed epoch's statistics (metrics.json) cover the whole epoch."""
+    PretrainRun(tiny_cfg(data, tmp_path / "a", log_every=1)).train()
+    killed = PretrainRun(tiny_cfg(data, tmp_path / "b", log_every=1, stop_after=5))  # no --save-every-iters
+    assert killed.train() == {"stopped_at_step": 5} and (tmp_path / "b" / "checkpoint.pth").is_file()
+    with (tmp_path / "b" / "log.jsonl").open("a") as f:  # what the killed process wrote after its checkpoint
+        f.write(json.dumps({"step": 6, "time": 0, "loss": 9.9}) + "\n")
+    assert "stop_after" not in json.loads((tmp_path / "b" / "config.json").read_text())
+    PretrainRun(tiny_cfg(data, tmp_path / "b", log_every=1), resume=True).train()
+    assert _log(tmp_path / "a" / "log.jsonl") == _log(tmp_path / "b" / "log.jsonl")
+    ma, mb = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in "ab")
+    assert ma["metrics"] == mb["metrics"] and ma["steps"] == mb["steps"]
+
+
 def test_outputs_are_self_describing(tmp_path, data):
     PretrainRun(tiny_cfg(data, tmp_path / "r", epochs=1, warmup_epochs=0)).train()
     enc = torch.load(tmp_path / "r" / "encoder.pth", weights_only=True)

@@ -11,9 +11,15 @@ from pathlib import Path
 class RunLogger:
     """``log(step, **scalars)`` appends to ``run_dir/log.jsonl`` and TensorBoard ``run_dir/tb``."""
 
-    def __init__(self, run_dir: str | Path, enabled: bool = True, tensorboard: bool = True):
+    def __init__(self, run_dir: str | Path, enabled: bool = True, tensorboard: bool = True,
+                 keep_bytes: int | None = None):
+        """``keep_bytes``: on resume, the log's size when the checkpoint was written; lines written after
+        it (by the run that was killed) are cut, so that the log has no repeated steps."""
         self.enabled = enabled
         self.path = Path(run_dir) / "log.jsonl"
+        if enabled and keep_bytes is not None and self.path.is_file() and self.path.stat().st_size > keep_bytes:
+            with self.path.open("r+b") as f:
+                f.truncate(keep_bytes)
         self.tb = None
         if enabled and tensorboard:
             try:
@@ -33,6 +39,11 @@ class RunLogger:
             for k, v in scalars.items():
                 if isinstance(v, (int, float)):
                     self.tb.add_scalar(k, v, step)
+
+    @property
+    def size(self) -> int:
+        """Bytes written so far (stored in checkpoints for :attr:`keep_bytes`)."""
+        return self.path.stat().st_size if self.path.is_file() else 0
 
     def close(self) -> None:
         if self.tb is not None:

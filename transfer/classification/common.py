@@ -86,9 +86,12 @@ def prepare(cfg: CommonConfig, protocol: str, resume: bool = False, overwrite: b
     s = Setup(cfg=cfg, protocol=protocol, info=info, device=device, amp=du.amp_dtype(cfg.precision, device),
               run_dir=run_dir, backbone=bb, img_size=img_size, data_root=root, classes=classes,
               dataset=dataset_name(root, cfg.dataset), logger=None)
+    log_bytes = None
     if resume and s.ckpt_path.is_file():  # the whole --resume request is checked before anything is written
-        _check_resumable(safe_load(s.ckpt_path).get("meta", {}), s)
-    s.logger = RunLogger(run_dir, enabled=info.is_main)
+        ck = safe_load(s.ckpt_path)
+        _check_resumable(ck.get("meta", {}), s)
+        log_bytes = ck.get("log_bytes")
+    s.logger = RunLogger(run_dir, enabled=info.is_main, keep_bytes=log_bytes)
     if info.is_main:
         write_config(cfg, run_dir)
         for note in bb.notes:
@@ -117,7 +120,7 @@ def run_meta(s: Setup, **extra) -> dict:
 
 def save_checkpoint(s: Setup, payload: dict) -> None:
     if s.info.is_main:
-        atomic_save({"meta": run_meta(s), "rng": rng_state(), **payload}, s.ckpt_path)
+        atomic_save({"meta": run_meta(s), "rng": rng_state(), "log_bytes": s.logger.size, **payload}, s.ckpt_path)
 
 
 def load_checkpoint(s: Setup) -> dict | None:
