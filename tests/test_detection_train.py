@@ -63,6 +63,12 @@ def test_train_resume_evaluate(setup, capsys):
     trained = final["model"]["backbone.net.blocks.0.attn.qkv.weight"]
     assert not torch.equal(trained, enc.state_dict()["blocks.0.attn.qkv.weight"])  # it trained
 
+    # a finished run is never overwritten: without --resume / --eval-only the folder is refused
+    before = (out / "model_final.pth").read_bytes()
+    assert detect("--backbone", "scratch", "--output", out, "--data", data, *TINY, *RUN, "train.max_iter=3") == 2
+    assert "already holds a detection run" in capsys.readouterr().err
+    assert (out / "model_final.pth").read_bytes() == before
+
     rc = detect("--backbone", "scratch", "--output", out, "--data", data, "--resume", *TINY, *RUN, "train.max_iter=3")
     assert rc == 0
     assert "--backbone is not used" in capsys.readouterr().out
@@ -85,6 +91,11 @@ def test_train_resume_evaluate(setup, capsys):
     (["--backbone", "scratch", "--output", "{out}", "--eval-only"], "--eval-only needs a trained detector"),
     (["--backbone", "{root}/nothing.pth", "--output", "{out}"], "nothing.pth: no such checkpoint file"),
     (["--backbone", "scratch", "--output", "{out}", "--num-machines", "2"], "need --dist-url"),
+    (["--backbone", "scratch", "--output", "{out}", "train.max_iterz=2"],
+     "override train.max_iterz: the config has no 'max_iterz' under 'train'; did you mean train.max_iter?"),
+    (["--backbone", "scratch", "--output", "{out}", "model.roi_heads.box_predictor.test_topk_per_imagez=3"],
+     "no 'test_topk_per_imagez' under 'model.roi_heads.box_predictor'; did you mean "
+     "model.roi_heads.box_predictor.test_topk_per_image?"),
 ])
 def test_bad_input_is_a_one_line_error(setup, capsys, args, message):
     root, data, _ = setup

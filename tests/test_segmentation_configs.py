@@ -75,6 +75,17 @@ def test_unknown_config_names_the_shipped_ones():
         config_path("upernet_nope")
 
 
+def test_cfg_options_keys_must_exist_in_the_config():
+    """A typo is one line naming the closest key; an argument of the built class is accepted."""
+    with pytest.raises(ValueError, match=r"--cfg-options train_cfg.max_iterz: the config has no 'max_iterz' under "
+                                         r"'train_cfg'; did you mean train_cfg.max_iters\?"):
+        load_config("upernet_vit_fmnist", {"train_cfg.max_iterz": 3})
+    with pytest.raises(ValueError, match=r"no 'embed_dimz' under 'model.backbone'; did you mean model.backbone.embed_dims"):
+        load_config("upernet_vit_fmnist", {"model.backbone.embed_dimz": 8})
+    cfg = load_config("upernet_vit_fmnist", {"param_scheduler.0.end": 5, "model.backbone.final_norm": True})
+    assert cfg.param_scheduler[0].end == 5 and cfg.model.backbone.final_norm is True
+
+
 def _tiny(name: str) -> dict:
     opts = dict(TINY_MODEL)
     bb = load_config(name).model.backbone

@@ -168,3 +168,78 @@ def shipped_config(name: str | Path, folder: Path) -> Path:
         return shipped
     names = sorted(p.stem for p in folder.glob("*.py") if not p.name.startswith("_"))
     raise UserError(f"{name}: no such config file; give a path or one of: {', '.join(names)}")
+
+
+def check_override_keys(cfg, keys, flag: str = "override") -> None:
+    """Every dotted ``key`` names an existing field of ``cfg`` (mappings, list indices as numbers, or
+    an argument of the class a node builds: detectron2's ``_target_``, mmengine's ``type``); a typo is
+    one line naming the closest existing key, instead of a silently added field."""
+    import difflib
+    from collections.abc import Mapping, Sequence
+
+    for key in keys:
+        node, path = cfg, []
+        for part in str(key).split("."):
+            if isinstance(node, Mapping) or hasattr(node, "keys"):
+                names = [str(k) for k in node.keys()]
+                if part in names:
+                    node, path = node[part], path + [part]
+                    continue
+                params = _built_params(node)
+                if params is None or part in params:
+                    break  # an argument of the built class (or a class whose arguments cannot be listed)
+                names += sorted(params)
+            elif isinstance(node, Sequence) and not isinstance(node, str) and part.isdigit() and int(part) < len(node):
+                node, path = node[int(part)], path + [part]
+                continue
+            else:
+                names = []
+            close = difflib.get_close_matches(part, names, n=1)
+            where = f"under '{'.'.join(path)}'" if path else "at the top level"
+            hint = f"; did you mean {'.'.join(path + close)}?" if close else (
+                f"; it has: {', '.join(sorted(names)[:12])}" if names else "")
+            raise UserError(f"{flag} {key}: the config has no '{part}' {where}{hint}")
+
+
+def _built_params(node) -> set[str] | None:
+    """Argument names of the class a config node builds; None when unknown or when it takes ``**kwargs``."""
+    import inspect
+
+    target = node.get("_target_") if hasattr(node, "get") else None
+    if target is None and hasattr(node, "get") and node.get("type") is not None:
+        target = _registered(node.get("type"))
+    if target is None:
+        return set() if not (hasattr(node, "get") and (node.get("type") or node.get("_target_"))) else None
+    if isinstance(target, str):
+        from pydoc import locate
+
+        target = locate(target)
+    try:
+        sig = inspect.signature(target)
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+        return None
+    return set(sig.parameters)
+
+
+def _registered(name):
+    """The class an mmengine ``type`` names (a class already, or a name in mmseg's / mmengine's registries)."""
+    if not isinstance(name, str):
+        return name
+    try:
+        from mmengine import registry as mme
+        from mmseg import registry as mms
+    except ImportError:
+        return None
+    for module in (mms, mme):
+        for reg_name in dir(module):
+            reg = getattr(module, reg_name)
+            if hasattr(reg, "get") and hasattr(reg, "module_dict"):
+                try:
+                    found = reg.get(name)
+                except Exception:  # noqa: BLE001 - a registry that cannot build this name
+                    found = None
+                if found is not None:
+                    return found
+    return None

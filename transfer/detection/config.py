@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from droppos.errors import UserError
-from droppos.utils.config import shipped_config
+from droppos.utils.config import check_override_keys, shipped_config
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 REQUIRED = ("model", "dataloader", "optimizer", "lr_multiplier", "train", "datasets")
@@ -44,6 +44,7 @@ def load_config(args, init=None):
     bad = [o for o in opts if "=" not in o]
     if bad:
         raise UserError(f"override {bad[0]!r} is not KEY=VALUE (e.g. train.max_iter=100)")
+    check_override_keys(cfg, [o.split("=", 1)[0].strip() for o in opts])
     cfg = LazyConfig.apply_overrides(cfg, opts)
     missing = [k for k in REQUIRED if k not in cfg]
     if missing:

@@ -74,8 +74,15 @@ def prepare(args) -> dict:
         raise InitError("need --num-gpus >= 1, --num-machines >= 1 and 0 <= --machine-rank < --num-machines")
     if args.num_machines > 1 and args.dist_url == "auto":
         raise InitError("several machines need --dist-url tcp://HOST:PORT of machine 0")
+    from droppos.utils.runfolder import claim
+
     args.config_file = str(resolve_config_file(args.config_file))  # a path, for every process
     cfg = load_config(args)
+    claim(args.output, "detect")
+    finished = [n for n in ("last_checkpoint", "metrics.json") if (args.output / n).is_file()]
+    if finished and not (args.resume or args.eval_only):
+        raise InitError(f"{args.output} already holds a detection run ({finished[0]}); pass --resume to continue it, "
+                        "--eval-only to evaluate it, or choose another --output")
     for line in check_datasets(cfg.datasets.prefix, cfg.datasets.root, cfg.model.roi_heads.num_classes):
         print(line)
     tgt = target(cfg)

@@ -16,7 +16,7 @@ import warnings
 from pathlib import Path
 
 from droppos.errors import UserError
-from droppos.utils.config import shipped_config
+from droppos.utils.config import check_override_keys, shipped_config
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 LOADER_KEYS = ("train_dataloader", "val_dataloader", "test_dataloader")
@@ -40,6 +40,7 @@ def load_config(config: str | Path, cfg_options: dict | None = None):
         warnings.filterwarnings("ignore", message=".*pkg_resources.*")
         cfg = Config.fromfile(str(path))
     if cfg_options:
+        check_override_keys(cfg, cfg_options, "--cfg-options")
         cfg.merge_from_dict(cfg_options)
     return cfg
 

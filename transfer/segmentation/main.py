@@ -18,6 +18,7 @@ checkpoints into ``OUTPUT``; ``--resume`` continues from its latest checkpoint.
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from droppos.backbones.options import DeprecatedAlias
@@ -62,6 +63,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from droppos.backbones import init as binit
     from droppos.backbones.options import backbone_options
+    from droppos.utils.runfolder import claim
 
     from .config import adapt_to_machine, dataset_name, load_config, parse_cfg_options, set_data_root
     from .data import check_data
@@ -79,6 +81,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.data:
         set_data_root(cfg, args.data)
     work_dir = Path(args.output)
+    claim(work_dir, "segment", main_process=os.environ.get("RANK", "0") == "0")
     cfg.work_dir = str(work_dir)
     cfg.launcher = args.launcher
     changes = adapt_to_machine(cfg, torch.cuda.is_available())
