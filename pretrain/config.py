@@ -21,48 +21,48 @@ class PretrainConfig:
     # method
     method: str = opt("droppos", "pretext method", choices=["droppos", "mae"])
     model: str = opt("base", "ViT size", choices=["tiny", "small", "base", "large", "huge"])
-    patch_size: int = opt(16, "patch size in pixels")
-    img_size: int = opt(224, "input size in pixels (a multiple of patch_size)")
-    mask_ratio: float = opt(0.75, "fraction of patches removed before the encoder")
-    decoder_dim: int = opt(512, "decoder width")
-    decoder_depth: int | None = opt(None, "decoder blocks (default: 2 for droppos, 8 for mae)")
-    decoder_heads: int = opt(16, "decoder attention heads")
+    patch_size: int = opt(16, "patch size in pixels", ge=1)
+    img_size: int = opt(224, "input size in pixels (a multiple of patch_size)", ge=1)
+    mask_ratio: float = opt(0.75, "fraction of patches removed before the encoder", gt=0.0, lt=1.0)
+    decoder_dim: int = opt(512, "decoder width", ge=1)
+    decoder_depth: int | None = opt(None, "decoder blocks (default: 2 for droppos, 8 for mae)", ge=1)
+    decoder_heads: int = opt(16, "decoder attention heads", ge=1)
     norm_pix_loss: bool = opt(True, "MAE pixel target normalised per patch (mae, droppos multi_task)")
     # DropPos knobs (ignored by mae: see method_kwargs)
-    pos_mask_ratio: float = opt(0.75, "droppos: fraction of visible patches whose position is dropped")
+    pos_mask_ratio: float = opt(0.75, "droppos: fraction of visible patches whose position is dropped", gt=0.0, lt=1.0)
     mask_token: str = opt("param", "droppos: position mask token", choices=["param", "zeros", "wrong_pos"])
-    sigma: float = opt(1.0, "droppos: Gaussian position smoothing std in patches (0 = hard labels)")
+    sigma: float = opt(1.0, "droppos: Gaussian position smoothing std in patches (0 = hard labels)", ge=0.0)
     sigma_decay: bool = opt(True, "droppos: decay sigma linearly to 0 over the epochs (official: per epoch)")
     smooth_norm: str = opt("row", "droppos: smoothing normalisation; 'official' = released code's column division",
                            choices=["row", "official"])
     attn_guide: bool = opt(True, "droppos: attentive reconstruction (weights from a full-image [cls] similarity)")
-    attn_tau: float = opt(0.1, "droppos: temperature of the attentive weights")
+    attn_tau: float = opt(0.1, "droppos: temperature of the attentive weights", gt=0.0)
     conf_ignore: bool = opt(False, "droppos: ignore tokens already placed above the target's peak probability")
     shuffle: bool = opt(False, "droppos: shuffle token order before the encoder")
     multi_task: bool = opt(False, "droppos: add MAE's pixel loss (loss = pos_weight * pos + mae)")
-    pos_weight: float = opt(1.0, "droppos: weight of the position loss in multi_task mode")
+    pos_weight: float = opt(1.0, "droppos: weight of the position loss in multi_task mode", ge=0.0)
     # optimisation
-    epochs: int = opt(200, "training epochs")
-    warmup_epochs: float = opt(10.0, "linear warm-up epochs (then per-iteration cosine)")
-    batch_size: int = opt(64, "images per process per iteration")
-    accum_iter: int = opt(1, "gradient accumulation steps (effective batch = batch * accum * processes)")
-    blr: float = opt(1.5e-4, "base learning rate: lr = blr * effective_batch / 256")
-    lr: float | None = opt(None, "absolute learning rate (overrides blr)")
-    min_lr: float = opt(0.0, "final learning rate of the cosine")
-    weight_decay: float = opt(0.05, "AdamW weight decay (none on norms, biases, tokens, position embeddings)")
-    clip_grad: float = opt(0.0, "gradient clipping threshold (0 = off)")
+    epochs: int = opt(200, "training epochs", ge=1)
+    warmup_epochs: float = opt(10.0, "linear warm-up epochs (then per-iteration cosine)", ge=0.0)
+    batch_size: int = opt(64, "images per process per iteration", ge=1)
+    accum_iter: int = opt(1, "gradient accumulation steps (effective batch = batch * accum * processes)", ge=1)
+    blr: float = opt(1.5e-4, "base learning rate: lr = blr * effective_batch / 256", gt=0.0)
+    lr: float | None = opt(None, "absolute learning rate (overrides blr)", gt=0.0)
+    min_lr: float = opt(0.0, "final learning rate of the cosine", ge=0.0)
+    weight_decay: float = opt(0.05, "AdamW weight decay (none on norms, biases, tokens, position embeddings)", ge=0.0)
+    clip_grad: float = opt(0.0, "gradient clipping threshold (0 = off)", ge=0.0)
     clip_mode: str = opt("global", "'global' norm, or 'per_param' as the official code (vectorised)",
                          choices=["global", "per_param"])
     precision: str = opt("auto", "auto = bf16 autocast on GPU, fp32 on CPU", choices=["auto", "fp32", "bf16", "fp16"])
     compile: bool = opt(False, "torch.compile the model")
     # system
     device: str = opt("auto", "auto | cpu | cuda")
-    workers: int = opt(4, "data loader worker processes per process")
-    seed: int = opt(0, "random seed (each process adds its rank)")
-    log_every: int = opt(20, "iterations between log lines (the only host syncs)")
-    save_every_iters: int = opt(0, "also checkpoint every N optimiser steps (0 = at epoch ends only)")
-    keep_every_epochs: int = opt(0, "keep a numbered encoder snapshot every N epochs (0 = final only)")
-    stop_after: int = opt(0, "stop this process after N optimiser steps; the run stays resumable (0 = off)")
+    workers: int = opt(4, "data loader worker processes per process", ge=0)
+    seed: int = opt(0, "random seed (each process adds its rank)", ge=0)
+    log_every: int = opt(20, "iterations between log lines (the only host syncs)", ge=1)
+    save_every_iters: int = opt(0, "also checkpoint every N optimiser steps (0 = at epoch ends only)", ge=0)
+    keep_every_epochs: int = opt(0, "keep a numbered encoder snapshot every N epochs (0 = final only)", ge=0)
+    stop_after: int = opt(0, "stop this process after N optimiser steps; the run stays resumable (0 = off)", ge=0)
 
     def resolved_decoder_depth(self) -> int:
         if self.decoder_depth is not None:
@@ -75,7 +75,13 @@ class PretrainConfig:
         return vit_arch_args(self.model, patch_size=self.patch_size, img_size=self.img_size)
 
     def validate(self) -> None:
-        """One-line errors naming the option and the fix."""
+        """One-line errors naming the option and the fix (types and ranges: the fields' own bounds)."""
+        from droppos.utils.config import check_fields
+
+        check_fields(self)
+        if self.decoder_dim % self.decoder_heads:
+            raise UserError(f"--decoder-dim {self.decoder_dim} is not divisible by --decoder-heads {self.decoder_heads}; "
+                            "choose heads that divide the width")
         if self.img_size % self.patch_size:
             raise UserError(f"--img-size {self.img_size} is not divisible by --patch-size {self.patch_size}; "
                              f"use a multiple of {self.patch_size}")

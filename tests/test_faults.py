@@ -184,3 +184,40 @@ def test_a_folder_of_another_kind_is_never_overwritten(tmp_path, capsys):
     finally:
         release(out)
     assert (out / "checkpoint.pth").read_bytes() == b"precious" and (out / "log.jsonl").is_file()
+
+
+# ---------------------------------------------------------------------------------------- validators
+@pytest.mark.parametrize("extra, message", [
+    (["--k", "0"], "--k must be an integer >= 1, got 0"),
+    (["--temperature", "0"], "--temperature must be a number > 0, got 0.0"),
+    (["--temperature", "nan"], "--temperature must be a finite number > 0, got nan"),
+    (["--batch-size", "0"], "--batch-size must be an integer >= 1, got 0"),
+    (["--workers", "-1"], "--workers must be an integer >= 0, got -1"),
+    (["--img-size", "-32"], "--img-size must be an integer >= 1, got -32"),
+    (["--crop-pct", "1.5"], "--crop-pct must be a number > 0 and <= 1, got 1.5"),
+    (["--device", "cuda"], "--device cuda: no CUDA GPU is visible"),
+])
+def test_knn_options_are_checked_where_they_enter(tmp_path, capsys, extra, message):
+    if "cuda" in extra and torch.cuda.is_available():
+        pytest.skip("a GPU is visible")
+    data = make_colour_imagefolder(tmp_path / "imgs")
+    enc = write_tiny_encoder(tmp_path / "encoder.pth", method="droppos", epochs=1)
+    assert main(["classify", "knn", "--backbone", str(enc), "--data", str(data), "--output", str(tmp_path / "o"),
+                 *extra]) == 2
+    one_line_error(capsys, message)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("epochs: three\n", "--epochs must be an integer >= 1, got 'three' (from "),
+    ("clip_grad: -1\n", "--clip-grad must be a number >= 0, got -1"),
+    ("lr: .nan\n", "--lr must be a finite number > 0, got nan"),
+    ("min_scale: 0\n", "--min-scale must be a number > 0 and <= 1, got 0"),
+    ("layer_decay: 2\n", "--layer-decay must be a number > 0 and <= 1, got 2"),
+    ("epochz: 3\n", "unknown option(s) ['epochz']"),
+])
+def test_finetune_config_file_values_are_checked(tmp_path, capsys, text, message):
+    (tmp_path / "cfg.yaml").write_text(text)
+    assert main(["classify", "finetune", "--config", str(tmp_path / "cfg.yaml"), "--backbone", "scratch:tiny_p8_32",
+                 "--output", str(tmp_path / "o")]) == 2
+    one_line_error(capsys, message)
+    assert not (tmp_path / "o").exists()  # nothing written for a bad request

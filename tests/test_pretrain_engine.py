@@ -129,8 +129,13 @@ def test_cli_end_to_end_and_refusals(tmp_path, data, capsys):
 
 @pytest.mark.parametrize("kw, msg", [
     (dict(img_size=18), "not divisible by --patch-size"),
-    (dict(mask_ratio=1.0), "mask-ratio must be in"),
-    (dict(pos_mask_ratio=0.0), "pos-mask-ratio must be in"),
+    (dict(mask_ratio=1.0), "--mask-ratio must be a number > 0 and < 1, got 1.0"),
+    (dict(pos_mask_ratio=0.0), "--pos-mask-ratio must be a number > 0 and < 1, got 0.0"),
+    (dict(decoder_dim=30, decoder_heads=4), "--decoder-dim 30 is not divisible by --decoder-heads 4"),
+    (dict(patch_size=0), "--patch-size must be an integer >= 1, got 0"),
+    (dict(blr=float("nan")), "--blr must be a finite number > 0, got nan"),
+    (dict(epochs="three"), "--epochs must be an integer >= 1, got .three."),
+    (dict(sigma=-1.0), "--sigma must be a number >= 0, got -1.0"),
 ])
 def test_bad_config(tmp_path, data, kw, msg):
     with pytest.raises(UserError, match=msg):

@@ -168,7 +168,7 @@ def test_bad_inputs_are_one_line_errors(tmp_path, data, encoder_file, capsys):
     assert probe("order", encoder_file, data, tmp_path / "r2", "--classifier", str(tmp_path / "nope")) == 2
     assert "no such classifier file" in capsys.readouterr().err
     assert probe("position", encoder_file, data, tmp_path / "r3", "--train-images", "-1") == 2
-    assert "--train-images -1" in capsys.readouterr().err
+    assert "--train-images must be an integer >= 0, got -1" in capsys.readouterr().err
     assert probe("position", tmp_path / "missing.pth", data, tmp_path / "r4") == 2
     assert "missing.pth" in capsys.readouterr().err
     assert probe("position", encoder_file, data, tmp_path / "r5", "--head-batch-size", "100000") == 2

@@ -49,7 +49,7 @@ class BackboneOptions:
     method: str | None = opt(None, "pretraining method for the backbone record (default: what the file says, "
                                    "else 'unknown')")
     pretrain_epochs: int | None = opt(None, "pretraining epochs for the backbone record (default: what the file says)",
-                                      metavar="N")
+                                      metavar="N", ge=0)
 
     def read(self, **overrides):
         """The :class:`~droppos.tools.convert.sources.Backbone` these options name."""

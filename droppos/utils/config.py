@@ -27,7 +27,8 @@ T = TypeVar("T")
 
 
 def opt(default: Any, help: str, **kw) -> Any:
-    """A dataclass field with a one-line help text."""
+    """A dataclass field with a one-line help text; ``ge``/``gt``/``le``/``lt`` bound a number,
+    ``choices`` a string (checked by :func:`check_fields`)."""
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata={"help": help, **kw})
     return dataclasses.field(default=default, metadata={"help": help, **kw})
@@ -123,7 +124,46 @@ def from_mapping(cls: type[T], data: dict, source: str = "config") -> T:
     unknown = sorted(set(data) - names)
     if unknown:
         raise UserError(f"{source}: unknown option(s) {unknown} for {cls.__name__}; valid: {sorted(names)}")
-    return cls(**data)
+    cfg = cls(**data)
+    check_fields(cfg, source)
+    return cfg
+
+
+_BOUNDS = {"ge": (">=", lambda v, b: v >= b), "gt": (">", lambda v, b: v > b),
+           "le": ("<=", lambda v, b: v <= b), "lt": ("<", lambda v, b: v < b)}
+
+
+def check_fields(cfg: Any, source: str = "") -> None:
+    """Every field of a dataclass config has its type and lies in its range (field metadata); one line
+    naming the option, the allowed values and where the value came from."""
+    import math
+
+    cls = type(cfg)
+    for f in dataclasses.fields(cls):
+        v = getattr(cfg, f.name)
+        t, origin, optional = _field_type(cls, f)
+        flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+        where = f" (from {source})" if source and source != "command line" else ""
+        if v is None:
+            if optional or f.default is None:
+                continue
+            raise UserError(f"{flag} must be given{where}")
+        kind = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(t)
+        ok = (isinstance(v, bool) if t is bool else
+              isinstance(v, int) and not isinstance(v, bool) if t is int else
+              isinstance(v, (int, float)) and not isinstance(v, bool) if t is float else
+              isinstance(v, str) if t is str else True)
+        rules = [f"{sym} {f.metadata[k]:g}" for k, (sym, _) in _BOUNDS.items() if k in f.metadata]
+        rule = f"{kind}" + (f" {' and '.join(rules)}" if rules else "")
+        if not ok:
+            raise UserError(f"{flag} must be {rule}, got {v!r}{where}")
+        if t is float and not math.isfinite(v):
+            raise UserError(f"{flag} must be a finite number{' ' + ' and '.join(rules) if rules else ''}, got {v}{where}")
+        if any(not test(v, f.metadata[k]) for k, (_, test) in _BOUNDS.items() if k in f.metadata):
+            raise UserError(f"{flag} must be {rule}, got {v!r}{where}")
+        choices = f.metadata.get("choices")
+        if choices and v not in choices:
+            raise UserError(f"{flag} must be one of {', '.join(map(str, choices))}, got {v!r}{where}")
 
 
 def dataclass_from_args(cls: type[T], args: argparse.Namespace, base: dict | None = None) -> T:

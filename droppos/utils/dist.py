@@ -71,10 +71,18 @@ def init_distributed(backend: str | None = None) -> DistInfo:
 
 
 def get_device(info: DistInfo, device: str = "auto") -> torch.device:
+    """``auto`` -> the process's GPU when there is one, else the CPU; ``cuda`` without a GPU is one line."""
+    from droppos.errors import UserError
+
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda":
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {device}: no CUDA GPU is visible to this process; use --device cpu "
+                            "(or auto), or check CUDA_VISIBLE_DEVICES and the driver")
         return torch.device("cuda", info.local_rank)
+    if device != "cpu":
+        raise UserError(f"--device {device}: expected auto, cpu or cuda")
     return torch.device(device)
 
 

@@ -21,13 +21,14 @@ PROTOCOLS = ("position", "order")
 @dataclass
 class ProbeConfig(CommonConfig):
     output: str = opt("runs/probe", "run folder: config, log, metrics.json")
-    batch_size: int = opt(128, "images per step of feature extraction")
-    train_images: int = opt(1000, "images of train/ (a seeded random subset; 0 = all) whose features train the probe")
-    val_images: int = opt(500, "images of val/ (a seeded random subset; 0 = all) the probe is measured on")
-    epochs: int = opt(10, "epochs of the linear probe on the cached features")
-    lr: float = opt(1e-3, "AdamW learning rate of the linear probe (cosine to 0, no warm-up)")
-    weight_decay: float = opt(1e-4, "AdamW weight decay of the linear probe's weight matrix")
-    head_batch_size: int = opt(1024, "cached feature vectors per step of the linear probe")
+    batch_size: int = opt(128, "images per step of feature extraction", ge=1)
+    train_images: int = opt(1000, "images of train/ (a seeded random subset; 0 = all) whose features train the probe",
+                            ge=0)
+    val_images: int = opt(500, "images of val/ (a seeded random subset; 0 = all) the probe is measured on", ge=0)
+    epochs: int = opt(10, "epochs of the linear probe on the cached features", ge=1)
+    lr: float = opt(1e-3, "AdamW learning rate of the linear probe (cosine to 0, no warm-up)", gt=0.0)
+    weight_decay: float = opt(1e-4, "AdamW weight decay of the linear probe's weight matrix", ge=0.0)
+    head_batch_size: int = opt(1024, "cached feature vectors per step of the linear probe", ge=1)
 
 
 @dataclass
@@ -38,16 +39,17 @@ class PositionConfig(ProbeConfig):
 @dataclass
 class OrderConfig(ProbeConfig):
     output: str = opt("runs/probe_order", "run folder: config, log, metrics.json")
-    val_images: int = opt(1000, "images of val/ (a seeded random subset; 0 = all) the order probe is measured on")
+    val_images: int = opt(1000, "images of val/ (a seeded random subset; 0 = all) the order probe is measured on", ge=0)
     pool: str = opt("cls", "frozen feature compared and classified: the normed [cls] token or the mean of the "
                            "normed patch tokens", choices=["cls", "avg"])
     classifier: str = opt("", "a `droppos classify finetune` run folder (or its classifier.pth) whose accuracy is "
                               "measured on shuffled patches; empty = a linear probe on the frozen --pool features, "
                               "trained here (train-images, epochs, lr, weight-decay, head-batch-size apply only then)")
     train_images: int = opt(2000, "without --classifier: images of train/ (seeded random subset; 0 = all) whose "
-                                  "frozen features train the linear classifier")
-    epochs: int = opt(30, "without --classifier: epochs of the linear classifier on the cached features")
-    head_batch_size: int = opt(256, "without --classifier: cached feature vectors per step of the linear classifier")
+                                  "frozen features train the linear classifier", ge=0)
+    epochs: int = opt(30, "without --classifier: epochs of the linear classifier on the cached features", ge=1)
+    head_batch_size: int = opt(256, "without --classifier: cached feature vectors per step of the linear classifier",
+                               ge=1)
 
 
 CONFIGS = {"position": PositionConfig, "order": OrderConfig}
