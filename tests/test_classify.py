@@ -130,6 +130,9 @@ def test_linear_uncached_and_knn(tmp_path, data, encoder_file):
     assert classify("knn", encoder_file, data, tmp_path / "knn", "--k", "5") == 0
     m = json.loads((tmp_path / "knn" / "metrics.json").read_text())
     assert m["protocol"] == "knn" and m["k"] == 5 and m["temperature"] == 0.07
+    assert classify("knn", encoder_file, data, tmp_path / "knn_big", "--k", "500") == 0  # 24 training images
+    m = json.loads((tmp_path / "knn_big" / "metrics.json").read_text())
+    assert m["k"] == 24 and m["k_requested"] == 500  # recorded as used
     assert m["metrics"]["top1"] > 60  # colour-coded classes are near-separable even for a random ViT
 
 

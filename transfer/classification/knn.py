@@ -46,9 +46,13 @@ def run_knn(s: Setup) -> dict[str, float]:
         ds = image_folder(s.data_root, split, tf, s.classes)
         loader = eval_loader(ds, cfg.batch_size, cfg.workers, s.info.rank, s.info.world_size, s.pin)
         feats[split] = extract_features(encoder, loader, s.device, "cls", s.amp)
-    metrics = knn_classify(*feats["train"], *feats["val"], num_classes=len(s.classes), k=cfg.k,
+    n_train = feats["train"][0].shape[0]
+    k = min(cfg.k, n_train)
+    if k < cfg.k and s.info.is_main:
+        print(f"knn: --k {cfg.k} is more than the {n_train} training samples; using k={k} (recorded as such)")
+    metrics = knn_classify(*feats["train"], *feats["val"], num_classes=len(s.classes), k=k,
                            temperature=cfg.temperature)
     if s.info.is_main:
-        s.logger.log(0, **{f"val_{k}": v for k, v in metrics.items()})
-    finish(s, metrics, k=cfg.k, temperature=cfg.temperature, epochs=0)
+        s.logger.log(0, **{f"val_{name}": v for name, v in metrics.items()})
+    finish(s, metrics, k=k, k_requested=cfg.k, temperature=cfg.temperature, epochs=0)
     return metrics
