@@ -251,6 +251,7 @@ class PretrainRun:
             bb = backbone_record(self.cfg.method, self.encoder.arch_args(), self.cfg.epochs, source=str(self.run_dir / "encoder.pth"))
             write_metrics(self.run_dir, task="pretrain", protocol=self.cfg.method, backbone=bb,
                           dataset=Path(self.cfg.data).name, metrics=last_epoch, seed=self.cfg.seed,
+                          data_root=self.cfg.data,
                           epochs=self.cfg.epochs, steps=self.step, config=dataclasses.asdict(self.cfg))
             self.logger.close()
             print(json.dumps({"final_epoch": last_epoch, "encoder": str(self.run_dir / "encoder.pth")}))

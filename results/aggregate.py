@@ -198,7 +198,7 @@ def aggregate(runs: list[Run], all_metrics: bool = False, references: list[str] 
     """Build the table; ``all_metrics`` adds every metric (and pretraining) as a column; deltas are
     taken against the rows named in ``references`` (none by default)."""
     warnings: list[str] = []
-    runs = _dedupe(runs, warnings)
+    runs = _dedupe(_split_datasets(runs, warnings), warnings)
     rows: dict[str, Row] = {}
     for run in sorted(runs, key=lambda r: str(r.path)):
         row = rows.get(run.backbone_key)
@@ -231,6 +231,22 @@ def aggregate(runs: list[Run], all_metrics: bool = False, references: list[str] 
     refs = [r for r in references if r in rows]
     _add_deltas(ordered, refs, rows)
     return Table(columns, ordered, runs, warnings, refs)
+
+
+def _split_datasets(runs: list[Run], warnings: list[str]) -> list[Run]:
+    """Runs on two data sets of one name (other build options: other ``data_id``) go to two columns,
+    ``name@<id>``, never one cell: they are not seeds of one experiment."""
+    import dataclasses
+
+    ids: dict[str, set] = {}
+    for r in runs:
+        ids.setdefault(r.dataset, set()).add(r.data_id)
+    split = {name for name, found in ids.items() if len(found - {None}) > 1}
+    for name in sorted(split):
+        warnings.append(f"data set {name!r} names {len(ids[name] - {None})} different builds "
+                        f"({', '.join(sorted(i for i in ids[name] if i))}): shown as separate columns")
+    return [dataclasses.replace(r, dataset=f"{r.dataset}@{r.data_id[:6]}") if r.dataset in split and r.data_id else r
+            for r in runs]
 
 
 def _same_backbone(a: dict, b: dict) -> bool:

@@ -181,7 +181,7 @@ def _from_ours(path: Path, data: dict) -> tuple[Run, list[str]]:
              "(non-finite when written, e.g. COCO's APl without large objects), left out"] if nulls else []
     run = Run(path=path, task=str(data["task"]), protocol=str(data["protocol"]), backbone=data["backbone"],
               dataset=str(data.get("dataset") or "unknown"), seed=data.get("seed"), metrics=metrics,
-              status=str(data.get("status") or "finished"), source="metrics.json")
+              status=str(data.get("status") or "finished"), source="metrics.json", data_id=data.get("data_id"))
     return run, notes
 
 

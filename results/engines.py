@@ -27,7 +27,7 @@ from pathlib import Path
 
 D2_METRIC = re.compile(r"^(bbox|segm)/(AP|AP50|AP75|APs|APm|APl)$")
 MMSEG_METRICS = ("mIoU", "mAcc", "aAcc")
-CLS_KEYS = {"top1": ("top1", "acc1", "test_acc1"), "top5": ("top5", "acc5", "test_acc5")}
+CLS_KEYS = {"top1": ("top1", "val_top1", "acc1", "test_acc1"), "top5": ("top5", "val_top5", "acc5", "test_acc5")}
 
 
 @dataclass

@@ -44,6 +44,7 @@ class Run:
     source: str = "metrics.json"
     progress: str = ""
     note: str = ""
+    data_id: str | None = None  # hash of the data set's build options (dataset.json)
 
     @property
     def backbone_key(self) -> str:

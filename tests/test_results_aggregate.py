@@ -150,3 +150,29 @@ def test_published_numbers_have_sources_and_meet_runs(table, tmp_path):
     bad.write_text("method,arch,value\nmae,vit_base_p16,1\n")
     with pytest.raises(ValueError, match="pub.csv: published-numbers CSV lacks columns"):
         load_published(bad)
+
+
+def test_runs_on_two_builds_of_one_data_set_are_never_seeds_of_one_cell():
+    import dataclasses
+
+    a = dataclasses.replace(_run("mae", 10, 60.0, 0, "a"), data_id="aaaaaaaaaaaa")
+    b = dataclasses.replace(_run("mae", 10, 70.0, 1, "b"), data_id="bbbbbbbbbbbb")
+    c = dataclasses.replace(_run("mae", 10, 62.0, 2, "c"), data_id="aaaaaaaaaaaa")
+    t = aggregate([a, b, c])
+    cells = {col.dataset: cell for col, cell in t.rows[0].cells.items()}
+    assert cells["d@aaaaaa"].values == [60.0, 62.0] and cells["d@bbbbbb"].values == [70.0]
+    assert any("names 2 different builds" in w for w in t.warnings)
+
+
+def test_a_killed_finetune_is_read_from_its_log(tmp_path):
+    """The classification log writes val_top1: a run without metrics.json still shows, as partial."""
+    import json
+
+    run = tmp_path / "ft"
+    run.mkdir()
+    (run / "run.json").write_text(json.dumps({"task": "classification", "protocol": "finetune", "dataset": "d",
+                                              "seed": 0, "schedule": {"epochs": 4}, "status": "running",
+                                              "backbone": {"id": "x", "method": "mae", "arch": "a", "epochs": 1}}))
+    (run / "log.jsonl").write_text(json.dumps({"step": 10, "epoch": 1, "val_top1": 55.0, "val_top5": 90.0}) + "\n")
+    runs = discover([tmp_path]).runs
+    assert len(runs) == 1 and runs[0].status == "partial" and runs[0].metrics["top1"] == 55.0

@@ -56,7 +56,7 @@ def test_classification_log_accepts_top1_acc1_test_acc1(tmp_path):
 
 
 def test_classification_log_without_accuracy_is_rejected():
-    with pytest.raises(ValueError, match="pretrain/log.jsonl: no top1/acc1/test_acc1"):
+    with pytest.raises(ValueError, match="pretrain/log.jsonl: no top1/val_top1/acc1/test_acc1"):
         parse_classification(FIX / "suite/droppos-tiny/pretrain/log.jsonl")
 
 

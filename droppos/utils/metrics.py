@@ -12,6 +12,7 @@ Schema (version 1)::
       "dataset": str,                      # e.g. "fmnist", "imagenet", "coco", "ade20k"
       "metrics": {name: float},            # e.g. top1/top5, AP/AP50/..., mIoU/mAcc/aAcc
       "seed": int,
+      "data_id": str | None,               # hash of the data set's dataset.json (its build options)
       "status": "finished",
       ...                                  # free extras: epochs, iterations, config, per_class
     }
@@ -56,6 +57,18 @@ def arch_label(arch: dict) -> str:
     return f"vit_{name}_p{arch.get('patch_size')}"
 
 
+def data_id(root: str | Path) -> str | None:
+    """A data set's identity: the hash of the ``dataset.json`` its builder wrote (build options, seed,
+    counts), so that runs on two data sets of one name are never averaged as seeds; None without one."""
+    import hashlib
+
+    root = Path(root)
+    for candidate in (root / "dataset.json", root.parent / "dataset.json"):
+        if candidate.is_file():
+            return hashlib.sha256(candidate.read_bytes()).hexdigest()[:12]
+    return None
+
+
 def _clean(v: Any) -> Any:
     if isinstance(v, float) and not math.isfinite(v):
         return None
@@ -69,8 +82,10 @@ def _clean(v: Any) -> Any:
 
 
 def write_metrics(run_dir: str | Path, *, task: str, protocol: str, backbone: dict, dataset: str,
-                  metrics: dict[str, float], seed: int = 0, **extra: Any) -> Path:
-    """Write ``run_dir/metrics.json`` (atomically) and return its path."""
+                  metrics: dict[str, float], seed: int = 0, data_root: str | Path | None = None, **extra: Any) -> Path:
+    """Write ``run_dir/metrics.json`` (atomically) and return its path; ``data_root`` gives ``data_id``."""
+    if data_root is not None:
+        extra["data_id"] = data_id(data_root)
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
     record = {"schema": SCHEMA, "task": task, "protocol": protocol, "backbone": backbone, "dataset": dataset,

@@ -159,6 +159,7 @@ def finish(s: Setup, metrics: dict[str, float], **extra) -> Path | None:
     if s.info.is_main:
         path = write_metrics(s.run_dir, task="classification", protocol=s.protocol, backbone=s.backbone.backbone,
                              dataset=s.dataset, metrics=metrics, seed=s.cfg.seed, img_size=s.img_size,
+                             data_root=s.data_root,
                              num_classes=len(s.classes), config=dataclasses.asdict(s.cfg), **extra)
         s.logger.close()
         print(f"{s.protocol}: " + ", ".join(f"{k} {v:.2f}" for k, v in metrics.items()) + f" -> {path}")

@@ -178,6 +178,7 @@ def worker(args, init) -> int:
         path = write_metrics(
             cfg.train.output_dir, task="detection", protocol="mask_rcnn", backbone=init["backbone"],
             dataset=dataset_id(cfg.datasets.prefix), metrics=metrics, seed=int(cfg.train.seed),
+            data_root=cfg.datasets.root,
             iterations=int(cfg.train.max_iter), config=str(args.config_file),
             eval_only=bool(args.eval_only),
             init={"source": init["source"], "kind": init["kind"], "checkpoint": out.get("checkpoint") or init["checkpoint"]},

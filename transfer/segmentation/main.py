@@ -148,6 +148,7 @@ def _run(args: argparse.Namespace) -> int:
         path = write_metrics(
             work_dir, task="segmentation", protocol="upernet", backbone=init.record,
             dataset=dataset_name(cfg), metrics=summary, seed=int(cfg.get("randomness", {}).get("seed") or 0),
+            data_root=cfg.get("data_root") or "",
             per_class=runner.last_per_class(), iterations=iterations, eval_only=bool(args.eval_only),
             config=str(Path(cfg.filename).name), init=stored.get("source") or init.source,
             load_report=stored.get("load_report") or report.to_dict())
