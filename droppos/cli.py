@@ -8,6 +8,7 @@ Each subcommand lives in its own module that exposes ``add_arguments(parser)`` a
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 
@@ -52,6 +53,10 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     return parser
 
 
+#: errors of the filesystem rather than of the program: reported in one line naming the path
+_FILESYSTEM_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT}
+
+
 def main(argv: list[str] | None = None) -> int:
     from droppos.errors import UserError
 
@@ -65,8 +70,23 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return int(_load(args.command).run(args) or 0)
     except UserError as e:  # the one place where user errors are printed: one line, no traceback
-        print(f"droppos {command}: error: {e}".replace("  ", " "), file=sys.stderr)
+        print(f"droppos {command}: error: {_one_line(e)}", file=sys.stderr)
         return e.exit_code
+    except OSError as e:
+        if e.errno not in _FILESYSTEM_ERRORS:
+            raise
+        print(f"droppos {command}: error: {e.filename or 'a file'}: {e.strerror}; free some space or choose a "
+              "writable --output", file=sys.stderr)
+        return 2
+
+def _one_line(e: Exception) -> str:
+    """The message of a user error; raised in a DataLoader worker, torch re-raises it with the worker's
+    traceback in the text: its last line is the message."""
+    text = str(e)
+    if "Original Traceback" in text:
+        text = text.strip().splitlines()[-1].split(f"{type(e).__name__}: ", 1)[-1]
+    return text.replace("  ", " ")
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -221,3 +221,88 @@ def test_finetune_config_file_values_are_checked(tmp_path, capsys, text, message
                  "--output", str(tmp_path / "o")]) == 2
     one_line_error(capsys, message)
     assert not (tmp_path / "o").exists()  # nothing written for a bad request
+
+
+# ---------------------------------------------------------------------------------------- data checks
+def _coco(tmp_path, bbox, json_size=(32, 32), image_size=(32, 32)):
+    from PIL import Image
+
+    images = tmp_path / "images"
+    images.mkdir(exist_ok=True)
+    Image.new("RGB", image_size).save(images / "a.png")
+    data = {"images": [{"id": 1, "file_name": "a.png", "width": json_size[0], "height": json_size[1]}],
+            "categories": [{"id": 1, "name": "x"}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": bbox, "iscrowd": 0, "area": 4.0,
+                             "segmentation": [[0, 0, 4, 0, 4, 4]]},
+                            {"id": 2, "image_id": 1, "category_id": 1, "bbox": [2, 2, 8, 8], "iscrowd": 0, "area": 64.0,
+                             "segmentation": [[2, 2, 10, 2, 10, 10]]}]}
+    (tmp_path / "instances.json").write_text(json.dumps(data))
+    return tmp_path / "instances.json", images
+
+
+def test_coco_boxes_with_nan_or_outside_the_image_are_not_usable(tmp_path):
+    from droppos.tools.data.coco import validate_coco
+
+    from droppos.errors import UserError
+
+    js, images = _coco(tmp_path, [float("nan"), 0, 4, 4])
+    with pytest.raises(UserError, match="annotation 1 has a non-finite bbox"):
+        validate_coco(js, images)
+    js, images = _coco(tmp_path, [40, 40, 5, 5])  # wholly right of and below a 32 x 32 image
+    rep = validate_coco(js, images)
+    assert rep.degenerate_boxes == 1 and rep.usable_annotations == 1
+
+
+def test_coco_image_size_must_match_the_json(tmp_path):
+    from droppos.tools.data.coco import validate_coco
+
+    from droppos.errors import UserError
+
+    js, images = _coco(tmp_path, [0, 0, 4, 4], json_size=(32, 32), image_size=(48, 32))
+    with pytest.raises(UserError, match=r"a.png: the image is 48x32, the JSON says 32x32"):
+        validate_coco(js, images)
+
+
+def test_imagefolder_build_never_records_more_than_it_built(tmp_path, capsys):
+    assert main(["data", "imagefolder", "--out", str(tmp_path / "f"), "--train-per-class", "7000"]) == 2
+    one_line_error(capsys, "--train-per-class 7000", "6000 images per class")
+    assert not (tmp_path / "f").exists()
+
+
+# ---------------------------------------------------------------------------------------- filesystem
+def test_a_full_disk_is_one_line_and_keeps_the_previous_file(tmp_path, capsys, monkeypatch):
+    """torch reports a full disk as 'unexpected pos N vs M': the message names the file and the free space."""
+    out = tmp_path / "o.pth"
+    out.write_bytes(b"previous")
+
+    def full(obj, f, *a, **k):
+        f.write(b"partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 2024832 vs 2024720")
+
+    monkeypatch.setattr(torch, "save", full)
+    assert main(["convert", "--backbone", "scratch:tiny_p8_32", "--to", "timm", "--out", str(out)]) == 2
+    one_line_error(capsys, "o.pth: could not be written", "MiB free on its disk", "choose another --output")
+    assert out.read_bytes() == b"previous" and not list(tmp_path.glob(".o.pth.*"))
+
+
+def test_an_unwritable_folder_is_one_line(tmp_path, capsys, monkeypatch):
+    import errno
+
+    def refuse(*a, **k):
+        raise OSError(errno.EROFS, "Read-only file system", str(tmp_path / "ro" / "metrics.json"))
+
+    data = make_colour_imagefolder(tmp_path / "imgs")
+    monkeypatch.setattr("droppos.utils.metrics.Path.write_text", refuse)
+    assert main(["classify", "knn", "--backbone", "scratch:tiny_p8_32", "--data", str(data), "--output",
+                 str(tmp_path / "ro"), "--workers", "0"]) == 2
+    one_line_error(capsys, "Read-only file system", "choose a writable --output")
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_an_unreadable_image_is_named(tmp_path, capsys, workers):
+    data = make_colour_imagefolder(tmp_path / "imgs")
+    bad = data / "val" / "class1" / "broken.png"
+    bad.write_bytes(b"\x89PNG not really")
+    assert main(["classify", "knn", "--backbone", "scratch:tiny_p8_32", "--data", str(data), "--output",
+                 str(tmp_path / "o"), "--workers", workers]) == 2
+    one_line_error(capsys, "broken.png: unreadable image", "remove or replace the file")

@@ -24,6 +24,7 @@ In detectron2::
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -182,14 +183,20 @@ def validate_coco(json_path: str | os.PathLike, image_dir: str | os.PathLike, ra
     rep = CocoReport(json_path=str(json_path), images=len(data["images"]), annotations=len(data["annotations"]))
     if not image_dir.is_dir():
         rep.errors.append(f"{image_dir}: image folder not found (images of {json_path.name})")
-    image_ids = {}
+    image_ids, sizes = {}, {}
     for img in data["images"]:
         iid, name = img.get("id"), img.get("file_name")
         if iid in image_ids:
             rep.errors.append(f"{json_path}: duplicate image id {iid}")
         image_ids[iid] = name
+        sizes[iid] = (img.get("width"), img.get("height"))
         if image_dir.is_dir() and not (name and (image_dir / name).is_file()):
             rep.missing_images.append(str(name))
+        elif image_dir.is_dir():
+            problem = _size_problem(image_dir / name, sizes[iid])
+            if problem:
+                rep.errors.append(f"{image_dir / name}: {problem} ({json_path.name}, image id {iid}); fix the file or "
+                                  "its width/height in the JSON")
     if rep.missing_images:
         rep.errors.append(
             f"{image_dir / rep.missing_images[0]}: image listed in {json_path.name} is missing "
@@ -211,9 +218,12 @@ def validate_coco(json_path: str | os.PathLike, image_dir: str | os.PathLike, ra
         if not (isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, (int, float)) for v in bbox)):
             rep.errors.append(f"{json_path}: annotation {aid} has no [x, y, w, h] bbox ({bbox!r})")
             continue
+        if not all(math.isfinite(v) for v in bbox):
+            rep.errors.append(f"{json_path}: annotation {aid} has a non-finite bbox {bbox}; fix or remove it")
+            continue
         if ann.get("iscrowd", 0):
             rep.crowd += 1
-        elif bbox[2] <= 1 or bbox[3] <= 1:
+        elif bbox[2] <= 1 or bbox[3] <= 1 or _outside(bbox, sizes[ann["image_id"]]):
             rep.degenerate_boxes += 1
         else:
             segm = ann.get("segmentation")
@@ -223,6 +233,29 @@ def validate_coco(json_path: str | os.PathLike, image_dir: str | os.PathLike, ra
     if raise_on_error:
         rep.raise_if_errors()
     return rep
+
+
+def _outside(bbox: list, size: tuple) -> bool:
+    """A box with no overlap with its image (whose size the JSON gives)."""
+    w, h = size
+    if not (isinstance(w, (int, float)) and isinstance(h, (int, float))):
+        return False
+    x, y, bw, bh = bbox
+    return x >= w or y >= h or x + bw <= 0 or y + bh <= 0
+
+
+def _size_problem(path: Path, size: tuple) -> str | None:
+    """Why an image does not match the JSON's width/height (its header only is read), or None."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            actual = im.size
+    except (OSError, UnidentifiedImageError) as e:
+        return f"unreadable image ({type(e).__name__})"
+    if all(isinstance(v, int) for v in size) and tuple(size) != tuple(actual):
+        return f"the image is {actual[0]}x{actual[1]}, the JSON says {size[0]}x{size[1]}"
+    return None
 
 
 def coco_paths(root: str | os.PathLike, split: str) -> tuple[Path, Path]:

@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from droppos.errors import UserError
+
 from .idx import CLASSES, DEFAULT_SOURCE, load_fashion_mnist
 from .output import progress, read_manifest, staged_output
 
@@ -115,6 +117,10 @@ def build_imagefolder(
             rng = np.random.default_rng(seed)
             for split, src_split, per_class in (("train", "train", train_per_class), ("val", "t10k", val_per_class)):
                 images, labels = load_fashion_mnist(source, src_split)
+                have = int(np.bincount(labels).min())
+                if per_class is not None and per_class > have:
+                    raise UserError(f"--{split}-per-class {per_class}: the {src_split} split has {have} images per "
+                                    f"class; give at most {have} (or leave it out for all)")
                 chosen = select_per_class(labels, per_class, rng)
                 for c in CLASSES:
                     (stage.path / split / c).mkdir(parents=True)

@@ -102,10 +102,12 @@ def prepare(cfg: CommonConfig, protocol: str, resume: bool = False, overwrite: b
 def _check_run_dir(run_dir: Path, info: du.DistInfo, resume: bool, overwrite: bool, protocol: str) -> None:
     from droppos.utils.runfolder import claim
 
-    claim(run_dir, f"{'probe' if protocol in ('position', 'order') else 'classify'} {protocol}", info.is_main)
+    probe = protocol in ("position", "order")
+    claim(run_dir, f"{'probe' if probe else 'classify'} {protocol}", info.is_main)
     has_run = (run_dir / "metrics.json").is_file() or (run_dir / "checkpoint.pth").is_file()
     if has_run and not (resume or overwrite):
-        raise InputError(f"{run_dir} already holds a run; pass --resume to continue it or --overwrite to start over")
+        how = "pass --overwrite to run it again" if probe else "pass --resume to continue it or --overwrite to start over"
+        raise InputError(f"{run_dir} already holds a run; {how} (or choose another --output)")
     if overwrite and info.is_main:
         for name in RUN_FILES:
             (run_dir / name).unlink(missing_ok=True)

@@ -96,9 +96,8 @@ def build_transform(kind: str, img_size: int, crop_pct: float = 0.875, aa: str =
             input_size=img_size, is_training=True, scale=(min_scale, 1.0), auto_augment=aa or None,
             interpolation="bicubic", re_prob=reprob, re_mode="pixel", re_count=1, color_jitter=None))
     if kind == "linear":
-        from torchvision import transforms as T
-
         from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+        from torchvision import transforms as T
 
         return T.Compose([T.RandomResizedCrop(img_size, interpolation=T.InterpolationMode.BICUBIC),
                           T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)])
@@ -142,11 +141,23 @@ def allow_zero_bit_posterize(transform):
     return transform
 
 
+def load_rgb(path: str):
+    """torchvision's default image loader, but an unreadable file is one line naming it."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with open(path, "rb") as f:
+            return Image.open(f).convert("RGB")
+    except (OSError, UnidentifiedImageError, ValueError) as e:
+        raise InputError(f"{path}: unreadable image ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                         "remove or replace the file") from None
+
+
 def image_folder(root: Path, split: str, transform, classes: list[str]):
     """torchvision ``ImageFolder`` of ``root/split`` whose class indices follow ``classes``."""
     from torchvision.datasets import ImageFolder
 
-    ds = ImageFolder(str(root / split), transform=transform)
+    ds = ImageFolder(str(root / split), transform=transform, loader=load_rgb)
     if ds.classes != classes:
         raise InputError(f"{root / split}: classes changed while reading ({ds.classes[:5]}...)")
     return ds

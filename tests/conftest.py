@@ -1,0 +1,20 @@
+"""Shared fixtures of the test suite."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _no_handlers_on_closed_streams():
+    """detectron2 and mmengine attach stream handlers to the sys.stdout/stderr of the test that first
+    set them up (pytest's capture, closed afterwards); drop those after each test, as a new process
+    would not have them, so that a later test's stderr holds no 'Logging error' noise."""
+    yield
+    for logger in [logging.getLogger()] + [logging.getLogger(n) for n in list(logging.root.manager.loggerDict)]:
+        for h in list(getattr(logger, "handlers", [])):
+            stream = getattr(h, "stream", None)
+            if isinstance(h, logging.StreamHandler) and stream is not None and getattr(stream, "closed", False):
+                logger.removeHandler(h)
