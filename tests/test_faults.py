@@ -306,3 +306,51 @@ def test_an_unreadable_image_is_named(tmp_path, capsys, workers):
     assert main(["classify", "knn", "--backbone", "scratch:tiny_p8_32", "--data", str(data), "--output",
                  str(tmp_path / "o"), "--workers", workers]) == 2
     one_line_error(capsys, "broken.png: unreadable image", "remove or replace the file")
+
+
+@pytest.mark.mmseg
+def test_segmentation_resume_from_a_truncated_or_hostile_checkpoint_is_one_line(tmp_path, hostile, capsys):
+    pytest.importorskip("mmseg")
+    from segmentation_helpers import build_tiny_dataset, tiny_run_options
+
+    _, pth, marker = hostile
+    data = build_tiny_dataset(tmp_path / "ade", train=2, val=1)
+    run = tmp_path / "seg"
+    run.mkdir()
+    broken = run / "iter_2.pth"
+    for content in (b"", b"PK\x03\x04truncated", pth.read_bytes()):
+        broken.write_bytes(content)
+        (run / "last_checkpoint").write_text(str(broken))
+        assert main(["segment", "--config", "upernet_vit_fmnist", "--backbone", "scratch", "--data", str(data),
+                     "--output", str(run), "--resume", "--cfg-options", *tiny_run_options(3)]) == 2
+        one_line_error(capsys, "iter_2.pth")
+    assert not marker.exists()
+
+
+@pytest.mark.mmseg
+def test_scenes_smaller_than_the_segmentation_crop_stop_before_training(tmp_path, capsys):
+    pytest.importorskip("mmseg")
+    assert main(["data", "ade20k", "--out", str(tmp_path / "ade"), "--canvas", "64", "--train-images", "2",
+                 "--val-images", "1", "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["segment", "--config", "upernet_vit_fmnist", "--backbone", "scratch", "--data", str(tmp_path / "ade"),
+                 "--output", str(tmp_path / "seg"), "--cfg-options", "train_cfg.max_iters=1"]) == 2
+    one_line_error(capsys, "scenes are 64 px", "128x128 px crops", "--canvas 128")
+    assert not list((tmp_path / "seg").glob("iter_*.pth"))
+
+
+def test_a_kill_during_a_checkpoint_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    from droppos.utils.checkpoint import atomic_save, safe_load
+
+    path = tmp_path / "checkpoint.pth"
+    atomic_save({"epoch": 1}, path)
+
+    def killed(obj, f, *a, **k):
+        f.write(b"PK\x03\x04half")
+        raise KeyboardInterrupt  # SIGINT in the middle of the write
+
+    monkeypatch.setattr(torch, "save", killed)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_save({"epoch": 2}, path)
+    monkeypatch.undo()
+    assert safe_load(path) == {"epoch": 1} and [p.name for p in tmp_path.iterdir()] == ["checkpoint.pth"]

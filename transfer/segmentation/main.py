@@ -95,6 +95,10 @@ def _run(args: argparse.Namespace) -> int:
                            "continue it, or choose another --output")
     if args.resume and latest is None and args.eval_only:
         raise SegmentError(f"{work_dir}: --resume --eval-only, but there is no checkpoint in it (last_checkpoint)")
+    if latest is not None:  # read it safely first: a truncated or hostile file is one line, before mmengine's load
+        from droppos.utils.checkpoint import safe_load
+
+        safe_load(latest)
     tgt = target(cfg)
     stored = binit.read(work_dir) if latest is not None else {}
     if stored:  # the run's checkpoint replaces every weight; the record says where the run started from
