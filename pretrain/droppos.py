@@ -71,7 +71,10 @@ class DropPos(nn.Module):
         self.n_keep = num_kept(encoder.num_patches, mask_ratio, "mask_ratio")
         self.n_keep_pos = num_kept(self.n_keep, pos_mask_ratio, "pos_mask_ratio")
         if self.n_keep_pos == self.n_keep:
-            raise ValueError(f"pos_mask_ratio={pos_mask_ratio} drops no position of {self.n_keep} visible patches")
+            from droppos.errors import UserError
+
+            raise UserError(f"--pos-mask-ratio {pos_mask_ratio} drops no position of the {self.n_keep} visible patches; "
+                            "raise it, or use more patches (a larger --img-size or a smaller --patch-size)")
         self.mask_token = mask_token
         self.smooth_norm = smooth_norm
         self.attn_guide, self.attn_tau = attn_guide, attn_tau

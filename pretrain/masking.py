@@ -24,11 +24,15 @@ def random_masking(n: int, length: int, n_keep: int, device: torch.device | str)
 
 def num_kept(length: int, ratio: float, what: str = "mask_ratio") -> int:
     """Tokens kept when ``ratio`` of ``length`` are dropped (MAE rounding: int(L * (1 - r)))."""
+    from droppos.errors import UserError
+
+    flag = "--" + what.replace("_", "-")
     if not 0.0 < ratio < 1.0:
-        raise ValueError(f"{what} must be in (0, 1), got {ratio}")
+        raise UserError(f"{flag} must be in (0, 1), got {ratio}")
     keep = int(length * (1 - ratio))
     if keep < 1:
-        raise ValueError(f"{what}={ratio} keeps no token of {length}; lower it")
+        raise UserError(f"{flag} {ratio} keeps no token of {length}; lower it, or use more patches (a larger "
+                        "--img-size or a smaller --patch-size)")
     return keep
 
 

@@ -109,6 +109,12 @@ def test_hostile_classification_checkpoint_and_order_classifier(tmp_path, hostil
     assert main(["probe", "order", "--backbone", str(enc), "--data", str(data), "--output", str(tmp_path / "po"),
                  "--classifier", str(pth), "--workers", "0"]) == 2
     one_line_error(capsys, pth.name)
+    pt = tmp_path / "pt"
+    pt.mkdir()
+    (pt / "checkpoint.pth").write_bytes(pth.read_bytes())
+    assert main(["pretrain", "--data", str(data), "--output", str(pt), "--resume", "--model", "tiny", "--patch-size",
+                 "4", "--img-size", "16", "--epochs", "1", "--warmup-epochs", "0", "--batch-size", "4", "--workers", "0"]) == 2
+    one_line_error(capsys, "checkpoint.pth", "--trust-pickle")
     assert not marker.exists()
 
 

@@ -33,7 +33,7 @@ def test_random_masking_counts_and_restore():
 
 @pytest.mark.parametrize("ratio", [0.0, 1.0, -0.1, 1.5])
 def test_bad_ratios(ratio):
-    with pytest.raises(ValueError, match="mask_ratio"):
+    with pytest.raises(ValueError, match="--mask-ratio must be in"):
         num_kept(196, ratio)
 
 
