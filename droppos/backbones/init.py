@@ -132,6 +132,11 @@ def resolve(opts: BackboneOptions, target: EngineTarget) -> Init:
     if src == "scratch":
         record = backbone_record("scratch", target.arch, 0, f"scratch ({target.name} init)", id=opts.name or "scratch")
         return Init(src, "scratch", record)
+    from .generic import is_generic
+
+    if is_generic(src):
+        raise InitError(f"{src}: generic backbones ({src.split(':')[0]}:) do not run in {target.name} yet (the issue "
+                        "'Any architecture as a backbone'); use a ViT checkpoint, or convert the model to one")
     native = _native(src, opts, target)
     if native is not None:
         return native

@@ -26,6 +26,7 @@ import argparse
 import sys
 from dataclasses import dataclass
 
+from droppos.errors import UserError
 from droppos.utils.config import opt
 
 
@@ -52,8 +53,19 @@ class BackboneOptions:
                                       metavar="N", ge=0)
 
     def read(self, **overrides):
-        """The :class:`~droppos.tools.convert.sources.Backbone` these options name."""
+        """The backbone these options name: a :class:`~droppos.tools.convert.sources.Backbone` (a ViT in
+        any release layout), or a :class:`~droppos.backbones.generic.GenericBackbone` for
+        ``timm:<model>[:<weights>]`` and registered plug-ins."""
+        from droppos.backbones.generic import is_generic, load_generic
         from droppos.tools.convert.sources import load_backbone
+
+        if is_generic(self.backbone):
+            for flag, value in (("--from", self.source_format), ("--arch", self.arch), ("--part", self.part)):
+                if value is not None:
+                    raise UserError(f"{flag} applies to checkpoint files, not to {self.backbone.split(':')[0]}: "
+                                    "sources (the model name fixes the architecture)")
+            return load_generic(self.backbone, trust_pickle=self.trust_pickle, allow_nonfinite=self.allow_nonfinite,
+                                name=self.name, method=self.method, epochs=self.pretrain_epochs)
 
         kw = dict(fmt=self.source_format, trust_pickle=self.trust_pickle, arch=self.arch, part=self.part,
                   allow_nonfinite=self.allow_nonfinite, name=self.name, method=self.method,

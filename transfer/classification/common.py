@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from droppos.errors import UserError
 from droppos.utils import dist as du
 from droppos.utils.checkpoint import atomic_save, safe_load
 from droppos.utils.config import write_config
@@ -75,7 +76,10 @@ def prepare(cfg: CommonConfig, protocol: str, resume: bool = False, overwrite: b
     try:
         bb = cfg.read()
         img_size = cfg.img_size or int(bb.arch["img_size"][0])
-        grid_of(bb.arch, img_size)  # a size the position embedding cannot be resampled to: error here
+        if "patch_size" in bb.arch:
+            grid_of(bb.arch, img_size)  # a size the position embedding cannot be resampled to: error here
+    except UserError:
+        raise
     except (ValueError, FileNotFoundError) as e:
         raise InputError(str(e)) from None
     if info.is_main:

@@ -5,8 +5,10 @@ Used by the linear probe (cached features), k-NN and the location-awareness prob
     feats, labels = extract_features(encoder, loader, device)            # (N, D), (N,)
     tokens, labels = extract_features(encoder, loader, device, pool="all")  # (N, 1 + L, D)
 
-``pool``: ``'cls'`` the normed [cls] token (MAE linear probing, DINO k-NN), ``'avg'`` the mean of
-the normed patch tokens, ``'all'`` every normed token, or a callable ``(model, images) -> (B, ...)``.
+``pool``: ``'feature'`` the model's own pooled feature, ``forward_head(forward_features(x),
+pre_logits=True)`` (the timm contract; for this project's ViT it is the normed [cls] token, as MAE's
+linear probing and DINO's k-NN use), ``'cls'`` the normed [cls] token, ``'avg'`` the mean of the
+normed patch tokens, ``'all'`` every normed token, or a callable ``(model, images) -> (B, ...)``.
 With several processes, give a loader whose sampler is :class:`.data.ShardSampler` (rank r gets
 samples r, r + world, ...): every process then returns all N rows in dataset order.
 """
@@ -17,6 +19,11 @@ from collections.abc import Callable
 
 import torch
 import torch.distributed as dist
+
+
+def pooled_feature(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """The model's own pooled feature (timm's ``forward_head(..., pre_logits=True)``): (B, num_features)."""
+    return model.forward_head(model.forward_features(images), pre_logits=True)
 
 
 def pool_tokens(tokens: torch.Tensor, pool: str) -> torch.Tensor:
@@ -46,7 +53,10 @@ def extract_features(model: torch.nn.Module, loader, device: torch.device | str,
         for images, target in loader:
             images = images.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                out = pool(model, images) if callable(pool) else pool_tokens(model.forward_features(images), pool)
+                if pool == "feature":
+                    out = pooled_feature(model, images)
+                else:
+                    out = pool(model, images) if callable(pool) else pool_tokens(model.forward_features(images), pool)
             feats.append(out.float().cpu())
             labels.append(torch.as_tensor(target).long().cpu())
     finally:

@@ -31,11 +31,18 @@ from .loop import evaluate, train_one_epoch
 
 def build_classifier(bb, img_size: int, num_classes: int, global_pool: str = "avg", drop_path: float = 0.0,
                      train_pos_embed: bool = True, head_init: str = "new", where: str = ""):
-    """A ``VisionTransformer`` classifier holding ``bb``'s encoder weights (checked key by key)."""
+    """A ``VisionTransformer`` classifier holding ``bb``'s encoder weights (checked key by key); for a
+    generic backbone (``timm:``, plug-ins) the model itself with a new ``num_classes`` head."""
     from timm.layers import trunc_normal_
 
-    from droppos.models.vit import VisionTransformer
+    if not hasattr(bb, "arch") or "patch_size" not in bb.arch:
+        if head_init == "source":
+            raise InputError(f"{where}--head-init source: a generic backbone keeps no classifier head")
+        return bb.model(img_size, num_classes, drop_path_rate=drop_path)
+
     from droppos.tools.convert.arch import grid_of
+
+    from droppos.models.vit import VisionTransformer
 
     arch = {**bb.arch, "img_size": img_size}
     model = VisionTransformer(**arch, num_classes=num_classes, global_pool=global_pool, drop_path_rate=drop_path,
@@ -89,7 +96,7 @@ def run_finetune(s: Setup) -> dict[str, float]:
     c = len(s.classes)
     model = build_classifier(s.backbone, s.img_size, c, cfg.global_pool, cfg.drop_path, cfg.train_pos_embed,
                              cfg.head_init, where=f"{cfg.backbone}: ").to(s.device)
-    groups = param_groups_layer_decay(model, cfg.weight_decay, no_weight_decay_list=model.no_weight_decay(),
+    groups = param_groups_layer_decay(model, cfg.weight_decay, no_weight_decay_list=getattr(model, "no_weight_decay", set)(),
                                       layer_decay=cfg.layer_decay)
     world = s.info.world_size
     lr = cfg.lr if cfg.lr is not None else cfg.blr * cfg.batch_size * world / 256

@@ -45,7 +45,7 @@ def run_knn(s: Setup) -> dict[str, float]:
     for split in ("train", "val"):
         ds = image_folder(s.data_root, split, tf, s.classes)
         loader = eval_loader(ds, cfg.batch_size, cfg.workers, s.info.rank, s.info.world_size, s.pin)
-        feats[split] = extract_features(encoder, loader, s.device, "cls", s.amp)
+        feats[split] = extract_features(encoder, loader, s.device, "feature", s.amp)
     n_train = feats["train"][0].shape[0]
     k = min(cfg.k, n_train)
     if k < cfg.k and s.info.is_main:

@@ -20,7 +20,7 @@ from .common import Setup, finish, load_checkpoint, save_checkpoint
 from .config import LinearConfig
 from .data import build_transform, eval_loader, image_folder, train_loader
 from .errors import InputError
-from .features import extract_features
+from .features import extract_features, pooled_feature
 from .loop import evaluate, train_one_epoch
 
 
@@ -36,7 +36,7 @@ class LinearHead(nn.Sequential):
 
 
 class FrozenProbe(nn.Module):
-    """Frozen encoder ([cls] features, no grad, always eval) + trainable head, for uncached probing."""
+    """Frozen encoder (its pooled feature, no grad, always eval) + trainable head, for uncached probing."""
 
     def __init__(self, encoder: nn.Module, head: nn.Module):
         super().__init__()
@@ -49,7 +49,7 @@ class FrozenProbe(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            feats = self.encoder.forward_features(images)[:, 0]
+            feats = pooled_feature(self.encoder, images)
         return self.head(feats.float())
 
 
@@ -78,7 +78,7 @@ def cached_features(s: Setup, encoder: nn.Module) -> dict[str, torch.Tensor]:
     for split in ("train", "val"):
         ds = image_folder(s.data_root, split, tf, s.classes)
         loader = eval_loader(ds, cfg.batch_size, cfg.workers, s.info.rank, s.info.world_size, s.pin)
-        out[f"{split}_x"], out[f"{split}_y"] = extract_features(encoder, loader, s.device, "cls", s.amp)
+        out[f"{split}_x"], out[f"{split}_y"] = extract_features(encoder, loader, s.device, "feature", s.amp)
     if s.info.is_main:
         atomic_save(out, path)
     return out
@@ -88,7 +88,7 @@ def run_linear(s: Setup) -> dict[str, float]:
     cfg: LinearConfig = s.cfg  # type: ignore[assignment]
     c, world = len(s.classes), s.info.world_size
     encoder = s.backbone.encoder(img_size=s.img_size).to(s.device).eval().requires_grad_(False)
-    head = LinearHead(encoder.embed_dim, c).to(s.device)
+    head = LinearHead(encoder.num_features, c).to(s.device)
     if cfg.cache_features:
         feats = cached_features(s, encoder)
         train_ds = TensorDataset(feats["train_x"], feats["train_y"])

@@ -12,12 +12,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from torch.utils.data import Subset
-
 from droppos.transfer.classification.common import Setup, prepare
 from droppos.transfer.classification.data import build_transform, eval_loader, image_folder
 from droppos.transfer.classification.errors import InputError
 from droppos.transfer.classification.features import extract_features
+from torch.utils.data import Subset
+
 from droppos.utils.metrics import write_metrics
 
 from .config import ProbeConfig
@@ -29,6 +29,9 @@ def setup_probe(cfg: ProbeConfig, protocol: str, overwrite: bool = False) -> Set
         if getattr(cfg, name) < 0:
             raise InputError(f"--{name.replace('_', '-')} {getattr(cfg, name)}: give a count of images (0 = all)")
     s = prepare(cfg, protocol, overwrite=overwrite)
+    if "patch_size" not in s.backbone.arch:
+        raise InputError(f"{cfg.backbone}: the location probes read a ViT's patch tokens and position table; "
+                         "generic backbones (timm:, plug-ins) are not probed yet")
     if s.info.world_size > 1:
         raise InputError("droppos probe runs in one process; start it without torchrun / srun")
     return s

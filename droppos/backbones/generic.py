@@ -1,0 +1,237 @@
+"""Any architecture as a backbone: ``timm:<model_name>[:<weights>]`` and registered plug-ins.
+
+A generic backbone is a model that keeps timm's contract (``forward_features``,
+``forward_head(x, pre_logits=True)``, ``num_features``; ``forward_intermediates`` and
+``feature_info`` for dense tasks). Sources::
+
+    timm:vit_small_patch14_reg4_dinov2               # random init (fixed seed), any timm model
+    timm:convnext_tiny:/ckpt/convnext_tiny.safetensors
+    myplugin:/ckpt/mine.pth                           # a class registered with droppos.backbones.register
+
+Weights are read by the project's safe loader, passed through the model family's own timm
+``checkpoint_filter_fn`` (so every layout timm reads is read: DINOv2 hub names, OpenAI CLIP, BEiT,
+EVA, ...), and loaded strictly: the file's classifier head is dropped (listed), anything else that
+does not fit is one error with the load report. Plug-ins: ``register(name, builder)`` in code, or an
+entry point of the group ``droppos.backbones`` in an installed package; ``builder(**kwargs)``
+returns the model (it receives ``num_classes``, ``drop_path_rate`` and ``img_size`` when its
+signature takes them).
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from droppos.errors import UserError
+
+ENTRY_POINT_GROUP = "droppos.backbones"
+_REGISTRY: dict[str, Callable[..., torch.nn.Module]] = {}
+_RESERVED = {"scratch"}
+
+
+class WeightsMismatch(UserError):
+    """The weights do not fit the named model (the load report is the message); exit status 1."""
+
+    exit_code = 1
+
+
+def register(name: str, builder: Callable[..., torch.nn.Module]) -> None:
+    """Make ``--backbone name:<weights>`` build ``builder(**kwargs)`` (see the module docstring)."""
+    if not name or ":" in name or name in _RESERVED or name == "timm":
+        raise UserError(f"cannot register a backbone named {name!r}: choose a name without ':' other than "
+                        f"{', '.join(sorted(_RESERVED | {'timm'}))}")
+    _REGISTRY[name] = builder
+
+
+def providers() -> dict[str, Callable[..., torch.nn.Module]]:
+    """Registered builders, with the installed packages' entry points (group ``droppos.backbones``)."""
+    from importlib.metadata import entry_points
+
+    found = dict(_REGISTRY)
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name not in found:
+            found[ep.name] = ep.load()
+    return found
+
+
+def is_generic(src: str) -> bool:
+    """Whether ``src`` names a generic backbone (``timm:...`` or a registered plug-in)."""
+    head = str(src).split(":", 1)[0]
+    return ":" in str(src) and not Path(src).exists() and (head == "timm" or head in providers())
+
+
+@dataclass
+class GenericBackbone:
+    """A generic backbone: how to build it, its weights, and its record (as :class:`Backbone` has)."""
+
+    name: str  # timm model name or plug-in name
+    build: Callable[..., torch.nn.Module]
+    state_dict: dict[str, torch.Tensor] | None
+    arch: dict
+    meta: dict
+    notes: list[str] = field(default_factory=list)
+    dropped: list[tuple[str, str]] = field(default_factory=list)
+    head: dict = field(default_factory=dict)
+    backbone: dict = field(default_factory=dict)
+
+    def model(self, img_size: int | None = None, num_classes: int = 0, **kwargs) -> torch.nn.Module:
+        """The model with these weights (classifier head new when ``num_classes``), strictly loaded."""
+        model = _call(self.build, num_classes=num_classes, img_size=img_size, **kwargs)
+        if self.state_dict is not None:
+            _load(model, dict(self.state_dict), self.meta.get("source", self.name), allow_missing_head=bool(num_classes))
+        return model
+
+    def encoder(self, img_size: int | None = None, **kwargs) -> torch.nn.Module:
+        """The feature extractor (no classifier head): ``forward_head(.., pre_logits=True)`` is its feature."""
+        return self.model(img_size, 0, **kwargs)
+
+
+def _call(builder, **kwargs) -> torch.nn.Module:
+    """``builder`` with the keyword arguments its signature takes (``img_size`` only when given)."""
+    kwargs = {k: v for k, v in kwargs.items() if v is not None or k == "num_classes"}
+    try:
+        params = inspect.signature(builder).parameters
+        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            kwargs = {k: v for k, v in kwargs.items() if k in params}
+    except (TypeError, ValueError):
+        pass
+    try:
+        return builder(**kwargs)
+    except TypeError as e:  # timm entry points take **kwargs, but not every model takes img_size
+        if "img_size" in kwargs and "img_size" in str(e):
+            kwargs.pop("img_size")
+            return builder(**kwargs)
+        raise
+
+
+def _timm_builder(model_name: str) -> Callable[..., torch.nn.Module]:
+    import timm
+
+    if not timm.is_model(model_name):
+        close = difflib.get_close_matches(model_name, timm.list_models(), n=3, cutoff=0.6)
+        hint = f"; closest: {', '.join(close)}" if close else "; `python -c 'import timm; print(timm.list_models(\"*vit*\"))'`"
+        raise UserError(f"timm:{model_name}: timm has no model of that name{hint}")
+
+    def build(num_classes: int = 0, drop_path_rate: float = 0.0, img_size=None, **kw):
+        if img_size is not None:
+            kw["img_size"] = img_size
+        return timm.create_model(model_name, pretrained=False, num_classes=num_classes,
+                                 drop_path_rate=drop_path_rate, **kw)
+
+    return build
+
+
+def load_generic(src: str, trust_pickle: bool = False, allow_nonfinite: bool = False, name: str | None = None,
+                 method: str | None = None, epochs: int | None = None) -> GenericBackbone:
+    """Read ``timm:<model>[:<weights>]`` or ``<plugin>:<weights>`` (see the module docstring)."""
+    from droppos.tools.convert.sources import default_name, file_hash
+    from droppos.utils.metrics import backbone_record
+
+    kind, rest = src.split(":", 1)
+    if kind == "timm":
+        model_name, _, weights = rest.partition(":")
+        build = _timm_builder(model_name)
+    else:
+        model_name, weights = kind, rest
+        build = providers()[kind]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)  # a random init is the same every time
+        model = _call(build, num_classes=0)
+    for attr in ("forward_features", "forward_head"):
+        if not callable(getattr(model, attr, None)):
+            raise UserError(f"{src}: the model has no {attr}(); a backbone keeps timm's contract "
+                            "(forward_features, forward_head(x, pre_logits=True), num_features)")
+    notes, sd = [], None
+    meta = {"method": method or ("scratch" if not weights else "unknown"), "epochs": epochs, "source": src,
+            "format": kind, "model_name": model_name}
+    if weights:
+        path = Path(weights)
+        sd = _read_weights(path, trust_pickle)
+        if not allow_nonfinite:
+            bad = [k for k, v in sd.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+            if bad:
+                raise UserError(f"{path}: non-finite weights (NaN/Inf) in {', '.join(bad[:3])}; the file is damaged "
+                                "(pass --allow-nonfinite to read it anyway)")
+        notes += _load(model, dict(sd), str(path), allow_missing_head=False)
+        meta["sha256"] = file_hash(path)
+    else:
+        notes.append(f"random init of {model_name} (seed 0): {kind} builds it without weights")
+        sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    size = _input_size(model)
+    params = sum(p.numel() for p in model.parameters())
+    arch = {"model": model_name, "img_size": list(size), "num_features": int(model.num_features), "params": params}
+    record = backbone_record(meta["method"], model_name, epochs if weights else 0, src,
+                             id=name or default_name(src.replace(":", "_")), sha256=meta.get("sha256"))
+    return GenericBackbone(model_name, build, sd, arch, meta, notes, backbone=record)
+
+
+def _input_size(model) -> tuple[int, int]:
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    size = cfg.get("input_size")
+    if size:
+        return int(size[1]), int(size[2])
+    pe = getattr(model, "patch_embed", None)
+    if pe is not None and getattr(pe, "img_size", None):
+        return tuple(int(v) for v in pe.img_size)
+    return 224, 224
+
+
+def _read_weights(path: Path, trust_pickle: bool) -> dict[str, torch.Tensor]:
+    from droppos.utils.checkpoint import safe_load
+
+    if not path.is_file():
+        raise UserError(f"{path}: no such weights file")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            obj = load_file(str(path))
+        except Exception as e:  # noqa: BLE001 - any parse failure is a bad file
+            raise UserError(f"{path}: not a readable safetensors file ({str(e).splitlines()[0]})") from None
+    else:
+        obj = safe_load(path, trust_pickle=trust_pickle)
+    for key in ("state_dict", "model", "module"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise UserError(f"{path}: no state dict of tensors in it (top-level keys: {', '.join(map(str, list(obj)[:6]))})")
+    if obj and all(k.startswith("module.") for k in obj):
+        obj = {k[len("module."):]: v for k, v in obj.items()}
+    return obj
+
+
+def _load(model: torch.nn.Module, sd: dict, where: str, allow_missing_head: bool) -> list[str]:
+    """Through the family's timm ``checkpoint_filter_fn``, then strictly; returns notes, raises the report."""
+    notes = []
+    module = importlib.import_module(type(model).__module__)
+    filter_fn = getattr(module, "checkpoint_filter_fn", None)
+    if filter_fn is not None:
+        try:
+            sd = filter_fn(sd, model)
+            notes.append(f"read through timm's {module.__name__}.checkpoint_filter_fn")
+        except Exception as e:  # noqa: BLE001 - a layout the filter does not know: load as is, the report says
+            notes.append(f"timm's checkpoint filter did not apply ({type(e).__name__}); loaded as is")
+    own = model.state_dict()
+    head = [k for k in sd if k not in own and k.split(".")[0] in ("head", "fc", "classifier", "heads")]
+    for k in head:
+        sd.pop(k)
+    if head:
+        notes.append(f"dropped the file's classifier head: {', '.join(head[:4])}")
+    wrong = [f"{k} {tuple(v.shape)} vs model {tuple(own[k].shape)}" for k, v in sd.items()
+             if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    missing = [k for k in own if k not in sd and not (allow_missing_head and k.split(".")[0] in ("head", "fc",
+                                                                                                 "classifier"))]
+    unexpected = [k for k in sd if k not in own]
+    if wrong or missing or unexpected:
+        parts = ([f"{len(missing)} model weights not in the file ({', '.join(missing[:3])})"] if missing else []) + \
+                ([f"{len(unexpected)} file weights with no place ({', '.join(unexpected[:3])})"] if unexpected else []) + \
+                ([f"{len(wrong)} shape mismatches ({', '.join(wrong[:2])})"] if wrong else [])
+        raise WeightsMismatch(f"{where}: the weights do not fit the model: {'; '.join(parts)}; check the model name")
+    model.load_state_dict({**own, **sd}, strict=True)
+    return notes

@@ -1,0 +1,109 @@
+"""Generic backbones (``timm:<model>[:<weights>]`` and registered plug-ins) through classification.
+
+timm's own tiny test models (``test_vit``, ``test_convnext``, ``test_resnet``) stand for the
+families; weights loaded from a file are compared tensor by tensor with the model they came from.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import timm
+import torch
+import torch.nn as nn
+from imagefolders import make_colour_imagefolder
+
+from droppos.backbones.generic import load_generic, register
+from droppos.cli import main
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_colour_imagefolder(tmp_path_factory.mktemp("imgs"))
+
+
+def run(protocol, backbone, data, out, *extra):
+    return main(["classify", protocol, "--backbone", backbone, "--data", str(data), "--output", str(out),
+                 "--workers", "0", "--batch-size", "8", "--img-size", "32", *extra])
+
+
+@pytest.mark.parametrize("model", ["test_vit", "test_convnext", "test_resnet"])
+def test_timm_models_run_knn_linear_and_finetune(tmp_path, data, model):
+    src = f"timm:{model}"
+    assert run("knn", src, data, tmp_path / "knn", "--k", "3") == 0
+    assert run("linear", src, data, tmp_path / "lin", "--epochs", "2", "--lr", "0.1") == 0
+    assert run("finetune", src, data, tmp_path / "ft", "--epochs", "1", "--warmup-epochs", "0", "--mixup", "0",
+               "--cutmix", "0") == 0
+    for name in ("knn", "lin", "ft"):
+        m = json.loads((tmp_path / name / "metrics.json").read_text())
+        assert m["backbone"]["arch"] == model and 0 <= m["metrics"]["top1"] <= 100
+    assert m["backbone"]["id"] == f"timm_{model}"
+
+
+def test_weights_file_loads_through_timms_filter_and_lands(tmp_path):
+    ref = timm.create_model("test_resnet", num_classes=7)
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.add_(torch.randn_like(p))
+    torch.save({"state_dict": ref.state_dict(), "epoch": 3}, tmp_path / "r.pth")
+    bb = load_generic(f"timm:test_resnet:{tmp_path / 'r.pth'}", name="mine", method="supervised", epochs=3)
+    enc = bb.encoder()
+    own = enc.state_dict()
+    for k, v in ref.state_dict().items():
+        if not k.startswith("fc."):
+            assert torch.equal(own[k], v), k
+    assert any("classifier head" in n for n in bb.notes)
+    assert bb.backbone["id"] == "mine" and bb.backbone["method"] == "supervised" and bb.backbone["sha256"]
+    x = torch.randn(2, 3, 32, 32)
+    ref.eval(), enc.eval()
+    torch.testing.assert_close(enc.forward_head(enc.forward_features(x), pre_logits=True),
+                               ref.forward_head(ref.forward_features(x), pre_logits=True))
+
+
+def test_bad_generic_inputs_are_one_line(tmp_path, data, capsys):
+    torch.save(timm.create_model("test_convnext").state_dict(), tmp_path / "convnext.pth")
+    cases = [
+        (["timm:test_resnett"], 2, "timm has no model of that name; closest: test_resnet"),
+        ([f"timm:test_resnet:{tmp_path / 'convnext.pth'}"], 1, "the weights do not fit the model"),
+        (["timm:test_resnet", "--arch", "num_heads=2"], 2, "--arch applies to checkpoint files"),
+    ]
+    for extra, code, message in cases:
+        assert run("knn", extra[0], data, tmp_path / "o", *extra[1:]) == code
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, err
+    assert main(["probe", "position", "--backbone", "timm:test_vit", "--data", str(data), "--output",
+                 str(tmp_path / "p"), "--img-size", "32"]) == 2
+    assert "generic backbones (timm:, plug-ins) are not probed yet" in capsys.readouterr().err
+
+
+class TinyEncoder(nn.Module):
+    """A ten-line plug-in: two convolutions and a pooled feature, in timm's contract."""
+
+    def __init__(self, num_classes: int = 0, width: int = 16):
+        super().__init__()
+        self.num_features = width
+        self.stem = nn.Sequential(nn.Conv2d(3, width, 3, 2, 1), nn.GELU(), nn.Conv2d(width, width, 3, 2, 1))
+        self.head = nn.Linear(width, num_classes) if num_classes else nn.Identity()
+
+    def forward_features(self, x):
+        return self.stem(x)
+
+    def forward_head(self, x, pre_logits: bool = False):
+        x = x.mean(dim=(2, 3))
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x):
+        return self.forward_head(self.forward_features(x))
+
+
+def test_a_registered_plugin_runs_through_classification(tmp_path, data):
+    register("tiny_encoder", TinyEncoder)
+    torch.save(TinyEncoder().state_dict(), tmp_path / "tiny.pth")
+    src = f"tiny_encoder:{tmp_path / 'tiny.pth'}"
+    assert run("knn", src, data, tmp_path / "knn", "--k", "3") == 0
+    assert run("linear", src, data, tmp_path / "lin", "--epochs", "2", "--lr", "0.1") == 0
+    assert run("finetune", src, data, tmp_path / "ft", "--epochs", "1", "--warmup-epochs", "0", "--mixup", "0",
+               "--cutmix", "0", "--layer-decay", "1.0") == 0
+    m = json.loads((tmp_path / "ft" / "metrics.json").read_text())
+    assert m["backbone"]["arch"] == "tiny_encoder" and m["backbone"]["sha256"]
