@@ -235,3 +235,40 @@ def _load(model: torch.nn.Module, sd: dict, where: str, allow_missing_head: bool
         raise WeightsMismatch(f"{where}: the weights do not fit the model: {'; '.join(parts)}; check the model name")
     model.load_state_dict({**own, **sd}, strict=True)
     return notes
+
+
+# ---------------------------------------------------------------------------------------- dense features
+@dataclass
+class DensePlan:
+    """Which feature maps a dense task reads: ``plain`` (one stride: a ViT's patch grid) or a pyramid."""
+
+    plain: bool
+    indices: list[int]  # forward_intermediates indices
+    channels: list[int]
+    strides: list[int]
+
+
+def dense_plan(model: torch.nn.Module, maps: int = 1) -> DensePlan:
+    """From timm's ``feature_info``: a plain model gives ``maps`` evenly spaced blocks (the last one
+    when ``maps`` is 1); a hierarchical one the last stage of each stride 4, 8, 16, 32."""
+    info = getattr(model, "feature_info", None)
+    if not info or not callable(getattr(model, "forward_intermediates", None)):
+        raise UserError(f"{type(model).__name__}: no feature_info / forward_intermediates, so no feature maps for "
+                        "detection or segmentation (timm models have them; a plug-in must provide them)")
+    info = [dict(i) for i in info]
+    reductions = {int(i["reduction"]) for i in info}
+    if len(reductions) == 1:
+        n = len(info)
+        idx = [n - 1] if maps == 1 else [round((k + 1) * n / maps) - 1 for k in range(maps)]
+        return DensePlan(True, idx, [int(info[i]["num_chs"]) for i in idx], [int(info[i]["reduction"]) for i in idx])
+    idx = [max(i for i, f in enumerate(info) if int(f["reduction"]) == r) for r in (4, 8, 16, 32)
+           if any(int(f["reduction"]) == r for f in info)]
+    if len(idx) < 3:
+        raise UserError(f"{type(model).__name__}: feature maps at strides {sorted(reductions)}: a pyramid needs "
+                        "strides 4/8/16/32 (at least three of them)")
+    return DensePlan(False, idx, [int(info[i]["num_chs"]) for i in idx], [int(info[i]["reduction"]) for i in idx])
+
+
+def dense_features(model: torch.nn.Module, x: torch.Tensor, plan: DensePlan) -> list[torch.Tensor]:
+    """The planned NCHW maps of ``x`` through timm's ``forward_intermediates``."""
+    return list(model.forward_intermediates(x, indices=plan.indices, intermediates_only=True, output_fmt="NCHW"))

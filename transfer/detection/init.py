@@ -50,8 +50,22 @@ def overrides(cfg):
 
 
 def target(cfg) -> EngineTarget:
-    """The :class:`EngineTarget` of a ViTDet config."""
+    """The :class:`EngineTarget` of a ViTDet config (of a generic config: for its own checkpoints only)."""
+    if generic_net(cfg) is not None:
+        return EngineTarget(name="detectron2", prefix="backbone.", arch={}, overrides=lambda src: [],
+                            native=native_state, override_flag="")
     return EngineTarget(name="detectron2", prefix=NET, arch=arch_of_config(cfg.model.backbone.net),
                         overrides=overrides(cfg), native=native_state, override_flag="",
                         recipe_init={r"^backbone\.net\.blocks\.\d+\.attn\.rel_pos_[hw]$":
                                      "zeros (ViTDet relative position tables)"})
+
+
+def generic_net(cfg):
+    """The config's generic backbone node (``TimmBackbone``, see :mod:`.generic`), or None for a ViTDet ViT."""
+    bb = cfg.model.backbone
+    for key in ("net", "bottom_up"):
+        node = bb.get(key) if hasattr(bb, "get") else None
+        target = node.get("_target_") if node is not None and hasattr(node, "get") else None
+        if target is not None and getattr(target, "__name__", str(target)).endswith("TimmBackbone"):
+            return node
+    return None

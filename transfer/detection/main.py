@@ -68,7 +68,9 @@ def prepare(args) -> dict:
 
     from .config import load_config, resolve_config_file
     from .datasets import check_datasets
-    from .init import InitError, target
+    from droppos.backbones.generic import is_generic
+
+    from .init import InitError, generic_net, target
 
     if args.num_gpus < 1 or args.num_machines < 1 or not 0 <= args.machine_rank < args.num_machines:
         raise InitError("need --num-gpus >= 1, --num-machines >= 1 and 0 <= --machine-rank < --num-machines")
@@ -85,9 +87,12 @@ def prepare(args) -> dict:
                         "--eval-only to evaluate it, or choose another --output")
     for line in check_datasets(cfg.datasets.prefix, cfg.datasets.root, cfg.model.roi_heads.num_classes):
         print(line)
-    tgt = target(cfg)
     state = binit.read(args.output)
     opts = backbone_options(args)
+    net = generic_net(cfg)
+    if net is not None or is_generic(opts.backbone or ""):
+        return _prepare_generic(args, opts, net, state)
+    tgt = target(cfg)
     if args.eval_only:
         if not opts.backbone:  # the run's own last checkpoint
             record = state.get("backbone") or backbone_record("unknown", tgt.arch, None, str(args.output))
@@ -107,6 +112,43 @@ def prepare(args) -> dict:
         print(line)
     path = binit.save(args.output, init)
     return binit.read(args.output) | {"checkpoint": str(path) if path else (init.source if init.kind == "native" else "")}
+
+
+def _prepare_generic(args, opts, net, state: dict) -> dict:
+    """``--backbone timm:...`` / a plug-in with a ``mask_rcnn_timm_*`` config: the source goes into the
+    config's ``TimmBackbone``, which reads and strictly loads the weights when the model is built."""
+    from droppos.backbones import init as binit
+    from droppos.backbones.generic import is_generic, load_generic
+
+    from .init import InitError
+
+    if net is None:
+        raise InitError(f"{opts.backbone}: a generic backbone needs a generic config: mask_rcnn_timm_plain_fmnist "
+                        "(one stride, e.g. ViTs) or mask_rcnn_timm_fpn_fmnist (strides 4-32), or their COCO versions")
+    if args.resume and (args.output / "last_checkpoint").is_file() and state:
+        print(f"resuming {args.output} (initialised from {state['source']}); --backbone is not used")
+        args.opts = [*args.opts, f"{_net_key(args)}.source={state['source']}"]
+        return state
+    src = opts.backbone or str(net.source)
+    if not is_generic(src):
+        raise InitError(f"{src}: this config builds a generic backbone: give --backbone timm:<model>[:<weights>] or "
+                        "<plugin>:<weights> (a ViT checkpoint goes with the mask_rcnn_vitdet_* configs)")
+    bb = load_generic(src, trust_pickle=opts.trust_pickle, allow_nonfinite=opts.allow_nonfinite, name=opts.name,
+                      method=opts.method, epochs=opts.pretrain_epochs)  # checked here once, one line if it fails
+    args.opts = [*args.opts, f"{_net_key(args)}.source={src}", f"{_net_key(args)}.trust_pickle={opts.trust_pickle}"]
+    init = binit.Init(src, "generic", bb.backbone, notes=bb.notes)
+    if not args.eval_only:
+        binit.save(args.output, init)
+    return {"source": src, "kind": "generic", "backbone": bb.backbone, "checkpoint": "", "notes": bb.notes}
+
+
+def _net_key(args) -> str:
+    from detectron2.config import LazyConfig
+
+    from .config import resolve_config_file
+
+    bb = LazyConfig.load(str(resolve_config_file(args.config_file))).model.backbone
+    return "model.backbone.net" if "net" in bb else "model.backbone.bottom_up"
 
 
 def run(args: argparse.Namespace) -> int:

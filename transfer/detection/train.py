@@ -89,6 +89,10 @@ def do_train(cfg, args, init) -> dict:
         if comm.is_main_process():
             print("\n".join(load_report.lines()))
             binit.record_load(output_dir, load_report)
+    elif init.get("kind") == "generic":
+        if comm.is_main_process():
+            print("\n".join([f"init: generic backbone {init['source']}, weights loaded when it was built"]
+                             + [f"  {n}" for n in init.get("notes", [])] + ["  random init: pyramid and heads"]))
     else:
         logger.info("no initial weights: the whole detector starts from detectron2's random init")
 
