@@ -259,6 +259,9 @@ def load(model: torch.nn.Module, init: Init, target: EngineTarget, require_full:
     """Check ``init`` against ``model`` and load it strictly; raises :class:`InitError` with one line."""
     if init.kind == "scratch":
         return LoadReport(source=init.source, notes=[f"scratch: the whole model keeps {target.name}'s random init"])
+    if init.kind == "generic":  # the backbone read and strictly loaded its weights when it was built
+        return LoadReport(source=init.source, notes=["generic backbone: weights loaded when it was built", *init.notes,
+                                                     "random init: neck and heads"])
     own = model.state_dict()
     rep = check(own, init, target, require_full)
     if not rep.ok:

@@ -69,7 +69,7 @@ def _run(args: argparse.Namespace) -> int:
     from .data import check_data
     from .mmcv_ops import ensure_mmcv_ops
     from .safe_load import allow_mmengine_checkpoints
-    from .weights import target
+    from .weights import fit_heads, generic_config, target
 
     ensure_mmcv_ops()
     allow_mmengine_checkpoints()
@@ -101,7 +101,10 @@ def _run(args: argparse.Namespace) -> int:
         safe_load(latest)
     tgt = target(cfg)
     stored = binit.read(work_dir) if latest is not None else {}
-    if stored:  # the run's checkpoint replaces every weight; the record says where the run started from
+    if generic_config(cfg):  # timm: / plug-in backbones: built (with their weights) by the config's backbone
+        init = _generic_init(args, cfg, stored)
+        changes += fit_heads(cfg)
+    elif stored:  # the run's checkpoint replaces every weight; the record says where the run started from
         init = binit.Init(str(latest), "scratch", stored.get("backbone", {}))
     else:
         init = binit.resolve(backbone_options(args), tgt)
@@ -158,6 +161,23 @@ def _run(args: argparse.Namespace) -> int:
             load_report=stored.get("load_report") or report.to_dict())
         runner.logger.info(f"mIoU {summary['mIoU']:.2f}  mAcc {summary['mAcc']:.2f}  aAcc {summary['aAcc']:.2f} -> {path}")
     return 0
+
+
+def _generic_init(args, cfg, stored: dict):
+    """The config's ``TimmGenericBackbone`` gets ``--backbone`` (or, resuming, the run's own source)."""
+    from droppos.backbones import init as binit
+    from droppos.backbones.generic import is_generic, load_generic
+    from droppos.backbones.options import backbone_options
+
+    opts = backbone_options(args)
+    src = stored.get("source") or opts.backbone or str(cfg.model.backbone.source)
+    if not is_generic(src):
+        raise SegmentError(f"{src}: this config builds a generic backbone: give --backbone timm:<model>[:<weights>] "
+                           "or <plugin>:<weights> (a ViT checkpoint goes with the upernet_vit / upernet_mae configs)")
+    bb = load_generic(src, trust_pickle=opts.trust_pickle, allow_nonfinite=opts.allow_nonfinite, name=opts.name,
+                      method=opts.method, epochs=opts.pretrain_epochs)  # checked here once, one line if it fails
+    cfg.model.backbone.source, cfg.model.backbone.trust_pickle = src, bool(opts.trust_pickle)
+    return binit.Init(src, "generic", stored.get("backbone") or bb.backbone, notes=bb.notes)
 
 
 def _latest_checkpoint(work_dir: Path) -> Path | None:

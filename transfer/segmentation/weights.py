@@ -83,9 +83,52 @@ def arch_overrides(arch: dict, cfg) -> list[str]:
 
 
 def target(cfg) -> EngineTarget:
-    """The :class:`EngineTarget` of a UperNet config with mmseg's ``MAE`` backbone."""
+    """The :class:`EngineTarget` of a UperNet config with mmseg's ``MAE`` backbone (of a generic config:
+    for its own checkpoints only)."""
+    if generic_config(cfg):
+        return EngineTarget(name="mmseg", prefix=PREFIX, arch={}, overrides=lambda src: [], native=native_state,
+                            override_flag="--cfg-options ")
     return EngineTarget(name="mmseg", prefix=PREFIX, arch=arch_of_config(cfg.model.backbone),
                         overrides=lambda src: arch_overrides(src, cfg), native=native_state,
                         convert_kwargs={"final_norm": bool(cfg.model.backbone.get("final_norm", False))},
                         override_flag="--cfg-options ",
                         recipe_init={r"^backbone\.layers\.\d+\.attn\.relative_position_index$": "fixed index buffer"})
+
+
+def generic_config(cfg) -> bool:
+    """Whether the config's backbone is a generic one (``TimmGenericBackbone``, see :mod:`.generic`)."""
+    return cfg.model.backbone.get("type") == "TimmGenericBackbone"
+
+
+def fit_heads(cfg) -> list[str]:
+    """Set the neck's and heads' input channels from the generic backbone's feature maps (logged)."""
+    from droppos.backbones.generic import dense_plan, load_generic
+
+    bb = cfg.model.backbone
+    size = bb.get("img_size", 224)
+    model = load_generic(str(bb.source), trust_pickle=bool(bb.get("trust_pickle", False))).encoder(
+        img_size=size[0] if isinstance(size, (list, tuple)) else size)
+    plan = dense_plan(model, maps=int(bb.get("maps", 4)))
+    changes = []
+    if cfg.model.get("neck"):
+        if not plan.plain:
+            raise InitError(f"{bb.source}: a hierarchical backbone (strides {plan.strides}) feeds UPerHead directly; "
+                            "use upernet_timm_fpn_fmnist (no neck)")
+        cfg.model.neck.embed_dim = plan.channels[0]
+        chans = [plan.channels[0]] * len(plan.channels)
+    elif plan.plain:
+        raise InitError(f"{bb.source}: a plain backbone (one stride, {plan.strides[0]}) needs Feature2Pyramid; use "
+                        "upernet_timm_plain_fmnist")
+    else:
+        chans = list(plan.channels)
+    head = cfg.model.decode_head
+    if list(head.in_channels) != chans:
+        changes.append(f"adapted to the backbone: decode_head.in_channels {list(head.in_channels)} -> {chans}")
+        head.in_channels = chans
+    aux = cfg.model.get("auxiliary_head")
+    if aux:
+        want = chans[int(aux.get("in_index", 2))]
+        if aux.in_channels != want:
+            changes.append(f"adapted to the backbone: auxiliary_head.in_channels {aux.in_channels} -> {want}")
+            aux.in_channels = want
+    return changes
