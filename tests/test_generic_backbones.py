@@ -181,3 +181,56 @@ def test_generic_backbones_train_and_resume_in_mmseg(tmp_path, config, model):
     assert main([*base, "--resume", "--cfg-options", *opts, "train_cfg.max_iters=2", "train_cfg.val_interval=2",
                  "default_hooks.checkpoint.interval=1"]) == 0
     assert json.loads((tmp_path / "seg" / "metrics.json").read_text())["iterations"] == 2
+
+
+# ---------------------------------------------------------------------------------------- families x tasks
+#: tiny versions of the families (timm's own classes with small kwargs), registered as plug-ins so that
+#: the generic path builds them exactly as it builds `timm:<name>`; ConvNeXt and ResNet are timm's tests
+TINY_FAMILIES = {
+    "tiny_dinov2_reg": ("vit_small_patch14_reg4_dinov2", dict(depth=2, embed_dim=64, num_heads=2), "plain", 112),
+    "tiny_eva02": ("eva02_tiny_patch14_224", dict(depth=2, embed_dim=64, num_heads=2), "plain", 112),
+    "tiny_clip": ("vit_base_patch16_clip_224", dict(depth=2, embed_dim=64, num_heads=2), "plain", 128),
+    "tiny_beit": ("beit_base_patch16_224", dict(depth=2, embed_dim=64, num_heads=2), "plain", 128),
+    "tiny_swin": ("swin_tiny_patch4_window7_224", dict(depths=(1, 1, 1, 1), embed_dim=24, num_heads=(1, 1, 1, 1),
+                                                       window_size=4), "fpn", 128),
+    "timm:test_convnext": (None, None, "fpn", 128),
+    "timm:test_resnet": (None, None, "fpn", 128),
+}
+
+
+def _source(family: str) -> str:
+    name, kwargs, _, _ = TINY_FAMILIES[family]
+    if name is None:
+        return family
+    register(family, lambda num_classes=0, drop_path_rate=0.0, img_size=None, name=name, kw=kwargs:
+             timm.create_model(name, num_classes=num_classes, drop_path_rate=drop_path_rate,
+                               **({"img_size": img_size} if img_size else {}), **kw))
+    return f"{family}:"
+
+
+@pytest.mark.slow
+@pytest.mark.detectron2
+@pytest.mark.mmseg
+@pytest.mark.parametrize("family", sorted(TINY_FAMILIES))
+def test_every_family_runs_every_task(tmp_path, data, family):
+    pytest.importorskip("detectron2")
+    pytest.importorskip("mmseg")
+    from detection_helpers import build_tiny_coco
+    from segmentation_helpers import build_tiny_dataset
+
+    src, (_, _, kind, size) = _source(family), TINY_FAMILIES[family]
+    assert main(["classify", "knn", "--backbone", src, "--data", str(data), "--output", str(tmp_path / "knn"),
+                 "--workers", "0", "--img-size", str(size), "--k", "3"]) == 0
+    assert main(["classify", "finetune", "--backbone", src, "--data", str(data), "--output", str(tmp_path / "ft"),
+                 "--workers", "0", "--img-size", str(size), "--batch-size", "8", "--epochs", "1", "--warmup-epochs",
+                 "0", "--mixup", "0", "--cutmix", "0", "--aa", ""]) == 0
+    coco = build_tiny_coco(tmp_path / "coco", train=2, val=1)
+    assert main(["detect", "--config-file", f"mask_rcnn_timm_{kind}_fmnist", "--backbone", src, "--data", str(coco),
+                 "--output", str(tmp_path / "det"), "dataloader.train.total_batch_size=2", "train.max_iter=1"]) == 0
+    ade = build_tiny_dataset(tmp_path / "ade", train=2, val=1)
+    assert main(["segment", "--config", f"upernet_timm_{kind}_fmnist", "--backbone", src, "--data", str(ade),
+                 "--output", str(tmp_path / "seg"), "--cfg-options", "train_dataloader.batch_size=2",
+                 "train_dataloader.num_workers=0", "val_dataloader.num_workers=0", "train_cfg.max_iters=1",
+                 "train_cfg.val_interval=1"]) == 0
+    for run in ("knn", "ft", "det", "seg"):
+        assert json.loads((tmp_path / run / "metrics.json").read_text())["status"] == "finished"

@@ -22,6 +22,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -259,7 +260,7 @@ def dense_plan(model: torch.nn.Module, maps: int = 1) -> DensePlan:
     reductions = {int(i["reduction"]) for i in info}
     if len(reductions) == 1:
         n = len(info)
-        idx = [n - 1] if maps == 1 else [round((k + 1) * n / maps) - 1 for k in range(maps)]
+        idx = [n - 1] if maps == 1 else [max(0, math.ceil((k + 1) * n / maps) - 1) for k in range(maps)]
         return DensePlan(True, idx, [int(info[i]["num_chs"]) for i in idx], [int(info[i]["reduction"]) for i in idx])
     idx = [max(i for i, f in enumerate(info) if int(f["reduction"]) == r) for r in (4, 8, 16, 32)
            if any(int(f["reduction"]) == r for f in info)]
@@ -270,5 +271,9 @@ def dense_plan(model: torch.nn.Module, maps: int = 1) -> DensePlan:
 
 
 def dense_features(model: torch.nn.Module, x: torch.Tensor, plan: DensePlan) -> list[torch.Tensor]:
-    """The planned NCHW maps of ``x`` through timm's ``forward_intermediates``."""
-    return list(model.forward_intermediates(x, indices=plan.indices, intermediates_only=True, output_fmt="NCHW"))
+    """The planned NCHW maps of ``x`` through timm's ``forward_intermediates`` (a block planned twice, in a
+    model shallower than the maps asked for, is given twice)."""
+    unique = sorted(set(plan.indices))
+    out = model.forward_intermediates(x, indices=unique, intermediates_only=True, output_fmt="NCHW")
+    by_index = dict(zip(unique, out))
+    return [by_index[i] for i in plan.indices]
