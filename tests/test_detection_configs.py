@@ -21,11 +21,29 @@ def load(name: str, opts=()):
     return LazyConfig.apply_overrides(cfg, list(opts))
 
 
-def test_the_three_configs_are_shipped():
-    assert CONFIGS == ["mask_rcnn_vitdet_b_100ep", "mask_rcnn_vitdet_fmnist", "mask_rcnn_vitdet_l_100ep"]
+VITDET = [c for c in CONFIGS if "vitdet" in c]
+GENERIC = [c for c in CONFIGS if "timm" in c]
 
 
-@pytest.mark.parametrize("name", CONFIGS)
+def test_the_shipped_configs():
+    assert VITDET == ["mask_rcnn_vitdet_b_100ep", "mask_rcnn_vitdet_fmnist", "mask_rcnn_vitdet_l_100ep"]
+    assert GENERIC == ["mask_rcnn_timm_fpn_b_100ep", "mask_rcnn_timm_fpn_fmnist", "mask_rcnn_timm_plain_b_100ep",
+                       "mask_rcnn_timm_plain_fmnist"]
+
+
+@pytest.mark.parametrize("name", GENERIC)
+def test_generic_configs_build_their_backbone(name):
+    """Each generic config builds (the COCO ones with their default ViT-B / ConvNeXt-B, random init)."""
+    from detectron2.config import instantiate
+
+    cfg = load(name)
+    net = instantiate(cfg.model.backbone)
+    shapes = net.output_shape()
+    assert sorted(shapes) == (["p2", "p3", "p4", "p5", "p6"] if name.endswith("100ep") else ["p2", "p3", "p4", "p5"])
+    assert [shapes[k].stride for k in sorted(shapes)] == [4, 8, 16, 32, 64][:len(shapes)]
+
+
+@pytest.mark.parametrize("name", VITDET)
 def test_config_instantiates(name):
     """Model (shrunk), optimizer with layer decay, schedule, and the train/test mappers build."""
     from detectron2.config import instantiate

@@ -78,26 +78,36 @@ def test_bad_generic_inputs_are_one_line(tmp_path, data, capsys):
 
 
 class TinyEncoder(nn.Module):
-    """A ten-line plug-in: two convolutions and a pooled feature, in timm's contract."""
+    """The README's plug-in: a stride-16 convolution in timm's contract (pooled feature, feature maps)."""
 
     def __init__(self, num_classes: int = 0, width: int = 16):
         super().__init__()
-        self.num_features = width
-        self.stem = nn.Sequential(nn.Conv2d(3, width, 3, 2, 1), nn.GELU(), nn.Conv2d(width, width, 3, 2, 1))
+        self.num_features, self.feature_info = width, [dict(num_chs=width, reduction=16, module="stem")]
+        self.stem = nn.Sequential(nn.Conv2d(3, width, 16, 16), nn.GELU())
         self.head = nn.Linear(width, num_classes) if num_classes else nn.Identity()
 
     def forward_features(self, x):
         return self.stem(x)
 
     def forward_head(self, x, pre_logits: bool = False):
-        x = x.mean(dim=(2, 3))
-        return x if pre_logits else self.head(x)
+        return x.mean(dim=(2, 3)) if pre_logits else self.head(x.mean(dim=(2, 3)))
+
+    def forward_intermediates(self, x, indices=None, intermediates_only=True, output_fmt="NCHW"):
+        return [self.stem(x)]
 
     def forward(self, x):
         return self.forward_head(self.forward_features(x))
 
 
-def test_a_registered_plugin_runs_through_classification(tmp_path, data):
+@pytest.mark.slow
+@pytest.mark.detectron2
+@pytest.mark.mmseg
+def test_a_registered_plugin_runs_through_every_task(tmp_path, data):
+    pytest.importorskip("detectron2")
+    pytest.importorskip("mmseg")
+    from detection_helpers import build_tiny_coco
+    from segmentation_helpers import build_tiny_dataset
+
     register("tiny_encoder", TinyEncoder)
     torch.save(TinyEncoder().state_dict(), tmp_path / "tiny.pth")
     src = f"tiny_encoder:{tmp_path / 'tiny.pth'}"
@@ -107,6 +117,16 @@ def test_a_registered_plugin_runs_through_classification(tmp_path, data):
                "--cutmix", "0", "--layer-decay", "1.0") == 0
     m = json.loads((tmp_path / "ft" / "metrics.json").read_text())
     assert m["backbone"]["arch"] == "tiny_encoder" and m["backbone"]["sha256"]
+    coco = build_tiny_coco(tmp_path / "coco", train=2, val=1)
+    assert main(["detect", "--config-file", "mask_rcnn_timm_plain_fmnist", "--backbone", src, "--data", str(coco),
+                 "--output", str(tmp_path / "det"), "dataloader.train.total_batch_size=2", "train.max_iter=1"]) == 0
+    ade = build_tiny_dataset(tmp_path / "ade", train=2, val=1)
+    assert main(["segment", "--config", "upernet_timm_plain_fmnist", "--backbone", src, "--data", str(ade),
+                 "--output", str(tmp_path / "seg"), "--cfg-options", "train_dataloader.batch_size=2",
+                 "train_dataloader.num_workers=0", "val_dataloader.num_workers=0", "train_cfg.max_iters=1",
+                 "train_cfg.val_interval=1"]) == 0
+    for run_dir in ("det", "seg"):
+        assert json.loads((tmp_path / run_dir / "metrics.json").read_text())["backbone"]["arch"] == "tiny_encoder"
 
 
 # ---------------------------------------------------------------------------------------- detection

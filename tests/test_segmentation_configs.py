@@ -26,8 +26,27 @@ def _mmcv_ops():
     ensure_mmcv_ops()  # mmcv-lite: before mmseg's models are imported (by the registry, lazily)
 
 
-def test_shipped_configs_are_the_three_documented():
-    assert shipped_configs() == sorted(ADE + ["upernet_vit_fmnist"])
+GENERIC = ["upernet_timm_fpn_b_ade20k_512", "upernet_timm_fpn_fmnist", "upernet_timm_plain_b_ade20k_512",
+           "upernet_timm_plain_fmnist"]
+
+
+def test_shipped_configs_are_the_documented():
+    assert shipped_configs() == sorted(ADE + ["upernet_vit_fmnist"] + GENERIC)
+
+
+@pytest.mark.parametrize("name", GENERIC)
+def test_generic_configs_build_and_fit_their_backbone(name):
+    """The heads' input channels written in each generic config are those of its default backbone."""
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import MODELS
+
+    from droppos.transfer.segmentation.weights import fit_heads
+
+    cfg = load_config(name)
+    assert fit_heads(cfg) == []  # nothing to adapt: the config already fits its default backbone
+    init_default_scope("mmseg")
+    backbone = MODELS.build(cfg.model.backbone)
+    assert len(backbone.plan.indices) == 4
 
 
 @pytest.mark.parametrize("name", ADE)
