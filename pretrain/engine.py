@@ -26,11 +26,12 @@ from droppos.errors import UserError
 from droppos.models.vit import build_vit
 from droppos.utils import dist as du
 from droppos.utils.checkpoint import atomic_save, safe_load, save_encoder
-from droppos.utils.rng import rng_state, set_rng_state
 from droppos.utils.config import write_config
+from droppos.utils.cost import backbone_cost
 from droppos.utils.logging import RunLogger, progress
 from droppos.utils.metrics import backbone_record, write_metrics
 from droppos.utils.optim import clip_gradients, cosine_lr, param_groups_weight_decay, set_lr
+from droppos.utils.rng import rng_state, set_rng_state
 
 from .build import build_method
 from .config import PretrainConfig
@@ -251,7 +252,7 @@ class PretrainRun:
             bb = backbone_record(self.cfg.method, self.encoder.arch_args(), self.cfg.epochs, source=str(self.run_dir / "encoder.pth"))
             write_metrics(self.run_dir, task="pretrain", protocol=self.cfg.method, backbone=bb,
                           dataset=Path(self.cfg.data).name, metrics=last_epoch, seed=self.cfg.seed,
-                          data_root=self.cfg.data,
+                          data_root=self.cfg.data, cost=backbone_cost(self.encoder, self.cfg.img_size),
                           epochs=self.cfg.epochs, steps=self.step, config=dataclasses.asdict(self.cfg))
             self.logger.close()
             print(json.dumps({"final_epoch": last_epoch, "encoder": str(self.run_dir / "encoder.pth")}))

@@ -122,9 +122,25 @@ class Row:
     def epochs(self) -> int | None:
         return self.record.get("epochs")
 
+    cost: dict = field(default_factory=dict)  # params_M, GFLOPs by "task@HxW", wall_s (sum), peak_rss_gib (max)
+
     @property
     def ids(self) -> list[str]:
         return [self.key]
+
+    def add_cost(self, run: Run) -> None:
+        c = run.cost
+        if not c:
+            return
+        if c.get("params_M") is not None:
+            self.cost.setdefault("params_M", c["params_M"])
+        if c.get("GFLOPs") is not None and c.get("input"):
+            size = "x".join(map(str, c["input"])) if c["input"][0] != c["input"][1] else str(c["input"][0])
+            self.cost.setdefault("GFLOPs", {})[f"{TASK_SHORT.get(run.task, run.task)}@{size}"] = c["GFLOPs"]
+        if c.get("wall_s") is not None:
+            self.cost["wall_s"] = self.cost.get("wall_s", 0.0) + float(c["wall_s"])
+        if c.get("peak_rss_gib") is not None:
+            self.cost["peak_rss_gib"] = max(self.cost.get("peak_rss_gib", 0.0), float(c["peak_rss_gib"]))
 
 
 @dataclass
@@ -208,6 +224,7 @@ def aggregate(runs: list[Run], all_metrics: bool = False, references: list[str] 
             raise UserError(f"backbone name {row.key!r} is given to two different backbones: {row.first} "
                             f"({_describe(row.record)}) and {run.path} ({_describe(run.backbone)}); "
                             "give them different --name (or spec backbone keys)")
+        row.add_cost(run)
         for metric in _columns_of(run, all_metrics):
             col = Column(run.task, run.protocol, run.dataset, metric)
             cell = row.cells.setdefault(col, Cell())

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from droppos.results.engines import EngineLog, parse_classification, parse_detectron2, parse_mmengine
 from droppos.results.records import Run
+
 from droppos.utils.metrics import read_metrics
 
 #: run.json statuses that say why a run has no numbers
@@ -181,7 +182,8 @@ def _from_ours(path: Path, data: dict) -> tuple[Run, list[str]]:
              "(non-finite when written, e.g. COCO's APl without large objects), left out"] if nulls else []
     run = Run(path=path, task=str(data["task"]), protocol=str(data["protocol"]), backbone=data["backbone"],
               dataset=str(data.get("dataset") or "unknown"), seed=data.get("seed"), metrics=metrics,
-              status=str(data.get("status") or "finished"), source="metrics.json", data_id=data.get("data_id"))
+              status=str(data.get("status") or "finished"), source="metrics.json", data_id=data.get("data_id"),
+              cost=data.get("cost") if isinstance(data.get("cost"), dict) else {})
     return run, notes
 
 

@@ -68,6 +68,7 @@ def to_json(table: Table, published: list[Published], warnings: list[str]) -> di
                      "dataset": c.dataset, "metric": c.metric} for c in table.columns],
         "references": list(table.references),
         "rows": [{"label": r.label, "method": r.method, "arch": r.arch, "pretrain_epochs": r.epochs, "record": r.record,
+                  "cost": r.cost,
                   "backbone_ids": r.ids, "cells": {c.key: cell.to_dict() for c, cell in r.cells.items()}}
                  for r in table.rows],
         "published": [{**p.to_dict(), "with_these_runs": comparability(p, table)} for p in published],

@@ -78,9 +78,13 @@ def main_table(table: Table, published: list[Published]) -> str:
     """The backbone x task/metric table, then the published rows for the same columns."""
     if not table.columns:
         return "_No results: no run with a table metric was found._\n"
-    lines = [_row(["backbone"] + [c.label for c in table.columns]), _row(["---"] * (len(table.columns) + 1))]
+    costs = any(row.cost for row in table.rows)
+    extra = ["params (M)", "GFLOPs (task@px)", "run time (min)", "peak memory (GiB)"] if costs else []
+    lines = [_row(["backbone"] + [c.label for c in table.columns] + extra),
+             _row(["---"] * (len(table.columns) + 1 + len(extra)))]
     for row in table.rows:
-        lines.append(_row([row.label] + [cell_text(row.cells.get(c)) for c in table.columns]))
+        lines.append(_row([row.label] + [cell_text(row.cells.get(c)) for c in table.columns]
+                          + (cost_cells(row.cost) if costs else [])))
     groups: dict[tuple, dict] = {}
     for p in published:
         if p.column in table.columns:
@@ -89,6 +93,14 @@ def main_table(table: Table, published: list[Published]) -> str:
         label = next(iter(by_col.values())).label
         lines.append(_row([f"*{label}*"] + [f"*{by_col[c].text}*" if c in by_col else "" for c in table.columns]))
     return "\n".join(lines) + "\n"
+
+
+def cost_cells(cost: dict) -> list[str]:
+    """The cost columns of a row: parameters, GFLOPs per task and input size, summed run time, peak memory."""
+    flops = ", ".join(f"{k} {v:.3g}" for k, v in sorted(cost.get("GFLOPs", {}).items()))
+    return [f"{cost['params_M']:.2f}" if cost.get("params_M") is not None else "—", flops or "—",
+            f"{cost['wall_s'] / 60:.1f}" if cost.get("wall_s") is not None else "—",
+            f"{cost['peak_rss_gib']:.2f}" if cost.get("peak_rss_gib") is not None else "—"]
 
 
 def published_table(table: Table, published: list[Published]) -> str:

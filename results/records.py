@@ -45,6 +45,7 @@ class Run:
     progress: str = ""
     note: str = ""
     data_id: str | None = None  # hash of the data set's build options (dataset.json)
+    cost: dict = field(default_factory=dict)  # metrics.json's cost: params_M, GFLOPs, input, wall_s, peak_rss_gib
 
     @property
     def backbone_key(self) -> str:

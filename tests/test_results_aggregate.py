@@ -176,3 +176,31 @@ def test_a_killed_finetune_is_read_from_its_log(tmp_path):
     (run / "log.jsonl").write_text(json.dumps({"step": 10, "epoch": 1, "val_top1": 55.0, "val_top5": 90.0}) + "\n")
     runs = discover([tmp_path]).runs
     assert len(runs) == 1 and runs[0].status == "partial" and runs[0].metrics["top1"] == 55.0
+
+
+def test_cost_columns_per_backbone():
+    import dataclasses
+
+    from droppos.results.markdown import main_table
+
+    runs = [dataclasses.replace(_run("mae", 10, 60.0, 0, "a"), cost={"params_M": 5.5, "GFLOPs": 1.25, "input": [64, 64],
+                                                                      "wall_s": 120.0, "peak_rss_gib": 1.5}),
+            dataclasses.replace(_run("mae", 10, 62.0, 1, "b"), cost={"params_M": 5.5, "GFLOPs": 1.25, "input": [64, 64],
+                                                                      "wall_s": 60.0, "peak_rss_gib": 2.0}),
+            _run("droppos", 10, 70.0, 0, "c")]
+    t = aggregate(runs)
+    mae = next(r for r in t.rows if r.key == "mae10")
+    assert mae.cost == {"params_M": 5.5, "GFLOPs": {"cls@64": 1.25}, "wall_s": 180.0, "peak_rss_gib": 2.0}
+    md = main_table(t, [])
+    assert "| params (M) | GFLOPs (task@px) | run time (min) | peak memory (GiB) |" in md
+    assert "| 5.50 | cls@64 1.25 | 3.0 | 2.00 |" in md and "| — | — | — | — |" in md  # droppos10 has no cost
+
+
+def test_vit_b_gflops_match_the_published_count():
+    """fvcore on this project's ViT-B/16 at 224 px: 17.6 GFLOPs in the DeiT / ViTDet tables' convention."""
+    from droppos.tools.convert.sources import load_backbone
+
+    from droppos.utils.cost import backbone_cost
+
+    cost = backbone_cost(load_backbone("scratch:base_p16_224").encoder(), 224)
+    assert cost["params_M"] == pytest.approx(85.8, abs=0.11) and cost["GFLOPs"] == pytest.approx(17.6, rel=0.01)

@@ -13,6 +13,7 @@ Schema (version 1)::
       "metrics": {name: float},            # e.g. top1/top5, AP/AP50/..., mIoU/mAcc/aAcc
       "seed": int,
       "data_id": str | None,               # hash of the data set's dataset.json (its build options)
+      "cost": {"params_M", "GFLOPs", "input", "wall_s", "peak_rss_gib", ...},  # droppos.utils.cost
       "status": "finished",
       ...                                  # free extras: epochs, iterations, config, per_class
     }
@@ -82,10 +83,16 @@ def _clean(v: Any) -> Any:
 
 
 def write_metrics(run_dir: str | Path, *, task: str, protocol: str, backbone: dict, dataset: str,
-                  metrics: dict[str, float], seed: int = 0, data_root: str | Path | None = None, **extra: Any) -> Path:
-    """Write ``run_dir/metrics.json`` (atomically) and return its path; ``data_root`` gives ``data_id``."""
+                  metrics: dict[str, float], seed: int = 0, data_root: str | Path | None = None,
+                  cost: dict | None = None, **extra: Any) -> Path:
+    """Write ``run_dir/metrics.json`` (atomically) and return its path; ``data_root`` gives ``data_id``;
+    ``cost`` (the backbone's params/GFLOPs, :func:`droppos.utils.cost.backbone_cost`) gets the run's
+    wall time and peak memory added."""
+    from droppos.utils.cost import run_cost
+
     if data_root is not None:
         extra["data_id"] = data_id(data_root)
+    extra["cost"] = {**(cost or {}), **run_cost()}
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
     record = {"schema": SCHEMA, "task": task, "protocol": protocol, "backbone": backbone, "dataset": dataset,

@@ -139,6 +139,13 @@ def load_checkpoint(s: Setup) -> dict | None:
     return ck
 
 
+def encoder_cost(s: Setup) -> dict:
+    """Parameters and GFLOPs of the backbone's pooled feature at the run's input size."""
+    from droppos.utils.cost import backbone_cost
+
+    return backbone_cost(s.backbone.encoder(img_size=s.img_size), s.img_size)
+
+
 def _check_resumable(meta: dict, s: Setup) -> None:
     """One line when the run folder's checkpoint is not a run of this protocol, backbone, data and architecture."""
     fix = "resume with the run's own options, or start over with --overwrite"
@@ -165,7 +172,7 @@ def finish(s: Setup, metrics: dict[str, float], **extra) -> Path | None:
     if s.info.is_main:
         path = write_metrics(s.run_dir, task="classification", protocol=s.protocol, backbone=s.backbone.backbone,
                              dataset=s.dataset, metrics=metrics, seed=s.cfg.seed, img_size=s.img_size,
-                             data_root=s.data_root,
+                             data_root=s.data_root, cost=encoder_cost(s),
                              num_classes=len(s.classes), config=dataclasses.asdict(s.cfg), **extra)
         s.logger.close()
         print(f"{s.protocol}: " + ", ".join(f"{k} {v:.2f}" for k, v in metrics.items()) + f" -> {path}")

@@ -122,7 +122,17 @@ def do_train(cfg, args, init) -> dict:
         ckpt.resume_or_load("", resume=True)
         start_iter = trainer.iter + 1
     trainer.train(start_iter, cfg.train.max_iter)
-    return {"results": last.get("results", {}), "load_report": load_report, "start_iter": start_iter}
+    return {"results": last.get("results", {}), "load_report": load_report, "start_iter": start_iter,
+            "cost": _backbone_cost(model, cfg)}
+
+
+def _backbone_cost(model, cfg) -> dict:
+    """The backbone's parameters and GFLOPs (its feature maps) at the detector's input size."""
+    from droppos.utils.cost import backbone_cost
+
+    target = model.module if hasattr(model, "module") else model
+    size = cfg.model.backbone.get("square_pad") or cfg.dataloader.test.mapper.augmentations.get("image_size", 1024)
+    return backbone_cost(target.backbone, int(size), pooled=False)
 
 
 def do_eval_only(cfg, args) -> dict:
@@ -146,7 +156,8 @@ def do_eval_only(cfg, args) -> dict:
     print("\n".join(report.lines()))
     model = wrap_ddp(model, cfg)
     model.eval()
-    return {"results": do_test(cfg, model), "load_report": report, "start_iter": None, "checkpoint": path}
+    return {"results": do_test(cfg, model), "load_report": report, "start_iter": None, "checkpoint": path,
+            "cost": _backbone_cost(model, cfg)}
 
 
 def event_writers(output_dir: str, max_iter: int) -> list:
@@ -182,7 +193,7 @@ def worker(args, init) -> int:
         path = write_metrics(
             cfg.train.output_dir, task="detection", protocol="mask_rcnn", backbone=init["backbone"],
             dataset=dataset_id(cfg.datasets.prefix), metrics=metrics, seed=int(cfg.train.seed),
-            data_root=cfg.datasets.root,
+            data_root=cfg.datasets.root, cost=out.get("cost"),
             iterations=int(cfg.train.max_iter), config=str(args.config_file),
             eval_only=bool(args.eval_only),
             init={"source": init["source"], "kind": init["kind"], "checkpoint": out.get("checkpoint") or init["checkpoint"]},

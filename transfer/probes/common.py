@@ -57,7 +57,10 @@ def features(s: Setup, model: torch.nn.Module, dataset, fn: Callable) -> tuple[t
 
 def finish(s: Setup, metrics: dict[str, float], **extra) -> Path:
     """Write ``metrics.json`` (task ``probe``, protocol = ``s.protocol``) and close the logger."""
+    from droppos.transfer.classification.common import encoder_cost
+
     path = write_metrics(s.run_dir, task="probe", protocol=s.protocol, backbone=s.backbone.backbone, data_root=s.data_root,
+                         cost=encoder_cost(s),
                          dataset=s.dataset, metrics=metrics, seed=s.cfg.seed, img_size=s.img_size,
                          config=dataclasses.asdict(s.cfg), **extra)
     s.logger.close()

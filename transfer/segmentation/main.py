@@ -149,13 +149,15 @@ def _run(args: argparse.Namespace) -> int:
         metrics = keep.metrics if keep.iter == iterations and keep.metrics else runner.val()
 
     if is_main_process():
+        from droppos.utils.cost import backbone_cost
         from droppos.utils.metrics import write_metrics
 
         summary = {k: round(float(metrics[k]), 4) for k in ("mIoU", "mAcc", "aAcc")}
         path = write_metrics(
             work_dir, task="segmentation", protocol="upernet", backbone=init.record,
             dataset=dataset_name(cfg), metrics=summary, seed=int(cfg.get("randomness", {}).get("seed") or 0),
-            data_root=cfg.get("data_root") or "",
+            data_root=cfg.get("data_root") or "", cost=backbone_cost(model.backbone, cfg.get("crop_size") or 512,
+                                                                     pooled=False),
             per_class=runner.last_per_class(), iterations=iterations, eval_only=bool(args.eval_only),
             config=str(Path(cfg.filename).name), init=stored.get("source") or init.source,
             load_report=stored.get("load_report") or report.to_dict())
