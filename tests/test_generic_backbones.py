@@ -72,9 +72,9 @@ def test_bad_generic_inputs_are_one_line(tmp_path, data, capsys):
         assert run("knn", extra[0], data, tmp_path / "o", *extra[1:]) == code
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1, err
-    assert main(["probe", "position", "--backbone", "timm:test_vit", "--data", str(data), "--output",
+    assert main(["probe", "position", "--backbone", "timm:test_convnext", "--data", str(data), "--output",
                  str(tmp_path / "p"), "--img-size", "32"]) == 2
-    assert "generic backbones (timm:, plug-ins) are not probed yet" in capsys.readouterr().err
+    assert "ConvNeXt adds no absolute position table to patch tokens" in capsys.readouterr().err
 
 
 class TinyEncoder(nn.Module):
@@ -125,7 +125,10 @@ def test_a_registered_plugin_runs_through_every_task(tmp_path, data):
                  "--output", str(tmp_path / "seg"), "--cfg-options", "train_dataloader.batch_size=2",
                  "train_dataloader.num_workers=0", "val_dataloader.num_workers=0", "train_cfg.max_iters=1",
                  "train_cfg.val_interval=1"]) == 0
-    for run_dir in ("det", "seg"):
+    assert main(["probe", "order", "--backbone", src, "--data", str(data), "--output", str(tmp_path / "order"),
+                 "--workers", "0", "--img-size", "64", "--train-images", "12", "--val-images", "6", "--epochs", "1",
+                 "--head-batch-size", "8"]) == 0
+    for run_dir in ("det", "seg", "order"):
         assert json.loads((tmp_path / run_dir / "metrics.json").read_text())["backbone"]["arch"] == "tiny_encoder"
 
 
@@ -153,7 +156,6 @@ def test_generic_backbones_train_and_resume_in_detectron2(tmp_path, config, mode
     assert record["backbone"]["id"] == "mine" and record["backbone"]["arch"] == model
     # the weights landed in detectron2's model: compare tensor by tensor before training moved them
     from detectron2.config import LazyConfig, instantiate
-
     from droppos.transfer.detection.configs import __file__ as configs_init
 
     cfg = LazyConfig.load(configs_init.replace("__init__.py", f"{config}.py"))
@@ -191,8 +193,18 @@ def test_generic_backbones_train_and_resume_in_mmseg(tmp_path, config, model):
     record = json.loads((tmp_path / "seg" / "metrics.json").read_text())
     assert record["backbone"]["id"] == "mine" and record["backbone"]["arch"] == model
     assert "generic backbone: weights loaded when it was built" in record["load_report"]["notes"]
+    # the weights landed in mmseg's backbone: compare tensor by tensor right after building it
+    import droppos.transfer.segmentation.generic  # noqa: F401 - registers TimmGenericBackbone
     from droppos.transfer.segmentation.safe_load import allow_mmengine_checkpoints
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import MODELS
 
+    init_default_scope("mmseg")
+    built = MODELS.build(dict(type="TimmGenericBackbone", source=src, img_size=(128, 128)))
+    built.init_weights()
+    own = built.model.state_dict()
+    for k, v in ref.state_dict().items():
+        assert torch.equal(own[k], v), k
     allow_mmengine_checkpoints()
     # 1 iteration at warm-up lr barely moves the weights: the file's weights were in the model
     trained = torch.load(tmp_path / "seg" / "iter_1.pth")["state_dict"]
@@ -252,5 +264,42 @@ def test_every_family_runs_every_task(tmp_path, data, family):
                  "--output", str(tmp_path / "seg"), "--cfg-options", "train_dataloader.batch_size=2",
                  "train_dataloader.num_workers=0", "val_dataloader.num_workers=0", "train_cfg.max_iters=1",
                  "train_cfg.val_interval=1"]) == 0
-    for run in ("knn", "ft", "det", "seg"):
+    probe = ["--data", str(data), "--workers", "0", "--img-size", str(size), "--train-images", "12", "--val-images",
+             "6", "--epochs", "1", "--head-batch-size", "8"]
+    assert main(["probe", "order", "--backbone", src, "--output", str(tmp_path / "order"), *probe]) == 0
+    tokens = family in ("tiny_dinov2_reg", "tiny_clip")  # timm ViTs with an absolute position table
+    assert main(["probe", "position", "--backbone", src, "--output", str(tmp_path / "pos"), *probe]) == (0 if tokens else 2)
+    for run in ("knn", "ft", "det", "seg", "order") + (("pos",) if tokens else ()):
         assert json.loads((tmp_path / run / "metrics.json").read_text())["status"] == "finished"
+
+
+# ---------------------------------------------------------------------------------------- probes
+def test_the_jigsaw_of_a_vit_is_its_token_shuffle():
+    """Cells of the patch size: the image jigsaw gives a ViT the token shuffle x_pi(i) + p_i exactly."""
+    from droppos.transfer.probes import tokens
+    from droppos.transfer.probes.generic import TokenView, jigsaw
+
+    vit = timm.create_model("test_vit", num_classes=0, img_size=32).eval()
+    view = TokenView(vit)
+    imgs = torch.randn(2, 3, 32, 32)
+    perm = tokens.permutations(2, view.num_patches, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a = tokens.encode(view, imgs, "shuffle_content", perm)
+        b = view.forward_features(jigsaw(imgs, perm, 16))
+        torch.testing.assert_close(a, b)
+        torch.testing.assert_close(view.forward_features(imgs)[:, 1:], vit.forward_features(imgs)[:, 1:])
+
+
+@pytest.mark.parametrize("family", ["tiny_dinov2_reg", "tiny_clip", "timm:test_convnext"])
+def test_probes_on_generic_backbones(tmp_path, data, family):
+    src = _source(family)
+    opts = ["--data", str(data), "--workers", "0", "--img-size", "112" if "dinov2" in family else "64",
+            "--train-images", "12", "--val-images", "6", "--epochs", "2", "--head-batch-size", "8"]
+    assert main(["probe", "order", "--backbone", src, "--output", str(tmp_path / "order"), *opts]) == 0
+    m = json.loads((tmp_path / "order" / "metrics.json").read_text())
+    assert m["pool"] == "feature" and 0 <= m["metrics"]["cos_dist"] <= 2
+    if "convnext" in family:
+        return
+    assert main(["probe", "position", "--backbone", src, "--output", str(tmp_path / "pos"), *opts]) == 0
+    m = json.loads((tmp_path / "pos" / "metrics.json").read_text())
+    assert m["num_tokens"] == (64 if "dinov2" in family else 16) and 0 <= m["metrics"]["top1"] <= 100

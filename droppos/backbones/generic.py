@@ -169,6 +169,7 @@ def load_generic(src: str, trust_pickle: bool = False, allow_nonfinite: bool = F
     arch = {"model": model_name, "img_size": list(size), "num_features": int(model.num_features), "params": params}
     record = backbone_record(meta["method"], model_name, epochs if weights else 0, src,
                              id=name or default_name(src.replace(":", "_")), sha256=meta.get("sha256"))
+    record["params_M"] = round(params / 1e6, 3)
     return GenericBackbone(model_name, build, sd, arch, meta, notes, backbone=record)
 
 

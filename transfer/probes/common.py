@@ -29,9 +29,6 @@ def setup_probe(cfg: ProbeConfig, protocol: str, overwrite: bool = False) -> Set
         if getattr(cfg, name) < 0:
             raise InputError(f"--{name.replace('_', '-')} {getattr(cfg, name)}: give a count of images (0 = all)")
     s = prepare(cfg, protocol, overwrite=overwrite)
-    if "patch_size" not in s.backbone.arch:
-        raise InputError(f"{cfg.backbone}: the location probes read a ViT's patch tokens and position table; "
-                         "generic backbones (timm:, plug-ins) are not probed yet")
     if s.info.world_size > 1:
         raise InputError("droppos probe runs in one process; start it without torchrun / srun")
     return s
@@ -53,6 +50,11 @@ def features(s: Setup, model: torch.nn.Module, dataset, fn: Callable) -> tuple[t
     """
     loader = eval_loader(dataset, s.cfg.batch_size, s.cfg.workers, 0, 1, s.pin)
     return extract_features(model, loader, s.device, fn, s.amp)
+
+
+def is_generic(s: Setup) -> bool:
+    """Whether the run's backbone is a generic one (``timm:``, plug-ins: :mod:`.generic` views it)."""
+    return "patch_size" not in s.backbone.arch
 
 
 def finish(s: Setup, metrics: dict[str, float], **extra) -> Path:

@@ -31,7 +31,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-
 from droppos.transfer.classification.common import Setup
 from droppos.transfer.classification.errors import InputError
 from droppos.transfer.classification.features import pool_tokens
@@ -115,28 +114,77 @@ def finetuned_accuracy(s: Setup, path: str) -> tuple[dict[str, float], dict]:
     return acc, desc
 
 
-def linear_accuracy(s: Setup, encoder, val_feats: torch.Tensor, val_y: torch.Tensor) -> tuple[dict[str, float], dict]:
+def linear_accuracy(s: Setup, encoder, val_feats: torch.Tensor, val_y: torch.Tensor,
+                    pool: str | None = None) -> tuple[dict[str, float], dict]:
     """Train a linear classifier on frozen train features; acc / acc_shuffled on val_feats.
 
     val_feats: (N, 2, D), the val images' features [original, content shuffled]; val_y: (N,).
+    ``pool``: ``--pool`` (a token of this project's ViT), or ``'feature'`` (the model's pooled feature).
     """
+    from droppos.transfer.classification.features import pooled_feature
+
     cfg: OrderConfig = s.cfg  # type: ignore[assignment]
+    pool = pool or cfg.pool
     train_ds = image_subset(s, "train", cfg.train_images)
-    print(f"order probe: linear classifier on frozen {cfg.pool} features of {len(train_ds)} train images")
-    x, y = features(s, encoder, train_ds, lambda m, im: pool_tokens(m.forward_features(im), cfg.pool))
+    print(f"order probe: linear classifier on frozen {pool} features of {len(train_ds)} train images")
+    fn = pooled_feature if pool == "feature" else (lambda m, im: pool_tokens(m.forward_features(im), pool))
+    x, y = features(s, encoder, train_ds, fn)
     head, history = train_head(x, y, len(s.classes), epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay,
                                batch_size=cfg.head_batch_size, seed=cfg.seed, device=s.device, logger=s.logger,
                                tag="classifier")
     acc = {"acc": top1(predict(head, val_feats[:, 0], s.device), val_y),
            "acc_shuffled": top1(predict(head, val_feats[:, 1], s.device), val_y)}
-    desc = {"kind": "linear_probe", "pool": cfg.pool, "train_images": len(train_ds), "epochs": cfg.epochs,
+    desc = {"kind": "linear_probe", "pool": pool, "train_images": len(train_ds), "epochs": cfg.epochs,
             "lr": cfg.lr, "weight_decay": cfg.weight_decay, "history": history}
     return acc, desc
 
 
+class Jigsaw:
+    """``fn(model, images)``: the pooled feature of the images and of their jigsaw (:mod:`.generic`), (B, 2, D)."""
+
+    def __init__(self, cell: int, cells: int, seed: int):
+        self.cell, self.cells = cell, cells
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __call__(self, model, imgs: torch.Tensor) -> torch.Tensor:
+        from droppos.transfer.classification.features import pooled_feature
+
+        from .generic import jigsaw
+
+        perm = tokens.permutations(imgs.shape[0], self.cells, self.generator, imgs.device)
+        return torch.stack([pooled_feature(model, imgs), pooled_feature(model, jigsaw(imgs, perm, self.cell))], dim=1)
+
+
+def run_order_generic(s: Setup, encoder) -> dict[str, float]:
+    """The order probe of a generic backbone: its pooled feature on images and their jigsaws."""
+    from .generic import jigsaw_cell
+
+    cfg: OrderConfig = s.cfg  # type: ignore[assignment]
+    if cfg.classifier:
+        raise InputError("--classifier reads this project's fine-tuned ViT classifiers; for a generic backbone leave "
+                         "it empty (a linear probe on its frozen pooled feature is trained here)")
+    cell = jigsaw_cell(encoder)
+    cells = (s.img_size // cell) ** 2
+    if cells < 2:
+        raise InputError(f"--img-size {s.img_size}: the jigsaw needs at least 2 cells of {cell} px; raise --img-size")
+    val_ds = image_subset(s, "val", cfg.val_images)
+    print(f"order probe: pooled features of {len(val_ds)} val images and of their {cells}-cell jigsaws ({cell} px)")
+    f, y = features(s, encoder, val_ds, Jigsaw(cell, cells, cfg.seed + 2))
+    metrics = {"cos_dist": cos_dist(f[:, 0], f[:, 1]), "cos_dist_images": between_images(f[:, 0], cfg.seed + 3)}
+    metrics["cos_dist_rel"] = metrics["cos_dist"] / max(metrics["cos_dist_images"], 1e-12)
+    acc, desc = linear_accuracy(s, encoder, f, y, pool="feature")
+    metrics.update(acc, acc_drop=acc["acc"] - acc["acc_shuffled"])
+    finish(s, metrics, classifier=desc, pool="feature", val_images=len(val_ds), num_tokens=cells, jigsaw_cell=cell)
+    return metrics
+
+
 def run_order(s: Setup) -> dict[str, float]:
+    from .common import is_generic
+
     cfg: OrderConfig = s.cfg  # type: ignore[assignment]
     encoder = s.backbone.encoder(img_size=s.img_size).to(s.device).eval().requires_grad_(False)
+    if is_generic(s):
+        return run_order_generic(s, encoder)
     val_ds = image_subset(s, "val", cfg.val_images)
     print(f"order probe: frozen {cfg.pool} features of {len(val_ds)} val images, original and shuffled")
     views = Views(("original", "shuffle_content", "shuffle_order"), lambda m, t: pool_tokens(t, cfg.pool), cfg.seed + 2)

@@ -25,12 +25,13 @@ Euclidean distance in patches between the predicted and the true cell); ``chance
 from __future__ import annotations
 
 import torch
-
 from droppos.transfer.classification.common import Setup
+from droppos.transfer.classification.errors import InputError
 
 from . import tokens
-from .common import features, finish, image_subset
+from .common import features, finish, image_subset, is_generic
 from .config import PositionConfig
+from .generic import token_view
 from .head import predict, train_head
 
 # variant -> (suffix of its metric names, fn(model, images) -> (B, L, D))
@@ -66,6 +67,13 @@ def token_samples(feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def run_position(s: Setup) -> dict[str, float]:
     cfg: PositionConfig = s.cfg  # type: ignore[assignment]
     encoder = s.backbone.encoder(img_size=s.img_size).to(s.device).eval().requires_grad_(False)
+    if is_generic(s):
+        view = token_view(encoder)
+        if view is None:
+            raise InputError(f"{cfg.backbone}: {type(encoder).__name__} adds no absolute position table to patch tokens "
+                             "(RoPE, relative bias or convolutions), so no token can be formed without its position; "
+                             "the order probe runs on it")
+        encoder = view
     grid = tuple(encoder.grid_size)
     train_ds = image_subset(s, "train", cfg.train_images)
     val_ds = image_subset(s, "val", cfg.val_images)
