@@ -132,6 +132,16 @@ def test_a_registered_plugin_runs_through_every_task(tmp_path, data):
         assert json.loads((tmp_path / run_dir / "metrics.json").read_text())["backbone"]["arch"] == "tiny_encoder"
 
 
+def weights_file(model: str, path):
+    """A timm test model with perturbed weights saved at ``path`` (128-px input), and its source."""
+    ref = timm.create_model(model, num_classes=0, **({"img_size": 128} if "vit" in model else {}))
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.add_(torch.randn_like(p))
+    torch.save(ref.state_dict(), path)
+    return ref, f"timm:{model}:{path}"
+
+
 # ---------------------------------------------------------------------------------------- detection
 @pytest.mark.detectron2
 @pytest.mark.slow
@@ -141,13 +151,8 @@ def test_generic_backbones_train_and_resume_in_detectron2(tmp_path, config, mode
     pytest.importorskip("detectron2")
     from detection_helpers import build_tiny_coco
 
-    ref = timm.create_model(model, num_classes=0, **({"img_size": 128} if "vit" in model else {}))
-    with torch.no_grad():
-        for p in ref.parameters():
-            p.add_(torch.randn_like(p))
-    torch.save(ref.state_dict(), tmp_path / "w.pth")
+    ref, src = weights_file(model, tmp_path / "w.pth")
     coco = build_tiny_coco(tmp_path / "coco", train=2, val=1)
-    src = f"timm:{model}:{tmp_path / 'w.pth'}"
     base = ["detect", "--config-file", config, "--data", str(coco), "--output", str(tmp_path / "det")]
     run_opts = ["dataloader.train.total_batch_size=2", "train.checkpointer.period=1"]
     assert main([*base, "--backbone", src, "--name", "mine", *run_opts, "train.max_iter=1"]) == 0
@@ -178,13 +183,8 @@ def test_generic_backbones_train_and_resume_in_mmseg(tmp_path, config, model):
     pytest.importorskip("mmseg")
     from segmentation_helpers import build_tiny_dataset
 
-    ref = timm.create_model(model, num_classes=0, **({"img_size": 128} if "vit" in model else {}))
-    with torch.no_grad():
-        for p in ref.parameters():
-            p.add_(torch.randn_like(p))
-    torch.save(ref.state_dict(), tmp_path / "w.pth")
+    ref, src = weights_file(model, tmp_path / "w.pth")
     data = build_tiny_dataset(tmp_path / "ade", train=2, val=1)
-    src = f"timm:{model}:{tmp_path / 'w.pth'}"
     opts = ["train_dataloader.batch_size=2", "train_dataloader.num_workers=0", "val_dataloader.num_workers=0",
             "default_hooks.logger.interval=1"]
     base = ["segment", "--config", config, "--data", str(data), "--output", str(tmp_path / "seg")]
