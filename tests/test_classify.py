@@ -98,7 +98,7 @@ def test_linear_resume_from_middle_matches(tmp_path, data, encoder_file, monkeyp
 
     cfg = LinearConfig(backbone=str(encoder_file), data=str(data), output=str(cut), workers=0, batch_size=8,
                        epochs=3, warmup_epochs=1, lr=0.5)
-    import droppos.transfer.classification.linear as linear
+    import droppos.transfer.classification.driver as linear  # the one epoch driver
 
     calls = {"n": 0}
     real = linear.train_one_epoch

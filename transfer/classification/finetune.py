@@ -19,14 +19,13 @@ import torch
 import torch.nn as nn
 
 from droppos.models.pos_embed import resample_pos_embed
-from droppos.utils.logging import progress
 
 from .classifier import save_classifier
-from .common import Setup, finish, load_checkpoint, save_checkpoint
+from .common import Setup, finish
 from .config import FinetuneConfig
-from .data import build_transform, eval_loader, image_folder, train_loader
+from .data import build_transform, image_folder
+from .driver import fit
 from .errors import InputError
-from .loop import evaluate, train_one_epoch
 
 
 def build_classifier(bb, img_size: int, num_classes: int, global_pool: str = "avg", drop_path: float = 0.0,
@@ -106,43 +105,11 @@ def run_finetune(s: Setup) -> dict[str, float]:
     train_ds = image_folder(s.data_root, "train", build_transform("finetune", s.img_size, aa=cfg.aa, reprob=cfg.reprob,
                                                                 min_scale=cfg.min_scale), s.classes)
     val_ds = image_folder(s.data_root, "val", build_transform("eval", s.img_size, cfg.crop_pct), s.classes)
-    iters = len(train_ds) // (world * cfg.batch_size)
-    schedule = dict(lr=lr, min_lr=cfg.min_lr, warmup_steps=cfg.warmup_epochs * iters, total_steps=cfg.epochs * iters)
-
-    start, best, history = 0, 0.0, []
-    ck = load_checkpoint(s)
-    if ck is not None:
-        model.load_state_dict(ck["model"])
-        optimizer.load_state_dict(ck["optimizer"])
-        start, best, history = ck["epoch"], ck["best_top1"], list(ck["history"])
-        if s.info.is_main:
-            print(f"resumed {s.ckpt_path} after epoch {start}")
-    net = model
-    if s.info.distributed:
-        ids = [s.device.index] if s.device.type == "cuda" else None
-        net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
-    val = eval_loader(val_ds, cfg.batch_size, cfg.workers, s.info.rank, world, s.pin)
-    bar = progress(cfg.epochs * iters, initial=start * iters, enabled=s.info.is_main, desc="finetune")
-    for epoch in range(start, cfg.epochs):
-        loader = train_loader(train_ds, cfg.batch_size, cfg.workers, s.info.rank, world, cfg.seed, epoch, s.pin)
-        stats = train_one_epoch(net, loader, optimizer, criterion, s.device, epoch=epoch, iters=iters,
-                                schedule=schedule, mixup=mixup, amp=s.amp, clip_grad=cfg.clip_grad,
-                                logger=s.logger if s.info.is_main else None, log_every=cfg.log_every, bar=bar)
-        ev = evaluate(net, val, s.device, c, s.amp)
-        best = max(best, ev["top1"])
-        history.append({"epoch": epoch + 1, **stats, **ev})
-        if s.info.is_main:
-            s.logger.log((epoch + 1) * iters, epoch=epoch + 1, **stats, val_top1=ev["top1"], val_top5=ev["top5"],
-                         val_loss=ev["val_loss"], best_top1=best)
-            bar.set_postfix(top1=f"{ev['top1']:.2f}", loss=f"{stats['train_loss']:.3f}")
-        save_checkpoint(s, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
-                            "best_top1": best, "history": history})
-    bar.close()
-    if not history:
-        raise InputError(f"--epochs {cfg.epochs}: nothing to train")
-    last = history[-1]
+    result = fit(s, trained=model, runner=model, optimizer=optimizer, criterion=criterion, train_ds=train_ds,
+                 val_ds=val_ds, lr=lr, workers=cfg.workers, amp=s.amp, mixup=mixup, clip_grad=cfg.clip_grad,
+                 desc="finetune")
     if s.info.is_main:
         save_classifier(s.run_dir / "classifier.pth", model, s, global_pool=cfg.global_pool)
-    metrics = {"top1": last["top1"], "top5": last["top5"], "top1_best": best}
-    finish(s, metrics, epochs=cfg.epochs, history=history, lr=lr, iters_per_epoch=iters)
+    metrics = result.metrics
+    finish(s, metrics, epochs=cfg.epochs, history=result.history, lr=lr, iters_per_epoch=result.iters)
     return metrics

@@ -14,14 +14,12 @@ import torch.nn as nn
 from torch.utils.data import TensorDataset
 
 from droppos.utils.checkpoint import atomic_save, safe_load
-from droppos.utils.logging import progress
 
-from .common import Setup, finish, load_checkpoint, save_checkpoint
+from .common import Setup, finish
 from .config import LinearConfig
-from .data import build_transform, eval_loader, image_folder, train_loader
-from .errors import InputError
+from .data import build_transform, eval_loader, image_folder
+from .driver import fit
 from .features import extract_features, pooled_feature
-from .loop import evaluate, train_one_epoch
 
 
 class LinearHead(nn.Sequential):
@@ -100,41 +98,10 @@ def run_linear(s: Setup) -> dict[str, float]:
         model = FrozenProbe(encoder, head)
     lr = cfg.lr if cfg.lr is not None else cfg.blr * cfg.batch_size * world / 256
     optimizer = build_optimizer(cfg, head, lr)
-    iters = len(train_ds) // (world * cfg.batch_size)
-    schedule = dict(lr=lr, min_lr=cfg.min_lr, warmup_steps=cfg.warmup_epochs * iters, total_steps=cfg.epochs * iters)
     workers = 0 if cfg.cache_features else cfg.workers
-
-    start, best, history = 0, 0.0, []
-    ck = load_checkpoint(s)
-    if ck is not None:
-        head.load_state_dict(ck["model"])
-        optimizer.load_state_dict(ck["optimizer"])
-        start, best, history = ck["epoch"], ck["best_top1"], list(ck["history"])
-    net = model
-    if s.info.distributed:
-        ids = [s.device.index] if s.device.type == "cuda" else None
-        net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
-    val = eval_loader(val_ds, cfg.batch_size, workers, s.info.rank, world, s.pin)
-    criterion = nn.CrossEntropyLoss()
-    bar = progress(cfg.epochs * iters, initial=start * iters, enabled=s.info.is_main, desc="linear")
-    for epoch in range(start, cfg.epochs):
-        loader = train_loader(train_ds, cfg.batch_size, workers, s.info.rank, world, cfg.seed, epoch, s.pin)
-        stats = train_one_epoch(net, loader, optimizer, criterion, s.device, epoch=epoch, iters=iters,
-                                schedule=schedule, amp=None if cfg.cache_features else s.amp,
-                                logger=s.logger if s.info.is_main else None, log_every=cfg.log_every, bar=bar)
-        ev = evaluate(net, val, s.device, c, None if cfg.cache_features else s.amp)
-        best = max(best, ev["top1"])
-        history.append({"epoch": epoch + 1, **stats, **ev})
-        if s.info.is_main:
-            s.logger.log((epoch + 1) * iters, epoch=epoch + 1, **stats, val_top1=ev["top1"], val_top5=ev["top5"],
-                         val_loss=ev["val_loss"], best_top1=best)
-            bar.set_postfix(top1=f"{ev['top1']:.2f}")
-        save_checkpoint(s, {"model": head.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
-                            "best_top1": best, "history": history})
-    bar.close()
-    if not history:
-        raise InputError(f"--epochs {cfg.epochs}: nothing to train")
-    last = history[-1]
-    metrics = {"top1": last["top1"], "top5": last["top5"], "top1_best": best}
-    finish(s, metrics, epochs=cfg.epochs, history=history, lr=lr, cache_features=cfg.cache_features)
+    result = fit(s, trained=head, runner=model, optimizer=optimizer, criterion=nn.CrossEntropyLoss(),
+                 train_ds=train_ds, val_ds=val_ds, lr=lr, workers=workers,
+                 amp=None if cfg.cache_features else s.amp, desc="linear")
+    metrics = result.metrics
+    finish(s, metrics, epochs=cfg.epochs, history=result.history, lr=lr, cache_features=cfg.cache_features)
     return metrics
