@@ -68,7 +68,8 @@ class Cell:
     missing: int = 0
     other: dict[str, int] = field(default_factory=dict)
     paths: list[str] = field(default_factory=list)
-    deltas: dict[str, float] = field(default_factory=dict)  # "MAE"/"sup" -> mean - reference mean
+    deltas: dict[str, float] = field(default_factory=dict)  # reference name -> mean - reference mean
+    ties: dict[str, bool] = field(default_factory=dict)  # reference name -> the difference is within the spread
 
     @property
     def n(self) -> int:
@@ -95,6 +96,7 @@ class Cell:
 
     def to_dict(self) -> dict:
         return {"mean": self.mean, "std": self.std, "n": self.n, "values": self.values, "seeds": self.seeds,
+                "ties": self.ties,
                 "status": self.status, "recovered": self.recovered, "partial": [list(p) for p in self.partial],
                 "missing": self.missing, "other": self.other, "deltas": self.deltas, "runs": self.paths}
 
@@ -289,3 +291,5 @@ def _add_deltas(rows: list[Row], references: list[str], by_name: dict[str, Row])
                 ref = by_name[name].cells.get(col)
                 if name != row.key and ref is not None and ref.mean is not None:
                     cell.deltas[name] = cell.mean - ref.mean
+                    if cell.std is not None and ref.std is not None:  # a spread measured on both sides
+                        cell.ties[name] = abs(cell.deltas[name]) <= (cell.std ** 2 + ref.std ** 2) ** 0.5

@@ -15,8 +15,9 @@ from droppos.results.published import Published, comparability
 LEGEND = (
     "Cells: mean ± sample std over seeds (n = seeds when more than one). "
     "† recovered from the engine's own log (no metrics.json). "
-    "Δ: difference of means against the MAE / supervised (sup) row of the same architecture "
-    "(same pretraining epochs when present). "
+    "Δ: difference of means against a reference row (a spec's `reference:`, `--reference`); "
+    "'tie' when both cells have a measured spread (n >= 2) and the difference is within it "
+    "(|Δ| <= sqrt(std_a² + std_b²)); without a spread on both sides no tie or win can be told (n=1). "
     "— not run; missing: run folder without this value; partial: last evaluation of an unfinished run "
     "(not in the mean). Rows marked *published* are numbers from the literature, not runs."
 )
@@ -47,7 +48,8 @@ def cell_text(cell: Cell | None) -> str:
         if cell.recovered:
             s += "†"
         if cell.deltas:
-            s += " [Δ " + ", ".join(f"{_signed(d, cell.mean)} vs {name}" for name, d in cell.deltas.items()) + "]"
+            s += " [Δ " + ", ".join(f"{_signed(d, cell.mean)} vs {name}" + (" tie" if cell.ties.get(name) else "")
+                                     for name, d in cell.deltas.items()) + "]"
     elif cell.partial:
         v, progress = cell.partial[-1]
         s = f"partial: {fmt(v)}" + (f" @ {progress}" if progress else "")

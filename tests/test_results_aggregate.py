@@ -204,3 +204,16 @@ def test_vit_b_gflops_match_the_published_count():
 
     cost = backbone_cost(load_backbone("scratch:base_p16_224").encoder(), 224)
     assert cost["params_M"] == pytest.approx(85.8, abs=0.11) and cost["GFLOPs"] == pytest.approx(17.6, rel=0.01)
+
+
+def test_a_difference_within_the_spread_is_a_tie():
+    runs = [_run("droppos", 10, v, seed, f"d{seed}") for seed, v in enumerate([70.0, 72.0, 71.0])]
+    runs += [_run("mae", 10, v, seed, f"m{seed}") for seed, v in enumerate([70.5, 71.5, 70.0])]
+    runs += [_run("scratch", 0, v, seed, f"s{seed}") for seed, v in enumerate([60.0, 60.5, 61.0])]
+    runs += [_run("sup", 10, 75.0, 0, "u0")]
+    t = aggregate(runs, references=["mae10"])
+    col = Column("classification", "linear", "d", "top1")
+    cells = {r.key: r.cells[col] for r in t.rows}
+    assert cells["droppos10"].ties == {"mae10": True} and "vs mae10 tie]" in cell_text(cells["droppos10"])
+    assert cells["scratch0"].ties == {"mae10": False} and "tie" not in cell_text(cells["scratch0"])
+    assert cells["sup10"].ties == {} and "tie" not in cell_text(cells["sup10"])  # n=1: no spread, no verdict
