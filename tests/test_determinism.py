@@ -20,19 +20,25 @@ from droppos.cli import main
 pytestmark = pytest.mark.slow
 
 
+def assert_identical_twice(run_once) -> None:
+    """``run_once(i) -> (state dict, metrics)`` twice: every tensor and every metric equal."""
+    (a, ma), (b, mb) = run_once(0), run_once(1)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a) and ma == mb
+
+
 @pytest.mark.detectron2
 def test_detection_twice_with_one_seed_is_identical(tmp_path):
     pytest.importorskip("detectron2")
     coco = build_tiny_coco(tmp_path / "coco", train=4, val=2)
-    finals = []
-    for i in range(2):
+
+    def run_once(i):
         out = tmp_path / f"det{i}"
         assert main(["detect", "--config-file", FMNIST, "--backbone", "scratch", "--data", str(coco), "--output",
                      str(out), "--seed", "3", *TINY, "dataloader.train.total_batch_size=2", "train.max_iter=3"]) == 0
-        finals.append((torch.load(out / "model_final.pth", weights_only=True)["model"],
-                       json.loads((out / "metrics.json").read_text())["metrics"]))
-    (a, ma), (b, mb) = finals
-    assert all(torch.equal(a[k], b[k]) for k in a) and ma == mb
+        return (torch.load(out / "model_final.pth", weights_only=True)["model"],
+                json.loads((out / "metrics.json").read_text())["metrics"])
+
+    assert_identical_twice(run_once)
 
 
 @pytest.mark.mmseg
@@ -41,12 +47,12 @@ def test_segmentation_twice_with_one_seed_is_identical(tmp_path):
     from droppos.transfer.segmentation.safe_load import allow_mmengine_checkpoints
 
     data = build_tiny_dataset(tmp_path / "ade", train=4, val=2)
-    finals = []
-    for i in range(2):
+
+    def run_once(i):
         out = tmp_path / f"seg{i}"
         assert main(["segment", "--config", "upernet_vit_fmnist", "--backbone", "scratch", "--data", str(data),
                      "--output", str(out), "--cfg-options", *tiny_run_options(3), "randomness.seed=3"]) == 0
         allow_mmengine_checkpoints()
-        finals.append((torch.load(out / "iter_3.pth")["state_dict"], json.loads((out / "metrics.json").read_text())))
-    (a, ma), (b, mb) = finals
-    assert all(torch.equal(a[k], b[k]) for k in a) and ma["metrics"] == mb["metrics"]
+        return torch.load(out / "iter_3.pth")["state_dict"], json.loads((out / "metrics.json").read_text())["metrics"]
+
+    assert_identical_twice(run_once)
