@@ -9,9 +9,14 @@ from droppos.models.vit import VisionTransformer
 from .config import PretrainConfig
 from .droppos import DropPos
 from .mae import MAE
+from .supervised import Supervised
 
 
-def build_method(cfg: PretrainConfig, encoder: VisionTransformer) -> nn.Module:
+def build_method(cfg: PretrainConfig, encoder: VisionTransformer, num_classes: int = 0) -> nn.Module:
+    """The method around ``encoder``: ``forward(imgs, labels) -> {'loss', ...}``, ``on_epoch(epoch, epochs)``,
+    and optionally ``betas`` (AdamW's; default (0.9, 0.95))."""
+    if cfg.method == "supervised":
+        return Supervised(encoder, num_classes, smoothing=cfg.smoothing, mixup=cfg.mixup, cutmix=cfg.cutmix)
     common = dict(mask_ratio=cfg.mask_ratio, decoder_dim=cfg.decoder_dim, decoder_depth=cfg.resolved_decoder_depth(),
                   decoder_heads=cfg.decoder_heads, norm_pix_loss=cfg.norm_pix_loss)
     if cfg.method == "mae":
@@ -20,5 +25,5 @@ def build_method(cfg: PretrainConfig, encoder: VisionTransformer) -> nn.Module:
         return DropPos(encoder, pos_mask_ratio=cfg.pos_mask_ratio, mask_token=cfg.mask_token, sigma=cfg.sigma,
                        smooth_norm=cfg.smooth_norm, attn_guide=cfg.attn_guide, attn_tau=cfg.attn_tau,
                        conf_ignore=cfg.conf_ignore, shuffle=cfg.shuffle, multi_task=cfg.multi_task,
-                       pos_weight=cfg.pos_weight, **common)
-    raise ValueError(f"unknown method {cfg.method!r}; choose droppos or mae")
+                       pos_weight=cfg.pos_weight, sigma_decay=cfg.sigma_decay, **common)
+    raise ValueError(f"unknown method {cfg.method!r}; choose droppos, mae or supervised")

@@ -12,6 +12,12 @@ from dataclasses import dataclass
 from droppos.errors import UserError
 from droppos.utils.config import opt
 
+#: defaults that differ per method (DeiT-B for supervised: lr 5e-4 at batch 512, 300 epochs, 5 warm-up
+#: epochs, drop path 0.1); given options and config files override them
+METHOD_DEFAULTS: dict[str, dict] = {
+    "supervised": {"blr": 2.5e-4, "epochs": 300, "warmup_epochs": 5.0, "weight_decay": 0.05, "drop_path": 0.1},
+}
+
 
 @dataclass
 class PretrainConfig:
@@ -19,7 +25,8 @@ class PretrainConfig:
     data: str = opt("data/fmnist", "ImageFolder root (its train/ subfolder is used when present)")
     output: str = opt("runs/pretrain", "run folder: config, logs, checkpoints, encoder weights")
     # method
-    method: str = opt("droppos", "pretext method", choices=["droppos", "mae"])
+    method: str = opt("droppos", "pretraining method (supervised: the DeiT recipe on a labelled ImageFolder)",
+                      choices=["droppos", "mae", "supervised"])
     model: str = opt("base", "ViT size", choices=["tiny", "small", "base", "large", "huge"])
     patch_size: int = opt(16, "patch size in pixels", ge=1)
     img_size: int = opt(224, "input size in pixels (a multiple of patch_size)", ge=1)
@@ -41,6 +48,13 @@ class PretrainConfig:
     shuffle: bool = opt(False, "droppos: shuffle token order before the encoder")
     multi_task: bool = opt(False, "droppos: add MAE's pixel loss (loss = pos_weight * pos + mae)")
     pos_weight: float = opt(1.0, "droppos: weight of the position loss in multi_task mode", ge=0.0)
+    # supervised (DeiT recipe; ignored by droppos and mae)
+    smoothing: float = opt(0.1, "supervised: label smoothing", ge=0.0, lt=1.0)
+    mixup: float = opt(0.8, "supervised: mixup alpha (0 = off)", ge=0.0)
+    cutmix: float = opt(1.0, "supervised: cutmix alpha (0 = off)", ge=0.0)
+    aa: str = opt("rand-m9-mstd0.5-inc1", "supervised: timm auto-augment policy ('' = off)")
+    reprob: float = opt(0.25, "supervised: random erasing probability", ge=0.0, le=1.0)
+    drop_path: float = opt(0.0, "stochastic depth of the encoder (supervised default 0.1, DeiT-B)", ge=0.0, lt=1.0)
     # optimisation
     epochs: int = opt(200, "training epochs", ge=1)
     warmup_epochs: float = opt(10.0, "linear warm-up epochs (then per-iteration cosine)", ge=0.0)

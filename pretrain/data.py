@@ -8,6 +8,7 @@ crops the uninterrupted run would have seen.
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import torch
@@ -32,6 +33,37 @@ def pretrain_transform(img_size: int):
     ])
 
 
+def supervised_transform(img_size: int, aa: str = "rand-m9-mstd0.5-inc1", reprob: float = 0.25):
+    """DeiT's training transform, timm's ``create_transform``: random resized crop 0.08-1 (bicubic),
+    flip, RandAugment, ImageNet normalisation, random erasing."""
+    from timm.data import create_transform
+
+    return create_transform(img_size, is_training=True, auto_augment=aa or None, re_prob=reprob, re_mode="pixel",
+                            re_count=1, interpolation="bicubic", mean=IMAGENET_MEAN, std=IMAGENET_STD)
+
+
+def class_folders(root: str | Path) -> list[str]:
+    """The class folder names of an ImageFolder tree (``root/train`` when it exists)."""
+    root = Path(root)
+    root = root / "train" if (root / "train").is_dir() else root
+    return sorted(d.name for d in root.iterdir() if d.is_dir()) if root.is_dir() else []
+
+
+def check_labelled(root: str | Path) -> list[str]:
+    """The classes of a labelled pretraining set: at least two, and the same in ``train/`` and ``val/``."""
+    root = Path(root)
+    classes = class_folders(root)
+    if len(classes) < 2:
+        raise UserError(f"{root}: supervised pretraining needs labelled images, one class folder each; found "
+                        f"{len(classes)} class folder(s)")
+    if (root / "val").is_dir():
+        val = sorted(d.name for d in (root / "val").iterdir() if d.is_dir())
+        if val != classes:
+            raise UserError(f"{root}: train/ has {len(classes)} classes, val/ has {len(val)} (or other names); "
+                            "give both the same class folders")
+    return classes
+
+
 def find_images(root: str | Path) -> list[Path]:
     """Images of an ImageFolder tree (``root/train`` when it exists). Clear errors for bad trees."""
     root = Path(root)
@@ -53,15 +85,20 @@ def find_images(root: str | Path) -> list[Path]:
 
 
 class PretrainImages(Dataset):
-    """Unlabelled images; returns (image tensor, 1 if a corrupt file was replaced else 0).
+    """Images and their class index (the folder's, for supervised pretraining; the pretext methods
+    ignore it); returns (image tensor, label, 1 if a corrupt file was replaced else 0).
 
     A file that cannot be decoded is replaced by the next readable one (deterministically) and
-    counted, so the batch size and the DDP step count stay the same on every process.
+    counted, so the batch size and the DDP step count stay the same on every process. The
+    augmentation of each sample is seeded from (seed, epoch, index): torch's, and Python's for
+    RandAugment (the caller's Python random state is restored afterwards).
     """
 
-    def __init__(self, root: str | Path, img_size: int, seed: int = 0):
+    def __init__(self, root: str | Path, img_size: int, seed: int = 0, transform=None):
         self.files = find_images(root)
-        self.transform = pretrain_transform(img_size)
+        index = {c: i for i, c in enumerate(class_folders(root))}
+        self.labels = [index.get(p.parent.name, 0) for p in self.files]
+        self.transform = transform or pretrain_transform(img_size)
         self.seed, self.epoch = seed, 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -78,9 +115,15 @@ class PretrainImages(Dataset):
                     img = im.convert("RGB")
             except (OSError, ValueError, Image.DecompressionBombError):
                 continue
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index)
-                return self.transform(img), int(offset > 0)
+            sample_seed = (self.seed * 1_000_003 + self.epoch) * 10_000_019 + index
+            state = random.getstate()
+            try:
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(sample_seed)
+                    random.seed(sample_seed)
+                    return self.transform(img), self.labels[(index + offset) % len(self.files)], int(offset > 0)
+            finally:
+                random.setstate(state)
         raise RuntimeError(f"16 consecutive unreadable images from {self.files[index]}; is the data folder corrupt?")
 
 

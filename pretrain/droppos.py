@@ -60,7 +60,7 @@ class DropPos(nn.Module):
                  mask_token: str = "param", decoder_dim: int = 512, decoder_depth: int = 2, decoder_heads: int = 16,
                  sigma: float = 1.0, smooth_norm: str = "row", attn_guide: bool = True, attn_tau: float = 0.1,
                  conf_ignore: bool = False, shuffle: bool = False, multi_task: bool = False,
-                 pos_weight: float = 1.0, norm_pix_loss: bool = True):
+                 pos_weight: float = 1.0, norm_pix_loss: bool = True, sigma_decay: bool = True):
         super().__init__()
         if mask_token not in MASK_TOKENS:
             raise ValueError(f"mask_token must be one of {MASK_TOKENS}, got {mask_token!r}")
@@ -89,7 +89,8 @@ class DropPos(nn.Module):
             p, c = encoder.patch_size, encoder.arch_args()["in_chans"]
             self.pixel_decoder = PixelDecoder(d, encoder.grid_size, p * p * c, decoder_dim, decoder_depth, decoder_heads)
             mae_init_(self.pixel_decoder)
-        self.sigma = sigma
+        self.sigma = self.sigma0 = sigma
+        self.sigma_decay = sigma_decay
         self.register_buffer("smooth", smoothing_map(encoder.grid_size, sigma, smooth_norm), persistent=False)
 
     # ------------------------------------------------------------------ schedule
@@ -144,8 +145,14 @@ class DropPos(nn.Module):
         return loss, acc
 
     # ------------------------------------------------------------------ forward
-    def forward(self, imgs: torch.Tensor) -> dict[str, torch.Tensor]:
-        """imgs: (N, C, H, W) -> {'loss', 'pos_acc', 'loss_pos'[, 'loss_mae']} (tensors, no host sync)."""
+    def on_epoch(self, epoch: int, epochs: int) -> None:
+        """The official per-epoch schedule of the smoothing: sigma decays linearly to 0 (``sigma_decay``)."""
+        from .smoothing import decayed_sigma
+
+        self.set_sigma(decayed_sigma(self.sigma0, epoch, epochs, self.sigma_decay))
+
+    def forward(self, imgs: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """imgs: (N, C, H, W) -> {'loss', 'pos_acc', 'loss_pos'[, 'loss_mae']} (tensors, no host sync); labels unused."""
         enc = self.encoder
         x = enc.embed_patches(imgs)
         n, length, _ = x.shape

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from timm.optim import param_groups_weight_decay
 from torch.utils.data import DataLoader
 
 from droppos.errors import UserError
@@ -30,13 +31,12 @@ from droppos.utils.config import write_config
 from droppos.utils.cost import backbone_cost
 from droppos.utils.logging import RunLogger, progress
 from droppos.utils.metrics import backbone_record, write_metrics
-from droppos.utils.optim import clip_gradients, cosine_lr, param_groups_weight_decay, set_lr
+from droppos.utils.optim import clip_gradients, cosine_lr, set_lr
 from droppos.utils.rng import rng_state, set_rng_state
 
 from .build import build_method
 from .config import PretrainConfig
-from .data import PretrainImages, ResumableSampler, iters_per_epoch
-from .smoothing import decayed_sigma
+from .data import PretrainImages, ResumableSampler, check_labelled, iters_per_epoch, supervised_transform
 
 
 class PretrainRun:
@@ -55,7 +55,9 @@ class PretrainRun:
         random.seed(cfg.seed + self.info.rank)
         np.random.seed(cfg.seed + self.info.rank)
 
-        self.dataset = PretrainImages(cfg.data, cfg.img_size, seed=cfg.seed)
+        classes = check_labelled(cfg.data) if cfg.method == "supervised" else []
+        transform = supervised_transform(cfg.img_size, cfg.aa, cfg.reprob) if cfg.method == "supervised" else None
+        self.dataset = PretrainImages(cfg.data, cfg.img_size, seed=cfg.seed, transform=transform)
         self.sampler = ResumableSampler(len(self.dataset), self.info.rank, self.info.world_size, seed=cfg.seed)
         self.iters = iters_per_epoch(len(self.dataset), self.info.world_size, cfg.batch_size, cfg.accum_iter)
         self.steps = self.iters // cfg.accum_iter
@@ -64,11 +66,14 @@ class PretrainRun:
         eff_batch = cfg.batch_size * cfg.accum_iter * self.info.world_size
         self.lr = cfg.lr if cfg.lr is not None else cfg.blr * eff_batch / 256
 
-        self.encoder = build_vit(cfg.model, patch_size=cfg.patch_size, img_size=cfg.img_size)
-        self.method = build_method(cfg, self.encoder).to(self.device)
+        self.encoder = build_vit(cfg.model, patch_size=cfg.patch_size, img_size=cfg.img_size,
+                                 drop_path_rate=cfg.drop_path)
+        self.method = build_method(cfg, self.encoder, num_classes=len(classes)).to(self.device)
         self.params = [p for p in self.method.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
-            param_groups_weight_decay(self.method, cfg.weight_decay), lr=self.lr, betas=(0.9, 0.95))
+            param_groups_weight_decay(self.method, cfg.weight_decay, no_weight_decay_list=[
+                n for n, _ in self.method.named_parameters() if n.endswith("_token") or "pos_embed" in n]), lr=self.lr,
+            betas=getattr(self.method, "betas", (0.9, 0.95)))
         self.amp_dtype = du.amp_dtype(cfg.precision, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.model = self.method
@@ -168,19 +173,18 @@ class PretrainRun:
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         while self.epoch < cfg.epochs:
-            if cfg.method == "droppos":
-                self.method.set_sigma(decayed_sigma(cfg.sigma, self.epoch, cfg.epochs, cfg.sigma_decay))
-            for imgs, bad in self._loader():
+            self.method.on_epoch(self.epoch, cfg.epochs)
+            for imgs, labels, bad in self._loader():
                 if self.iter_in_epoch >= self.iters:
                     break
                 last_micro = (self.iter_in_epoch + 1) % cfg.accum_iter == 0
                 if self.iter_in_epoch % cfg.accum_iter == 0:
                     set_lr(self.optimizer, cosine_lr(self.step, self.total_steps, self.warmup_steps, self.lr, cfg.min_lr))
-                imgs = imgs.to(self.device, non_blocking=True)
+                imgs, labels = imgs.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
                 with self._sync_context(last_micro):
                     with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                                         enabled=self.amp_dtype is not None):
-                        out = self.model(imgs)
+                        out = self.model(imgs, labels)
                     self.scaler.scale(out["loss"] / cfg.accum_iter).backward()
                 if last_micro:
                     if cfg.clip_grad > 0:

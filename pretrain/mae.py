@@ -44,8 +44,11 @@ class MAE(nn.Module):
         self.decoder = PixelDecoder(encoder.embed_dim, encoder.grid_size, p * p * c, decoder_dim, decoder_depth, decoder_heads)
         mae_init_(self.decoder)
 
-    def forward(self, imgs: torch.Tensor) -> dict[str, torch.Tensor]:
-        """imgs: (N, C, H, W) -> {'loss'}."""
+    def on_epoch(self, epoch: int, epochs: int) -> None:
+        """Nothing changes per epoch (the schedule is the engine's)."""
+
+    def forward(self, imgs: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """imgs: (N, C, H, W) -> {'loss'}; labels unused."""
         enc = self.encoder
         x = enc.embed_patches(imgs) + enc.patch_pos_embed
         n, length, _ = x.shape

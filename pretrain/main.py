@@ -18,7 +18,7 @@ from pathlib import Path
 
 from droppos.utils.config import add_dataclass_arguments, dataclass_from_args, load_mapping
 
-from .config import PretrainConfig
+from .config import METHOD_DEFAULTS, PretrainConfig
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -58,6 +58,9 @@ def run(args: argparse.Namespace) -> int:
         if (out / "metrics.json").is_file() and (out / "encoder.pth").is_file():
             print(f"{out}: run already finished (encoder.pth, metrics.json); nothing to do")
             return 0
+    if base is None:  # a new run: the method's own defaults under the config file and the flags
+        method = args.method or (load_mapping(args.config).get("method") if args.config else None) or "droppos"
+        base = dict(METHOD_DEFAULTS.get(method, {}))
     cfg = dataclass_from_args(PretrainConfig, args, base=base)
     PretrainRun(cfg, resume=args.resume, overwrite=args.overwrite).train()
     return 0

@@ -40,7 +40,7 @@ def data(tmp_path):
     return make_imagefolder(tmp_path / "data")
 
 
-@pytest.mark.parametrize("method", ["droppos", "mae"])
+@pytest.mark.parametrize("method", ["droppos", "mae", "supervised"])
 def test_resume_after_kill_equals_uninterrupted(tmp_path, data, method):
     full = PretrainRun(tiny_cfg(data, tmp_path / "a", method=method))
     full.train()
@@ -171,3 +171,48 @@ def test_ddp_two_cpu_processes(tmp_path, data):
     assert metrics["steps"] == 4  # 16 images / 2 processes / batch 4 = 2 steps per epoch
     enc = torch.load(out / "encoder.pth", weights_only=True)
     assert enc["meta"]["epochs_done"] == 2
+
+
+# ---------------------------------------------------------------------------------------- supervised
+def test_supervised_pretraining_learns_keeps_its_head_aside_and_names_itself(tmp_path, capsys):
+    """The DeiT recipe on labelled images: the encoder file holds the encoder only, method 'supervised'."""
+    from imagefolders import make_colour_imagefolder
+
+    from droppos.tools.convert.sources import load_backbone
+
+    data = make_colour_imagefolder(tmp_path / "imgs", n_train=16, n_val=2)
+    out = tmp_path / "sup"
+    argv = ["pretrain", "--method", "supervised", "--data", str(data), "--output", str(out), "--model", "tiny",
+            "--patch-size", "4", "--img-size", "16", "--epochs", "6", "--warmup-epochs", "1", "--batch-size", "8",
+            "--blr", "2e-3", "--mixup", "0", "--cutmix", "0", "--aa", "", "--reprob", "0", "--workers", "0",
+            "--log-every", "1"]
+    assert cli(argv) == 0
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["drop_path"] == 0.1 and saved["warmup_epochs"] == 1.0  # DeiT's default kept, flags win
+    log = [json.loads(ln) for ln in (out / "log.jsonl").read_text().splitlines()]
+    epochs = [ln for ln in log if "epoch_loss" in ln]
+    assert epochs[-1]["epoch_loss"] < epochs[0]["epoch_loss"] and epochs[-1]["epoch_top1"] > 50  # 3 colour classes
+    enc = torch.load(out / "encoder.pth", weights_only=True)
+    assert enc["meta"]["method"] == "supervised" and not any(k.startswith("head.") for k in enc["state_dict"])
+    ck = torch.load(out / "checkpoint.pth", weights_only=True)
+    assert {"head.weight", "head.bias"} <= set(ck["model"])  # the head is kept for resume, aside
+    bb = load_backbone(out / "encoder.pth")
+    assert bb.backbone["method"] == "supervised" and bb.backbone["epochs"] == 6
+
+
+def test_supervised_defaults_are_deits(tmp_path):
+    from droppos.pretrain.config import METHOD_DEFAULTS, PretrainConfig
+
+    cfg = PretrainConfig(**METHOD_DEFAULTS["supervised"], method="supervised")
+    assert (cfg.blr, cfg.epochs, cfg.warmup_epochs, cfg.weight_decay, cfg.drop_path) == (2.5e-4, 300, 5.0, 0.05, 0.1)
+    assert (cfg.smoothing, cfg.mixup, cfg.cutmix, cfg.aa, cfg.reprob) == (0.1, 0.8, 1.0, "rand-m9-mstd0.5-inc1", 0.25)
+
+
+def test_supervised_pretraining_needs_labels(tmp_path, capsys):
+    one = make_imagefolder(tmp_path / "one", classes=1)
+    assert cli(["pretrain", "--method", "supervised", "--data", str(one), "--output", str(tmp_path / "o")]) == 2
+    assert "supervised pretraining needs labelled images" in capsys.readouterr().err
+    two = make_imagefolder(tmp_path / "two", classes=2)
+    (two / "val" / "class0").mkdir(parents=True)
+    assert cli(["pretrain", "--method", "supervised", "--data", str(two), "--output", str(tmp_path / "o2")]) == 2
+    assert "train/ has 2 classes, val/ has 1" in capsys.readouterr().err

@@ -1,30 +1,10 @@
-"""Optimiser pieces shared by the training loops: weight-decay groups, schedule, clipping."""
+"""Optimiser pieces shared by the training loops: the per-iteration schedule and gradient clipping."""
 
 from __future__ import annotations
 
 import math
-from typing import Iterable
 
 import torch
-import torch.nn as nn
-
-
-def param_groups_weight_decay(model: nn.Module, weight_decay: float, skip: Iterable[str] = ()) -> list[dict]:
-    """Two groups: decay for weight matrices, none for norms, biases, tokens and named ``skip`` params.
-
-    Parameters that do not require grad are left out.
-    """
-    skip = set(skip)
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        leaf = name.split(".")[-1]
-        if p.ndim <= 1 or name in skip or leaf in skip or name.endswith("_token") or "pos_embed" in name:
-            no_decay.append(p)
-        else:
-            decay.append(p)
-    return [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": weight_decay}]
 
 
 def cosine_lr(step: float, total_steps: float, warmup_steps: float, base_lr: float, min_lr: float = 0.0) -> float:
