@@ -38,8 +38,11 @@ def supervised_transform(img_size: int, aa: str = "rand-m9-mstd0.5-inc1", reprob
     flip, RandAugment, ImageNet normalisation, random erasing."""
     from timm.data import create_transform
 
-    return create_transform(img_size, is_training=True, auto_augment=aa or None, re_prob=reprob, re_mode="pixel",
-                            re_count=1, interpolation="bicubic", mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    from droppos.utils.augment import allow_zero_bit_posterize
+
+    return allow_zero_bit_posterize(create_transform(
+        img_size, is_training=True, auto_augment=aa or None, re_prob=reprob, re_mode="pixel", re_count=1,
+        interpolation="bicubic", mean=IMAGENET_MEAN, std=IMAGENET_STD))
 
 
 def class_folders(root: str | Path) -> list[str]:

@@ -184,7 +184,7 @@ def test_supervised_pretraining_learns_keeps_its_head_aside_and_names_itself(tmp
     out = tmp_path / "sup"
     argv = ["pretrain", "--method", "supervised", "--data", str(data), "--output", str(out), "--model", "tiny",
             "--patch-size", "4", "--img-size", "16", "--epochs", "6", "--warmup-epochs", "1", "--batch-size", "8",
-            "--blr", "2e-3", "--mixup", "0", "--cutmix", "0", "--aa", "", "--reprob", "0", "--workers", "0",
+            "--blr", "2e-3", "--mixup", "0", "--cutmix", "0", "--reprob", "0", "--workers", "0",
             "--log-every", "1"]
     assert cli(argv) == 0
     saved = json.loads((out / "config.json").read_text())

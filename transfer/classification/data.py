@@ -24,6 +24,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Sampler
 
+from droppos.utils.augment import allow_zero_bit_posterize
+
 from .config import CommonConfig
 from .errors import InputError
 
@@ -104,41 +106,6 @@ def build_transform(kind: str, img_size: int, crop_pct: float = 0.875, aa: str =
     if kind == "eval":
         return create_transform(input_size=img_size, is_training=False, interpolation="bicubic", crop_pct=crop_pct)
     raise ValueError(f"unknown transform kind {kind!r}")
-
-
-def _posterize_any_bits(img, bits_to_keep, **_):
-    """timm's posterize, with 0 bits giving a black image as Pillow < 13 did (Pillow 13 raises)."""
-    from PIL import Image, ImageOps
-
-    if bits_to_keep >= 8:
-        return img
-    if bits_to_keep <= 0:
-        return Image.new(img.mode, img.size, 0)
-    return ImageOps.posterize(img, bits_to_keep)
-
-
-def allow_zero_bit_posterize(transform):
-    """Make timm's RandAugment run on Pillow >= 13.
-
-    RandAugment ``rand-m9-mstd0.5-inc1`` samples magnitudes up to 10, where ``PosterizeIncreasing``
-    keeps 0 bits; Pillow 13 refuses ``ImageOps.posterize(img, 0)`` ("bits must be between or equal
-    to 1 and 8") where older Pillow returned a black image. This swaps in a posterize with the old
-    result, in this transform only; with a Pillow that accepts 0 bits it changes nothing.
-    """
-    from PIL import Image, ImageOps
-    from timm.data.auto_augment import RandAugment
-
-    try:
-        ImageOps.posterize(Image.new("RGB", (1, 1)), 0)
-        return transform
-    except ValueError:
-        pass
-    for t in getattr(transform, "transforms", []):
-        if isinstance(t, RandAugment):
-            for op in t.ops:
-                if op.name.startswith("Posterize"):
-                    op.aug_fn = _posterize_any_bits
-    return transform
 
 
 def load_rgb(path: str):
