@@ -253,7 +253,11 @@ class PretrainRun:
     def _finish(self, last_epoch: dict) -> dict:
         if self.info.is_main:
             save_encoder(self.run_dir / "encoder.pth", self.encoder.state_dict(), self.meta())
-            bb = backbone_record(self.cfg.method, self.encoder.arch_args(), self.cfg.epochs, source=str(self.run_dir / "encoder.pth"))
+            from droppos.tools.convert.sources import default_name
+
+            encoder_file = str(self.run_dir / "encoder.pth")  # named as every transfer run of it names it
+            bb = backbone_record(self.cfg.method, self.encoder.arch_args(), self.cfg.epochs, source=encoder_file,
+                                 id=default_name(encoder_file), data=self.cfg.data)
             write_metrics(self.run_dir, task="pretrain", protocol=self.cfg.method, backbone=bb,
                           dataset=Path(self.cfg.data).name, metrics=last_epoch, seed=self.cfg.seed,
                           data_root=self.cfg.data, cost=backbone_cost(self.encoder, self.cfg.img_size),

@@ -198,6 +198,8 @@ def test_supervised_pretraining_learns_keeps_its_head_aside_and_names_itself(tmp
     assert {"head.weight", "head.bias"} <= set(ck["model"])  # the head is kept for resume, aside
     bb = load_backbone(out / "encoder.pth")
     assert bb.backbone["method"] == "supervised" and bb.backbone["epochs"] == 6
+    # the pretraining run's own row is the row of every transfer run of its encoder: one name
+    assert json.loads((out / "metrics.json").read_text())["backbone"]["id"] == bb.backbone["id"] == "sup"
 
 
 def test_supervised_defaults_are_deits(tmp_path):
