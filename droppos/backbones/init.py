@@ -210,7 +210,7 @@ def check_arch(src_arch: dict, target: EngineTarget, src: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------- load
-def check(model_sd: dict[str, torch.Tensor], init: Init, target: EngineTarget, require_full: bool = False) -> LoadReport:
+def check(model_sd: dict[str, torch.Tensor], init: Init, target: EngineTarget) -> LoadReport:
     """The :class:`LoadReport` of loading ``init`` into a model with state dict ``model_sd`` (nothing loaded)."""
     sd = init.state_dict or {}
     rep = LoadReport(source=init.source, notes=list(init.notes))
@@ -263,7 +263,7 @@ def load(model: torch.nn.Module, init: Init, target: EngineTarget, require_full:
         return LoadReport(source=init.source, notes=["generic backbone: weights loaded when it was built", *init.notes,
                                                      "random init: neck and heads"])
     own = model.state_dict()
-    rep = check(own, init, target, require_full)
+    rep = check(own, init, target)
     if not rep.ok:
         print("\n".join(rep.lines()))
         raise InitError(explain(rep, target))
