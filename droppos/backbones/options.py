@@ -34,7 +34,8 @@ from droppos.utils.config import opt
 class BackboneOptions:
     backbone: str = opt("", "the weights to start from: a checkpoint in any layout the readers know (encoder.pth, "
                             "official DropPos/MAE, DINO, iBOT, MoCo v3, DeiT, DINOv2, Hugging Face, torchvision, "
-                            "AugReg .npz, timm) or scratch:<size>_p<patch>_<img>", metavar="SRC")
+                            "AugReg .npz, timm), scratch:<size>_p<patch>_<img>, timm:<model>[:<weights>] (any "
+                            "architecture) or <plugin>:<weights> (a registered class)", metavar="SRC")
     source_format: str | None = opt(None, "force the backbone file's layout instead of recognising it",
                                     flag="--from", aliases=("--source-format",), metavar="FMT")
     arch: str | None = opt(None, "architecture fields the file does not store, e.g. num_heads=12 or img_size=224x320",

@@ -73,7 +73,8 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, title: s
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         help_ = f.metadata.get("help", "") + (extra_help or {}).get(f.name, "")
         choices = f.metadata.get("choices")
-        kw: dict[str, Any] = dict(dest=f.name, default=None, help=f"{help_} (default: {default})")
+        shown = "" if "default" in help_ or default in ("", None) else f" (default: {default})"
+        kw: dict[str, Any] = dict(dest=f.name, default=None, help=f"{help_}{shown}")
         if choices:
             kw["choices"] = choices
         if t is bool:
