@@ -362,3 +362,22 @@ def test_three_external_backbones_of_one_size_give_three_named_rows(tmp_path, ca
     for r in rows:
         assert float(r["delta_vs_deit"] or 0) == pytest.approx(
             float(r["mean"]) - float(next(x["mean"] for x in rows if x["backbone"] == "deit")), abs=1e-5)
+
+
+def test_a_generic_backbone_in_a_spec_is_planned_with_its_record(tmp_path):
+    from droppos.bench.backbones import backbone_records
+
+    spec = write_spec(tmp_path, """\
+        name: g
+        data:
+          imagefolder: {path: d, build: false}
+        backbones:
+          - {name: convnext, checkpoint: "timm:test_convnext"}
+        tasks:
+          - {name: knn, kind: classify, protocol: knn}
+        """)
+    s = load_spec(spec)
+    records, warnings = backbone_records(s.backbones, tmp_path)
+    assert warnings == [] and records["convnext"]["id"] == "convnext" and records["convnext"]["arch"] == "test_convnext"
+    run = next(r for r in build_plan(s, tmp_path / "out") if r.kind == "classify")
+    assert run.args[run.args.index("--backbone") + 1] == "timm:test_convnext"

@@ -3,7 +3,8 @@
 A planned run's record must be the one its engine will write, so that a missing or failed run
 lands in the same row of the results table as the finished ones: a pretraining gets
 ``backbone_record(method, arch, epochs)`` like the pretraining engine; a checkpoint is read the
-way the engines read it (:func:`droppos.tools.convert.sources.load_backbone`). A checkpoint that
+way the engines read it (:meth:`droppos.backbones.options.BackboneOptions.read`: any release
+layout, ``timm:`` and plug-in sources). A checkpoint that
 cannot be read yet (e.g. not downloaded) gets a placeholder named after the spec backbone; its
 runs will fail and say why.
 """
@@ -27,11 +28,12 @@ def backbone_record_of(bb: BackboneSpec, out: Path) -> tuple[dict, str | None]:
         arch = vit_arch_args(cfg.model, patch_size=cfg.patch_size, img_size=cfg.img_size)
         return backbone_record(cfg.method, arch, cfg.epochs, source=str(out / bb.name / "pretrain" / "encoder.pth"),
                                id=bb.name), None
-    from droppos.tools.convert.sources import load_backbone
+    from droppos.backbones.options import BackboneOptions
 
+    opts = BackboneOptions(backbone=bb.checkpoint, source_format=bb.fmt, trust_pickle=bb.trust_pickle, arch=bb.arch,
+                           part=bb.part, name=bb.name, method=bb.method, pretrain_epochs=bb.epochs)
     try:
-        return dict(load_backbone(bb.checkpoint, fmt=bb.fmt, trust_pickle=bb.trust_pickle, arch=bb.arch, part=bb.part,
-                                  name=bb.name, method=bb.method, epochs=bb.epochs).backbone), None
+        return dict(opts.read().backbone), None  # the one way every engine reads a backbone
     except (ValueError, FileNotFoundError, OSError) as e:
         return {"id": bb.name, "method": bb.method or "unknown", "arch": "unknown", "epochs": bb.epochs,
                 "source": bb.checkpoint}, str(e)
