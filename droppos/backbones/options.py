@@ -23,11 +23,10 @@ Old spellings are accepted for one release, with a note: ``--init`` (detect, seg
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import dataclass
 
 from droppos.errors import UserError
-from droppos.utils.config import opt
+from droppos.utils.config import DeprecatedAlias, opt
 
 
 @dataclass
@@ -91,16 +90,3 @@ def add_backbone_arguments(parser: argparse.ArgumentParser, extra_help: str = ""
     add_dataclass_arguments(parser, BackboneOptions, title="backbone (the same flags in every command)",
                             extra_help={"backbone": extra_help}, required={"backbone"} if required else set())
     parser.add_argument("--init", dest="backbone", action=DeprecatedAlias, new="--backbone", help=argparse.SUPPRESS)
-
-
-class DeprecatedAlias(argparse.Action):
-    """An old flag spelling: stores like the new one and says once that it is deprecated."""
-
-    def __init__(self, option_strings, dest, new: str, nargs=None, **kw):
-        self.new = new
-        super().__init__(option_strings, dest, nargs=nargs, **kw)
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        print(f"droppos: note: {option_string} is deprecated and will be removed in the next release; use {self.new}",
-              file=sys.stderr)
-        setattr(namespace, self.dest, values)

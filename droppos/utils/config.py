@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
@@ -63,8 +64,6 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, title: s
     ``aliases`` (old spellings, accepted with a deprecation note, hidden from ``--help``);
     ``switch`` (a boolean given as ``--flag`` alone, or ``--flag true|false``); ``metavar``.
     """
-    from droppos.backbones.options import DeprecatedAlias
-
     group = parser.add_argument_group(title or f"{cls.__name__} options (defaults shown)")
     for f in dataclasses.fields(cls):
         if any(a.dest == f.name for a in parser._actions):  # already given by an enclosing vocabulary
@@ -97,6 +96,19 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, title: s
         for alias in f.metadata.get("aliases", ()):
             hidden = {k: v for k, v in kw.items() if k not in ("help", "required")}
             group.add_argument(alias, action=DeprecatedAlias, new=flag, help=argparse.SUPPRESS, **hidden)
+
+
+class DeprecatedAlias(argparse.Action):
+    """An old flag spelling: stores like the new one and says once that it is deprecated."""
+
+    def __init__(self, option_strings, dest, new: str, nargs=None, **kw):
+        self.new = new
+        super().__init__(option_strings, dest, nargs=nargs, **kw)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"droppos: note: {option_string} is deprecated and will be removed in the next release; use {self.new}",
+              file=sys.stderr)
+        setattr(namespace, self.dest, values)
 
 
 def load_mapping(path: str | Path) -> dict:

@@ -21,8 +21,8 @@ import argparse
 import os
 from pathlib import Path
 
-from droppos.backbones.options import DeprecatedAlias
 from droppos.errors import UserError
+from droppos.utils.config import DeprecatedAlias
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -102,8 +102,8 @@ def _run(args: argparse.Namespace) -> int:
     tgt = target(cfg)
     stored = binit.read(work_dir) if latest is not None else {}
     if generic_config(cfg):  # timm: / plug-in backbones: built (with their weights) by the config's backbone
-        init = _generic_init(args, cfg, stored)
-        changes += fit_heads(cfg)
+        init, generic = _generic_init(args, cfg, stored)
+        changes += fit_heads(cfg, generic)
     elif stored:  # the run's checkpoint replaces every weight; the record says where the run started from
         init = binit.Init(str(latest), "scratch", stored.get("backbone", {}))
     else:
@@ -166,7 +166,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _generic_init(args, cfg, stored: dict):
-    """The config's ``TimmGenericBackbone`` gets ``--backbone`` (or, resuming, the run's own source)."""
+    """The config's ``TimmGenericBackbone`` gets ``--backbone`` (or, resuming, the run's own source);
+    returns the init record and the backbone as read (its feature maps fit the heads)."""
     from droppos.backbones import init as binit
     from droppos.backbones.generic import is_generic, load_generic
     from droppos.backbones.options import backbone_options
@@ -179,7 +180,7 @@ def _generic_init(args, cfg, stored: dict):
     bb = load_generic(src, trust_pickle=opts.trust_pickle, allow_nonfinite=opts.allow_nonfinite, name=opts.name,
                       method=opts.method, epochs=opts.pretrain_epochs)  # checked here once, one line if it fails
     cfg.model.backbone.source, cfg.model.backbone.trust_pickle = src, bool(opts.trust_pickle)
-    return binit.Init(src, "generic", stored.get("backbone") or bb.backbone, notes=bb.notes)
+    return binit.Init(src, "generic", stored.get("backbone") or bb.backbone, notes=bb.notes), bb
 
 
 def _latest_checkpoint(work_dir: Path) -> Path | None:

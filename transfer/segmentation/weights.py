@@ -100,14 +100,15 @@ def generic_config(cfg) -> bool:
     return cfg.model.backbone.get("type") == "TimmGenericBackbone"
 
 
-def fit_heads(cfg) -> list[str]:
-    """Set the neck's and heads' input channels from the generic backbone's feature maps (logged)."""
+def fit_heads(cfg, generic=None) -> list[str]:
+    """Set the neck's and heads' input channels from the generic backbone's feature maps (logged);
+    ``generic``: the backbone already read (else it is read from the config's ``source``)."""
     from droppos.backbones.generic import dense_plan, load_generic
 
     bb = cfg.model.backbone
     size = bb.get("img_size", 224)
-    model = load_generic(str(bb.source), trust_pickle=bool(bb.get("trust_pickle", False))).encoder(
-        img_size=size[0] if isinstance(size, (list, tuple)) else size)
+    generic = generic or load_generic(str(bb.source), trust_pickle=bool(bb.get("trust_pickle", False)))
+    model = generic.encoder(img_size=size[0] if isinstance(size, (list, tuple)) else size)
     plan = dense_plan(model, maps=int(bb.get("maps", 4)))
     changes = []
     if cfg.model.get("neck"):
