@@ -60,12 +60,13 @@ def target(cfg) -> EngineTarget:
                                      "zeros (ViTDet relative position tables)"})
 
 
-def generic_net(cfg):
-    """The config's generic backbone node (``TimmBackbone``, see :mod:`.generic`), or None for a ViTDet ViT."""
+def generic_net(cfg) -> str | None:
+    """The config key of its generic backbone node (``TimmBackbone``, see :mod:`.generic`):
+    ``model.backbone.net`` or ``model.backbone.bottom_up``; None for a ViTDet ViT."""
     bb = cfg.model.backbone
     for key in ("net", "bottom_up"):
         node = bb.get(key) if hasattr(bb, "get") else None
         target = node.get("_target_") if node is not None and hasattr(node, "get") else None
         if target is not None and getattr(target, "__name__", str(target)).endswith("TimmBackbone"):
-            return node
+            return f"model.backbone.{key}"
     return None

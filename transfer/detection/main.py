@@ -89,9 +89,9 @@ def prepare(args) -> dict:
         print(line)
     state = binit.read(args.output)
     opts = backbone_options(args)
-    net = generic_net(cfg)
-    if net is not None or is_generic(opts.backbone or ""):
-        return _prepare_generic(args, opts, net, state)
+    net_key = generic_net(cfg)
+    if net_key is not None or is_generic(opts.backbone or ""):
+        return _prepare_generic(args, opts, cfg, net_key, state)
     tgt = target(cfg)
     if args.eval_only:
         if not opts.backbone:  # the run's own last checkpoint
@@ -114,7 +114,7 @@ def prepare(args) -> dict:
     return binit.read(args.output) | {"checkpoint": str(path) if path else (init.source if init.kind == "native" else "")}
 
 
-def _prepare_generic(args, opts, net, state: dict) -> dict:
+def _prepare_generic(args, opts, cfg, net_key: str | None, state: dict) -> dict:
     """``--backbone timm:...`` / a plug-in with a ``mask_rcnn_timm_*`` config: the source goes into the
     config's ``TimmBackbone``, which reads and strictly loads the weights when the model is built."""
     from droppos.backbones import init as binit
@@ -122,33 +122,24 @@ def _prepare_generic(args, opts, net, state: dict) -> dict:
 
     from .init import InitError
 
-    if net is None:
+    if net_key is None:
         raise InitError(f"{opts.backbone}: a generic backbone needs a generic config: mask_rcnn_timm_plain_fmnist "
                         "(one stride, e.g. ViTs) or mask_rcnn_timm_fpn_fmnist (strides 4-32), or their COCO versions")
     if args.resume and (args.output / "last_checkpoint").is_file() and state:
         print(f"resuming {args.output} (initialised from {state['source']}); --backbone is not used")
-        args.opts = [*args.opts, f"{_net_key(args)}.source={state['source']}"]
+        args.opts = [*args.opts, f"{net_key}.source={state['source']}"]
         return state
-    src = opts.backbone or str(net.source)
+    src = opts.backbone or str(cfg.model.backbone[net_key.rsplit(".", 1)[1]].source)
     if not is_generic(src):
         raise InitError(f"{src}: this config builds a generic backbone: give --backbone timm:<model>[:<weights>] or "
                         "<plugin>:<weights> (a ViT checkpoint goes with the mask_rcnn_vitdet_* configs)")
     bb = load_generic(src, trust_pickle=opts.trust_pickle, allow_nonfinite=opts.allow_nonfinite, name=opts.name,
                       method=opts.method, epochs=opts.pretrain_epochs)  # checked here once, one line if it fails
-    args.opts = [*args.opts, f"{_net_key(args)}.source={src}", f"{_net_key(args)}.trust_pickle={opts.trust_pickle}"]
+    args.opts = [*args.opts, f"{net_key}.source={src}", f"{net_key}.trust_pickle={opts.trust_pickle}"]
     init = binit.Init(src, "generic", bb.backbone, notes=bb.notes)
     if not args.eval_only:
         binit.save(args.output, init)
     return {"source": src, "kind": "generic", "backbone": bb.backbone, "checkpoint": "", "notes": bb.notes}
-
-
-def _net_key(args) -> str:
-    from detectron2.config import LazyConfig
-
-    from .config import resolve_config_file
-
-    bb = LazyConfig.load(str(resolve_config_file(args.config_file))).model.backbone
-    return "model.backbone.net" if "net" in bb else "model.backbone.bottom_up"
 
 
 def run(args: argparse.Namespace) -> int:
