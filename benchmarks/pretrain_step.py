@@ -54,7 +54,7 @@ def make_step(kind: str, m, opt, params, amp, clip: float):
                 loss = m(imgs)["loss"]
         loss.backward()
         if clip:
-            official_clip(params, clip) if kind == "official" else clip_gradients(params, clip, "per_param")
+            official_clip(params, clip) if kind == "official" else clip_gradients(params, clip, "official")
         opt.step()
         opt.zero_grad(set_to_none=True)
 

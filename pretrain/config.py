@@ -40,14 +40,19 @@ class PretrainConfig:
     mask_token: str = opt("param", "droppos: position mask token", choices=["param", "zeros", "wrong_pos"])
     sigma: float = opt(1.0, "droppos: Gaussian position smoothing std in patches (0 = hard labels)", ge=0.0)
     sigma_decay: bool = opt(True, "droppos: decay sigma linearly to 0 over the epochs (official: per epoch)")
-    smooth_norm: str = opt("row", "droppos: smoothing normalisation; 'official' = released code's column division",
-                           choices=["row", "official"])
+    smooth_norm: str = opt("row", "droppos: smoothing target: 'row' (rows sum to 1), 'official' (the released column "
+                                  "division), 'released' (the released targets exactly: column division on the "
+                                  "(img_size // patches per side)-wide grid, 16 x 16 for ViT-B/16 at 224 px)",
+                           choices=["row", "official", "released"])
     attn_guide: bool = opt(True, "droppos: attentive reconstruction (weights from a full-image [cls] similarity)")
     attn_tau: float = opt(0.1, "droppos: temperature of the attentive weights", gt=0.0)
     conf_ignore: bool = opt(False, "droppos: ignore tokens already placed above the target's peak probability")
     shuffle: bool = opt(False, "droppos: shuffle token order before the encoder")
     multi_task: bool = opt(False, "droppos: add MAE's pixel loss (loss = pos_weight * pos + mae)")
     pos_weight: float = opt(1.0, "droppos: weight of the position loss in multi_task mode", ge=0.0)
+    aux_mask_token: str = opt("trained", "droppos multi_task: the pixel decoder's mask token is 'trained', or "
+                                         "'official' (the release: frozen unless --mask-token param)",
+                              choices=["trained", "official"])
     # supervised (DeiT recipe; ignored by droppos and mae)
     smoothing: float = opt(0.1, "supervised: label smoothing", ge=0.0, lt=1.0)
     mixup: float = opt(0.8, "supervised: mixup alpha (0 = off)", ge=0.0)
@@ -63,10 +68,15 @@ class PretrainConfig:
     blr: float = opt(1.5e-4, "base learning rate: lr = blr * effective_batch / 256", gt=0.0)
     lr: float | None = opt(None, "absolute learning rate (overrides blr)", gt=0.0)
     min_lr: float = opt(0.0, "final learning rate of the cosine", ge=0.0)
-    weight_decay: float = opt(0.05, "AdamW weight decay (none on norms, biases, tokens, position embeddings)", ge=0.0)
+    weight_decay: float = opt(0.05, "AdamW weight decay (what it skips: --decay-exempt)", ge=0.0)
+    decay_exempt: str = opt("tokens", "parameters without weight decay: 'tokens' (1-D parameters, biases, tokens, "
+                                      "position embeddings) or 'official' (the release, timm 0.3.2 add_weight_decay: "
+                                      "1-D parameters and biases only, so [cls] and the position mask token decay)",
+                            choices=["tokens", "official"])
     clip_grad: float = opt(0.0, "gradient clipping threshold (0 = off)", ge=0.0)
-    clip_mode: str = opt("global", "'global' norm, or 'per_param' as the official code (vectorised)",
-                         choices=["global", "per_param"])
+    clip_mode: str = opt("global", "'global' norm, or 'official': every parameter's gradient to norm <= --clip-grad "
+                                   "on its own, as the release's util/utils.py clip_gradients (vectorised)",
+                         choices=["global", "official"])
     precision: str = opt("auto", "auto = bf16 autocast on GPU, fp32 on CPU", choices=["auto", "fp32", "bf16", "fp16"])
     compile: bool = opt(False, "torch.compile the model")
     # system

@@ -46,7 +46,8 @@ class DropPos(nn.Module):
         mask_token: position mask token, 'param' | 'zeros' | 'wrong_pos' (default 'param').
         decoder_dim, decoder_depth, decoder_heads: position decoder (official: 512-d, 2 blocks, 16 heads).
         sigma: std of the Gaussian position smoothing in patches, 0 = hard labels (official 1).
-        smooth_norm: 'row' (each target row sums to 1) or 'official' (the released code's column division).
+        smooth_norm: 'row' (each target row sums to 1), 'official' (the released code's column division)
+            or 'released' (the released targets, grid quirk included: see ``smoothing``).
         attn_guide: attentive reconstruction weights (official recipe: on).
         attn_tau: softmax temperature of the attentive weights (0.1).
         conf_ignore: drop confidently-placed tokens from the loss.
@@ -54,13 +55,20 @@ class DropPos(nn.Module):
         multi_task: add the MAE pixel loss with an auxiliary decoder.
         pos_weight: weight of the position loss in multi-task mode.
         norm_pix_loss: normalised-pixel target of the auxiliary MAE loss.
+        aux_mask_token: multi-task pixel decoder's mask token: 'trained' always, or 'official' (the release:
+            trained only with ``mask_token='param'``, frozen at its N(0, 0.02) init otherwise).
+
+    Logged accuracies: ``pos_acc`` is the top-1 over the dropped positions, every one counted once;
+    ``pos_acc_released`` is the released code's ``acc1``, weighted as its loss (attentive weights and
+    the conf_ignore mask), so it compares with the released logs.
     """
 
     def __init__(self, encoder: VisionTransformer, mask_ratio: float = 0.75, pos_mask_ratio: float = 0.75,
                  mask_token: str = "param", decoder_dim: int = 512, decoder_depth: int = 2, decoder_heads: int = 16,
                  sigma: float = 1.0, smooth_norm: str = "row", attn_guide: bool = True, attn_tau: float = 0.1,
                  conf_ignore: bool = False, shuffle: bool = False, multi_task: bool = False,
-                 pos_weight: float = 1.0, norm_pix_loss: bool = True, sigma_decay: bool = True):
+                 pos_weight: float = 1.0, norm_pix_loss: bool = True, sigma_decay: bool = True,
+                 aux_mask_token: str = "trained"):
         super().__init__()
         if mask_token not in MASK_TOKENS:
             raise ValueError(f"mask_token must be one of {MASK_TOKENS}, got {mask_token!r}")
@@ -89,16 +97,23 @@ class DropPos(nn.Module):
             p, c = encoder.patch_size, encoder.arch_args()["in_chans"]
             self.pixel_decoder = PixelDecoder(d, encoder.grid_size, p * p * c, decoder_dim, decoder_depth, decoder_heads)
             mae_init_(self.pixel_decoder)
+            if aux_mask_token not in ("trained", "official"):
+                raise ValueError(f"aux_mask_token must be 'trained' or 'official', got {aux_mask_token!r}")
+            self.pixel_decoder.mask_token.requires_grad_(aux_mask_token == "trained" or mask_token == "param")
         self.sigma = self.sigma0 = sigma
         self.sigma_decay = sigma_decay
-        self.register_buffer("smooth", smoothing_map(encoder.grid_size, sigma, smooth_norm), persistent=False)
+        self.img_size = encoder.grid_size[1] * encoder.patch_size  # the released map's grid depends on it
+        self.register_buffer("smooth", self._smoothing(sigma), persistent=False)
+
+    def _smoothing(self, sigma: float, device=None) -> torch.Tensor:
+        return smoothing_map(self.encoder.grid_size, sigma, self.smooth_norm, device=device, img_size=self.img_size)
 
     # ------------------------------------------------------------------ schedule
     def set_sigma(self, sigma: float) -> None:
         """Set the smoothing std (the engine decays it per epoch); rebuilds the (L, L) map on device."""
         if sigma != self.sigma:
             self.sigma = sigma
-            self.smooth = smoothing_map(self.encoder.grid_size, sigma, self.smooth_norm, device=self.smooth.device)
+            self.smooth = self._smoothing(sigma, device=self.smooth.device)
 
     # ------------------------------------------------------------------ pieces
     @torch.no_grad()
@@ -126,8 +141,8 @@ class DropPos(nn.Module):
         return pos, mask_pos
 
     def position_loss(self, logits: torch.Tensor, labels: torch.Tensor, mask_pos: torch.Tensor,
-                      attn: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """logits (N, K, L), labels (N, K) true positions -> (loss, top-1 accuracy on dropped positions)."""
+                      attn: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """logits (N, K, L), labels (N, K) true positions -> (loss, top-1 on dropped positions, released acc1)."""
         logits = logits.float()
         target = self.smooth[labels]  # (N, K, L) rows of the smoothing map
         log_prob = F.log_softmax(logits, dim=-1)
@@ -140,9 +155,10 @@ class DropPos(nn.Module):
             weight = weight * attn
         loss = (-(target * log_prob).sum(-1) * weight).sum() / weight.sum().clamp_min(1e-12)
         with torch.no_grad():
-            hit = (logits.argmax(-1) == labels) & mask_pos
-            acc = hit.sum().float() / mask_pos.sum().clamp_min(1)
-        return loss, acc
+            hit = logits.argmax(-1) == labels
+            acc = (hit & mask_pos).sum().float() / mask_pos.sum().clamp_min(1)
+            acc_released = (hit.float() * weight).sum() / weight.sum().clamp_min(1e-12)
+        return loss, acc, acc_released
 
     # ------------------------------------------------------------------ forward
     def on_epoch(self, epoch: int, epochs: int) -> None:
@@ -152,7 +168,8 @@ class DropPos(nn.Module):
         self.set_sigma(decayed_sigma(self.sigma0, epoch, epochs, self.sigma_decay))
 
     def forward(self, imgs: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """imgs: (N, C, H, W) -> {'loss', 'pos_acc', 'loss_pos'[, 'loss_mae']} (tensors, no host sync); labels unused."""
+        """imgs: (N, C, H, W) -> {'loss', 'pos_acc', 'pos_acc_released', 'loss_pos'[, 'loss_mae']} (tensors, no host
+        sync); labels unused."""
         enc = self.encoder
         x = enc.embed_patches(imgs)
         n, length, _ = x.shape
@@ -168,8 +185,8 @@ class DropPos(nn.Module):
             patches = gather_tokens(latent[:, 1:], torch.argsort(order, dim=1))
             latent = torch.cat([latent[:, :1], patches], dim=1)
         logits = self.pos_decoder(latent)[:, 1:]
-        loss_pos, acc = self.position_loss(logits, ids_keep, mask_pos, attn)
-        out = {"loss": loss_pos, "loss_pos": loss_pos, "pos_acc": acc}
+        loss_pos, acc, acc_released = self.position_loss(logits, ids_keep, mask_pos, attn)
+        out = {"loss": loss_pos, "loss_pos": loss_pos, "pos_acc": acc, "pos_acc_released": acc_released}
         if self.multi_task:
             pred = self.pixel_decoder(latent, ids_restore)
             loss_mae = pixel_loss(imgs, pred, mask, enc.patch_size, self.norm_pix_loss)

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from timm.optim import param_groups_weight_decay
 from torch.utils.data import DataLoader
 
 from droppos.errors import UserError
@@ -34,7 +33,7 @@ from droppos.utils.metrics import backbone_record, write_metrics
 from droppos.utils.optim import clip_gradients, cosine_lr, set_lr
 from droppos.utils.rng import rng_state, set_rng_state
 
-from .build import build_method
+from .build import build_method, decay_groups
 from .config import PretrainConfig
 from .data import PretrainImages, ResumableSampler, check_labelled, iters_per_epoch, supervised_transform
 
@@ -71,8 +70,7 @@ class PretrainRun:
         self.method = build_method(cfg, self.encoder, num_classes=len(classes)).to(self.device)
         self.params = [p for p in self.method.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
-            param_groups_weight_decay(self.method, cfg.weight_decay, no_weight_decay_list=[
-                n for n, _ in self.method.named_parameters() if n.endswith("_token") or "pos_embed" in n]), lr=self.lr,
+            decay_groups(self.method, cfg.weight_decay, cfg.decay_exempt), lr=self.lr,
             betas=getattr(self.method, "betas", (0.9, 0.95)))
         self.amp_dtype = du.amp_dtype(cfg.precision, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)

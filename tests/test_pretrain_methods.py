@@ -194,7 +194,7 @@ def test_conf_ignore_drops_confident_tokens():
     logits[0, 0, 0] = 20.0  # confidently right: ignored
     logits[0, 1, 5] = 20.0  # confidently wrong: kept
     mask_pos = torch.tensor([[True, True, False]])
-    loss, acc = m.position_loss(logits, labels, mask_pos, None)
+    loss, acc, _ = m.position_loss(logits, labels, mask_pos, None)
     expected = -torch.log_softmax(logits[0, 1], -1)[1]
     assert torch.allclose(loss, expected, atol=1e-4)
     assert acc.item() == 0.5

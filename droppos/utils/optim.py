@@ -25,7 +25,7 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 def clip_gradients(params: list[torch.Tensor], max_norm: float, mode: str = "global") -> torch.Tensor | None:
     """Clip without host synchronisation; returns the (pre-clip) global norm tensor.
 
-    ``global``: one norm over all gradients (``clip_grad_norm_``). ``per_param``: every tensor
+    ``global``: one norm over all gradients (``clip_grad_norm_``). ``official``: every tensor
     scaled to norm <= max_norm on its own (what the official DropPos code does in a Python loop
     with a host sync per parameter), here with foreach kernels.
     """
@@ -34,8 +34,8 @@ def clip_gradients(params: list[torch.Tensor], max_norm: float, mode: str = "glo
         return None
     if mode == "global":
         return torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
-    if mode != "per_param":
-        raise ValueError(f"clip mode must be 'global' or 'per_param', got {mode!r}")
+    if mode != "official":
+        raise ValueError(f"clip mode must be 'global' or 'official', got {mode!r}")
     norms = torch._foreach_norm(grads)
     coefs = [torch.clamp(max_norm / (n + 1e-6), max=1.0) for n in norms]
     torch._foreach_mul_(grads, coefs)
