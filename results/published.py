@@ -2,8 +2,9 @@
 
 Each CSV row is one number: ``method, arch, pretrain_epochs, task, protocol, dataset, metric,
 value, schedule, source, reference, comparable``. ``source`` says what kind of document it is
-(paper / repo README / model zoo page), ``reference`` where, ``comparable`` the condition
-under which a run of ours may be set against it (same dataset and schedule).
+(paper / repo README / model zoo page; ``third party ...`` when only someone else's listing has it,
+which is then never comparable), ``reference`` where, ``comparable`` the condition under which a
+run of ours may be set against it (same dataset and schedule).
 """
 
 from __future__ import annotations
@@ -36,6 +37,11 @@ class Published:
     @property
     def key(self) -> tuple[str, str, int | None]:
         return (self.method, self.arch, self.pretrain_epochs)
+
+    @property
+    def third_party(self) -> bool:
+        """Read from someone else's listing, not from the paper or its code: never comparable as it stands."""
+        return self.source.lower().startswith("third party")
 
     @property
     def label(self) -> str:
@@ -81,6 +87,8 @@ def comparability(pub: Published, table: Table) -> str:
     epochs sits in the same column (the schedule must still match: see ``comparable``);
     'same dataset, other backbone' when only the column matches; otherwise 'no run on <dataset>'.
     """
+    if pub.third_party:
+        return f"not comparable ({pub.source}): {pub.comparable}"
     rows = [r for r in table.rows if pub.column in r.cells]
     if not rows:
         return f"reference only: no run of {pub.column.task}/{pub.column.protocol} on {pub.column.dataset}"

@@ -134,11 +134,21 @@ def test_duplicate_seed_is_warned_and_counted_once():
 
 def test_published_numbers_have_sources_and_meet_runs(table, tmp_path):
     pubs = load_published()
-    assert DEFAULT_FILE.name == "published.csv" and len(pubs) == 10
-    assert {p.source for p in pubs} == {"repo README", "paper", "model zoo page"}
-    assert sorted(p.value for p in pubs) == sorted([83.0, 84.2, 85.8, 83.6, 85.9, 51.6, 45.9, 55.5, 49.2, 48.13])
+    assert DEFAULT_FILE.name == "published.csv" and len(pubs) == 22
+    first_party = [p for p in pubs if not p.third_party]
+    assert {p.source for p in first_party} == {"repo README", "paper", "model zoo page", "paper (TF/TPU)",
+                                               "repo (PyTorch/GPU)", "paper (DeiT) and repo README"}
+    assert sorted(p.value for p in first_party) == sorted([83.0, 84.2, 85.8, 83.6, 85.9, 51.6, 45.9, 55.5, 49.2, 48.13,
+                                                           68.0, 67.8, 75.8, 76.0, 81.8, 50.3, 53.3, 48.1, 53.6])
     assert all(p.comparable and p.schedule and p.reference for p in pubs)
-    mseg = next(p for p in pubs if p.column.metric == "mIoU")
+    # MAE's linear probing as the paper and the PyTorch repository give it, B and L
+    linear = {(p.arch, p.value) for p in pubs if p.column.protocol == "linear"}
+    assert linear == {("vit_base_p16", 68.0), ("vit_base_p16", 67.8), ("vit_large_p16", 75.8), ("vit_large_p16", 76.0)}
+    # a number only a third party lists is never comparable, whatever runs exist
+    third = [p for p in pubs if p.third_party]
+    assert len(third) == 3 and all(p.method == "droppos" for p in third)
+    assert all(comparability(p, table).startswith("not comparable (third party") for p in third)
+    mseg = next(p for p in pubs if p.column.metric == "mIoU" and p.text == "48.13")
     assert mseg.key == ("mae", "vit_base_p16", 1600) and mseg.text == "48.13"
     assert comparability(mseg, table).startswith("reference only: no run of segmentation/upernet on ade20k")
     full = aggregate(discover([FIX / "suite"]).runs)

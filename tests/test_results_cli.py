@@ -35,7 +35,7 @@ def test_results_command_writes_md_csv_json_png(tmp_path, capsys):
     assert scratch["mean"] == "" and scratch["status"] == "missing"  # empty, never 0
     assert any(r["metric"] == "bbox_AP75" for r in rows)  # the CSV holds every metric
     pub = [r for r in rows if r["kind"] == "published"]
-    assert len(pub) == 10 and all(r["source"] and r["comparable"] for r in pub)
+    assert len(pub) == 22 and all(r["source"] and r["comparable"] for r in pub)
 
     data = json.loads((out / "results.json").read_text())
     assert data["schema"] == "droppos-bench/results/v1"

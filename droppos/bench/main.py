@@ -7,9 +7,10 @@ Examples::
     droppos bench smoke --only 'droppos/*' 'mae/knn/*'  # some runs (and what they need)
     droppos bench my_spec.yaml --out runs/mine --jobs 2
     droppos bench paper --slurm --partition gpu --gpus-per-node 8 --nodes 1 --timeout 4320
+    droppos bench paper --recipe-card        # every setting beside the published recipe it follows
 
 SPEC is a spec file or the name of a shipped one (``droppos/bench/specs``: ``smoke``, the
-default, and ``paper``); its format is documented in :mod:`droppos.bench.spec`. Runs go to
+default, ``paper`` and ``fair``); its format is documented in :mod:`droppos.bench.spec`. Runs go to
 ``OUT/<backbone>/<task>/seed<k>/`` (pretraining: ``OUT/<backbone>/pretrain/``), default OUT
 ``runs/bench/<spec name>``. Each run is the real command line in a subprocess
 (``python -m droppos.cli ...``); finished runs are skipped, interrupted ones resumed, failed ones
@@ -34,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.description = __doc__
     parser.add_argument("spec", nargs="?", default="smoke",
-                        help="spec file, or a shipped spec name (smoke, paper); default: %(default)s")
+                        help="spec file, or a shipped spec name (smoke, paper, fair); default: %(default)s")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: runs/bench/<spec name>)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan (runs, folders, status, commands); run nothing")
     parser.add_argument("--only", nargs="+", metavar="GLOB", default=None,
@@ -48,6 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "and dataset builds stay one process); with --slurm, GPUs per node of each job (default: 1)")
     parser.add_argument("--no-results", action="store_true", help="do not run the aggregator at the end")
     parser.add_argument("--list", action="store_true", help="list the shipped specs and exit")
+    parser.add_argument("--recipe-card", action="store_true",
+                        help="write OUT/recipe_card.md (+ .json): each run's settings beside the published recipe "
+                             "it names, with sources; exit 1 when a field differs without a declared reason")
     g = parser.add_argument_group("SLURM (through submitit, pip install 'droppos-bench[cluster]')")
     g.add_argument("--slurm", action="store_true", help="submit every run as a SLURM job (datasets are built here first)")
     g.add_argument("--nodes", type=int, default=None, help="nodes per job (default: 1); torchrun spans them")
@@ -138,6 +142,13 @@ def run(args: argparse.Namespace) -> int:
 
     from .table import plan_table, write_plan_json
 
+    if args.recipe_card:
+        from .card import write_card
+
+        md, undeclared = write_card(spec, out)
+        print(md.read_text(), end="")
+        print(f"recipe card: {md}")
+        return 1 if undeclared else 0
     print(f"spec {spec.file} -> {out}")
     if args.dry_run:
         print(plan_table(runs))
@@ -162,6 +173,11 @@ def _execute(args, spec, out: Path, runs, write_plan_json) -> int:
         import_submitit()  # a clear error before any work when submitit is missing
     shutil.copyfile(spec.file, out / "spec.yaml")
     write_plan_json(runs, out / "plan.json", spec.file)
+    procs = (args.gpus_per_node or 1) * (args.nodes or 1)
+    if spec.gpus > 1 and procs != spec.gpus:
+        print(f"warning: {spec.file.name} is written for {spec.gpus} processes, this launch has {procs}: "
+              f"effective batches differ from its recipe card by x{procs / spec.gpus:g} "
+              f"(use --gpus-per-node/--nodes, or scale the batches)", file=sys.stderr)
     used = {r.backbone for r in runs}
     records, warnings = backbone_records([b for b in spec.backbones if b.name in used], out)
     for w in warnings:

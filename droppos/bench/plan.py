@@ -122,7 +122,8 @@ def build_plan(spec: Spec, out: str | Path) -> list[Run]:
         if bb.pretrain and bb.pretrain["data"] in spec.data:
             used_data.append(bb.pretrain["data"])
     for t in spec.tasks:
-        used_data += _data_used(spec, t)
+        for tv in (t, *t.variants.values()):
+            used_data += _data_used(spec, tv)
     for name in dict.fromkeys(used_data):
         d = spec.data[name]
         runs.append(Run(id=f"data/{name}", kind="data", folder=Path(d.path), args=data_args(d),
@@ -148,6 +149,7 @@ def build_plan(spec: Spec, out: str | Path) -> list[Run]:
         for t in ordered:
             if t.backbones is not None and bb.name not in t.backbones:
                 continue
+            t = t.for_backbone(bb.name)
             task, protocol = METRIC_TASK[t.kind]
             d = spec.data[t.data]
             for seed in (t.seeds if t.seeds is not None else spec.seeds):

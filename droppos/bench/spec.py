@@ -32,7 +32,16 @@ Task ``options`` are the flags of the engine's command (``epochs`` -> ``--epochs
 it), ``{backbone}`` (the backbone's weights), ``{run}`` (this run's folder). Optional per task:
 ``schedule`` (``{epochs: N}`` or ``{iters: N}``, written to run.json; derived from the options
 when omitted), ``seeds`` (instead of the spec's), ``backbones`` (a subset of backbone names),
-``needs`` (task names to wait for). Relative paths are relative to the working directory.
+``needs`` (task names to wait for), ``per_backbone`` (``{NAME: {options, config, schedule, recipe,
+deviations}}``: what differs for one backbone, e.g. its own published recipe; options are merged
+over the task's), ``recipe`` and ``deviations`` (below). Relative paths are relative to the
+working directory.
+
+Recipe cards (``droppos bench SPEC --recipe-card``): ``recipe: NAME`` on a task, a ``per_backbone``
+entry or a pretraining backbone names the published recipe it follows (:mod:`droppos.bench.recipes`);
+``deviations: {field: why}`` names the differences that are deliberate; ``gpus: N`` (top level,
+default 1) is the number of processes the spec is written for, from which the card derives each
+effective batch.
 
 :func:`load_spec` returns a checked :class:`Spec`; every problem is a :class:`SpecError` whose
 message names the spec file and the key (``smoke.yaml: tasks[2].options.epochs: ...``).
@@ -91,6 +100,8 @@ class BackboneSpec:
     part: str | None = None
     method: str | None = None  # for the record (checkpoint backbones; a pretraining knows its own)
     epochs: int | None = None  # pretraining epochs for the record
+    recipe: str | None = None  # pretraining: the published recipe it follows (recipe card)
+    deviations: dict = field(default_factory=dict)  # field -> why it deliberately differs from the recipe
 
 
 @dataclass
@@ -105,6 +116,13 @@ class TaskSpec:
     seeds: list[int] | None = None
     backbones: list[str] | None = None
     needs: list[str] = field(default_factory=list)
+    recipe: str | None = None  # the published recipe it follows (recipe card)
+    deviations: dict = field(default_factory=dict)  # field -> why it deliberately differs from the recipe
+    variants: dict = field(default_factory=dict)  # backbone name -> this task as run for it (per_backbone)
+
+    def for_backbone(self, name: str) -> "TaskSpec":
+        """The task as run for backbone ``name`` (its ``per_backbone`` entry applied)."""
+        return self.variants.get(name, self)
 
 
 @dataclass
@@ -116,6 +134,7 @@ class Spec:
     tasks: list[TaskSpec]
     seeds: list[int]
     reference: list[str] = field(default_factory=list)  # backbone names the delta columns are taken against
+    gpus: int = 1  # processes the spec is written for (the recipe card's effective batches)
 
     def task(self, name: str) -> TaskSpec:
         return next(t for t in self.tasks if t.name == name)
@@ -174,6 +193,22 @@ class _Checker:
                 isinstance(v, list) and all(isinstance(x, (bool, int, float, str)) for x in v))
             if not ok:
                 self.fail(f"{key}.{k}", f"expected a number, string, boolean or list of them, got {v!r}")
+
+    def recipe(self, value, key: str, kind: str) -> str:
+        from .recipes import RECIPES
+
+        if value not in RECIPES:
+            self.fail(key, f"no published recipe named {value!r}; known: {sorted(RECIPES)}")
+        if RECIPES[value].kind != kind:
+            self.fail(key, f"{value!r} is a {RECIPES[value].kind} recipe, not a {kind} one")
+        return value
+
+    def deviations(self, value, key: str) -> dict:
+        d = self.mapping(value, key)
+        for k, v in d.items():
+            if not isinstance(k, str) or not isinstance(v, str) or not v.strip():
+                self.fail(f"{key}.{k}", "a deliberate difference needs its reason: field: why")
+        return dict(d)
 
     def schedule(self, value, key: str) -> dict:
         d = self.mapping(value, key)
@@ -241,12 +276,17 @@ def _load_backbone(c: _Checker, raw, i: int, data: dict[str, DataSpec]) -> Backb
 
     key = f"backbones[{i}]"
     raw = c.mapping(raw, key)
-    c.known(raw, key, ("name", "pretrain", "checkpoint", "from", "trust_pickle", "arch", "part", "method", "epochs"),
-            required=("name",))
+    c.known(raw, key, ("name", "pretrain", "checkpoint", "from", "trust_pickle", "arch", "part", "method", "epochs",
+                       "recipe", "deviations"), required=("name",))
     name = c.name(raw["name"], f"{key}.name")
     key = f"backbones[{i}] ({name})"
     if ("pretrain" in raw) == ("checkpoint" in raw):
         c.fail(key, "give exactly one of 'pretrain: {...}' (make it) or 'checkpoint: PATH' (use it)")
+    if "pretrain" not in raw:
+        for k in ("recipe", "deviations"):
+            if k in raw:
+                c.fail(f"{key}.{k}", "applies to backbones pretrained here (pretrain: {...}); a checkpoint's "
+                                     "recipe is its publisher's")
     if "pretrain" in raw:
         for k in ("from", "trust_pickle", "arch", "part", "method", "epochs"):
             if k in raw:
@@ -272,7 +312,9 @@ def _load_backbone(c: _Checker, raw, i: int, data: dict[str, DataSpec]) -> Backb
             cfg.validate()
         except (TypeError, UserError) as e:
             c.fail(f"{key}.pretrain", str(e))
-        return BackboneSpec(name=name, pretrain=pt)
+        recipe = c.recipe(raw["recipe"], f"{key}.recipe", "pretrain") if "recipe" in raw else None
+        deviations = c.deviations(raw.get("deviations") or {}, f"{key}.deviations")
+        return BackboneSpec(name=name, pretrain=pt, recipe=recipe, deviations=deviations)
     fmt = raw.get("from")
     if fmt is not None:
         from droppos.tools.convert.sources import FORMATS  # imports torch: only when needed
@@ -296,13 +338,18 @@ def _load_backbone(c: _Checker, raw, i: int, data: dict[str, DataSpec]) -> Backb
                         epochs=epochs)
 
 
-def _load_task(c: _Checker, raw, i: int, data: dict[str, DataSpec], backbones: list[str]) -> TaskSpec:
+PER_BACKBONE_KEYS = ("options", "config", "schedule", "recipe", "deviations")
+
+
+def _load_task(c: _Checker, raw, i: int, data: dict[str, DataSpec], backbones: list[str],
+               variant: str = "") -> TaskSpec:
     key = f"tasks[{i}]"
     raw = c.mapping(raw, key)
-    allowed = ("name", "kind", "protocol", "config", "data", "options", "schedule", "seeds", "backbones", "needs")
+    allowed = ("name", "kind", "protocol", "config", "data", "options", "schedule", "seeds", "backbones", "needs",
+               "recipe", "deviations", "per_backbone")
     c.known(raw, key, allowed, required=("name", "kind"))
     name = c.name(raw["name"], f"{key}.name")
-    key = f"tasks[{i}] ({name})"
+    key = f"tasks[{i}] ({name})" + (f".per_backbone.{variant}" if variant else "")
     kind = raw["kind"]
     if kind not in TASK_KINDS:
         c.fail(f"{key}.kind", f"{kind!r} is not a task kind; choose one of {list(TASK_KINDS)}")
@@ -354,6 +401,26 @@ def _load_task(c: _Checker, raw, i: int, data: dict[str, DataSpec], backbones: l
     if not isinstance(needs, list) or not all(isinstance(n, str) for n in needs):
         c.fail(f"{key}.needs", f"expected a list of task names, got {needs!r}")
     t.needs = list(needs)
+    if raw.get("recipe") is not None:
+        t.recipe = c.recipe(raw["recipe"], f"{key}.recipe", kind)
+        from .recipes import RECIPES
+
+        if RECIPES[t.recipe].protocol and RECIPES[t.recipe].protocol != t.protocol:
+            c.fail(f"{key}.recipe", f"{t.recipe!r} is a {RECIPES[t.recipe].protocol} recipe; this task runs {t.protocol}")
+    t.deviations = c.deviations(raw.get("deviations") or {}, f"{key}.deviations")
+    per = c.mapping(raw.get("per_backbone") or {}, f"{key}.per_backbone")
+    for bb, entry in per.items():
+        if bb not in backbones or (t.backbones is not None and bb not in t.backbones):
+            c.fail(f"{key}.per_backbone.{bb}", f"{bb!r} is not a backbone this task runs on; "
+                                               f"its backbones: {t.backbones or backbones}")
+        entry = c.mapping(entry, f"{key}.per_backbone.{bb}")
+        c.known(entry, f"{key}.per_backbone.{bb}", PER_BACKBONE_KEYS)
+        merged = {k: v for k, v in raw.items() if k != "per_backbone"}
+        merged.update({k: v for k, v in entry.items() if k not in ("options", "deviations")})
+        merged["options"] = {**(raw.get("options") or {}), **c.mapping(entry.get("options") or {},
+                                                                        f"{key}.per_backbone.{bb}.options")}
+        merged["deviations"] = {**(raw.get("deviations") or {}), **(entry.get("deviations") or {})}
+        t.variants[bb] = _load_task(c, merged, i, data, backbones, variant=bb)
     return t
 
 
@@ -361,9 +428,9 @@ PLACEHOLDER = re.compile(r"\{(task|data):([A-Za-z0-9_.-]+)\}|\{(backbone|run)\}"
 
 
 def task_references(t: TaskSpec) -> list[str]:
-    """Task names this task waits for: ``needs`` and every ``{task:NAME}`` in its options."""
+    """Task names this task waits for: ``needs`` and every ``{task:NAME}`` in its options (any backbone's)."""
     refs = list(t.needs)
-    for v in t.options.values():
+    for v in [v for tv in (t, *t.variants.values()) for v in tv.options.values()]:
         for s in (v if isinstance(v, list) else [v]):
             if isinstance(s, str):
                 refs += [m.group(2) for m in PLACEHOLDER.finditer(s) if m.group(1) == "task"]
@@ -374,7 +441,7 @@ def _check_references(c: _Checker, spec: Spec) -> None:
     names = [t.name for t in spec.tasks]
     for i, t in enumerate(spec.tasks):
         key = f"tasks[{i}] ({t.name})"
-        for v in t.options.values():
+        for v in [v for tv in (t, *t.variants.values()) for v in tv.options.values()]:
             for s in (v if isinstance(v, list) else [v]):
                 if isinstance(s, str):
                     for m in PLACEHOLDER.finditer(s):
@@ -407,8 +474,11 @@ def parse_spec(raw: Any, file: str | Path) -> Spec:
     """A checked :class:`Spec` from the parsed YAML ``raw`` of ``file``."""
     c = _Checker(Path(file))
     raw = c.mapping(raw, "")
-    c.known(raw, "", ("name", "data", "backbones", "tasks", "seeds", "reference"),
+    c.known(raw, "", ("name", "data", "backbones", "tasks", "seeds", "reference", "gpus"),
             required=("name", "data", "backbones", "tasks"))
+    gpus = raw.get("gpus", 1)
+    if not isinstance(gpus, int) or isinstance(gpus, bool) or gpus < 1:
+        c.fail("gpus", f"expected a positive integer (processes the spec is written for), got {gpus!r}")
     name = raw["name"]
     if not isinstance(name, str) or not NAME.match(name):
         c.fail("name", f"{name!r} is not a usable name (letters, digits, '_', '.', '-')")
@@ -438,7 +508,7 @@ def parse_spec(raw: Any, file: str | Path) -> Spec:
     if unknown:
         c.fail("reference", f"{unknown} are not backbones of this spec; defined: {[b.name for b in backbones]}")
     spec = Spec(name=name, file=Path(file), data=data, backbones=backbones, tasks=tasks, seeds=seeds,
-                reference=list(reference))
+                reference=list(reference), gpus=gpus)
     _check_references(c, spec)
     return spec
 
