@@ -30,6 +30,8 @@ class PretrainConfig:
     model: str = opt("base", "ViT size", choices=["tiny", "small", "base", "large", "huge"])
     patch_size: int = opt(16, "patch size in pixels", ge=1)
     img_size: int = opt(224, "input size in pixels (a multiple of patch_size)", ge=1)
+    min_scale: float = opt(0.2, "random resized crop: smallest crop, as a fraction of the image area (droppos/mae; "
+                                "official 0.2, the release's mask_transform.py:80)", gt=0.0, le=1.0)
     mask_ratio: float = opt(0.75, "fraction of patches removed before the encoder", gt=0.0, lt=1.0)
     decoder_dim: int = opt(512, "decoder width", ge=1)
     decoder_depth: int | None = opt(None, "decoder blocks (default: 2 for droppos, 8 for mae)", ge=1)
@@ -80,6 +82,10 @@ class PretrainConfig:
     precision: str = opt("auto", "auto = bf16 autocast on GPU, fp32 on CPU", choices=["auto", "fp32", "bf16", "fp16"])
     compile: bool = opt(False, "torch.compile the model")
     # system
+    data_backend: str = opt("torch", "input pipeline: 'torch' (PIL, float in the workers: the official one), 'fast' "
+                                     "(libjpeg-turbo decode, uint8 batches, flip and normalisation on the device), "
+                                     "'dali' (NVIDIA DALI: only the crop window decoded, on the GPU)",
+                            choices=["torch", "fast", "dali"])
     device: str = opt("auto", "auto | cpu | cuda")
     workers: int = opt(4, "data loader worker processes per process", ge=0)
     seed: int = opt(0, "random seed (each process adds its rank)", ge=0)

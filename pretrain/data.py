@@ -1,14 +1,13 @@
 """Pretraining data: an ImageFolder that survives corrupt files, and a resumable sampler.
 
-Augmentation is the MAE recipe (random resized crop 0.2-1, horizontal flip, ImageNet
-normalisation). Each sample's augmentation is seeded from (seed, epoch, index), and the sampler's
+Augmentation is the MAE recipe (random resized crop 0.2-1 by default, ``min_scale``; horizontal
+flip; ImageNet normalisation). Each sample's augmentation is seeded from (seed, epoch, index), and the sampler's
 order from (seed, epoch), so a run resumed in the middle of an epoch sees exactly the batches and
 crops the uninterrupted run would have seen.
 """
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 import torch
@@ -20,17 +19,6 @@ from droppos.errors import UserError
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
-
-
-def pretrain_transform(img_size: int):
-    from torchvision import transforms as T
-
-    return T.Compose([
-        T.RandomResizedCrop(img_size, scale=(0.2, 1.0), interpolation=T.InterpolationMode.BICUBIC),
-        T.RandomHorizontalFlip(),
-        T.ToTensor(),
-        T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-    ])
 
 
 def supervised_transform(img_size: int, aa: str = "rand-m9-mstd0.5-inc1", reprob: float = 0.25):
@@ -89,19 +77,24 @@ def find_images(root: str | Path) -> list[Path]:
 
 class PretrainImages(Dataset):
     """Images and their class index (the folder's, for supervised pretraining; the pretext methods
-    ignore it); returns (image tensor, label, 1 if a corrupt file was replaced else 0).
+    ignore it); returns (image, label, 1 if a corrupt file was replaced else 0, pending flip).
 
-    A file that cannot be decoded is replaced by the next readable one (deterministically) and
-    counted, so the batch size and the DDP step count stay the same on every process. The
-    augmentation of each sample is seeded from (seed, epoch, index): torch's, and Python's for
-    RandAugment (the caller's Python random state is restored afterwards).
+    ``backend`` is ``torch`` (float, normalised, flipped here) or ``fast`` (uint8, flip pending: see
+    :mod:`droppos.pretrain.datapath`); ``transform`` replaces the crop pipeline (supervised: the DeiT
+    transform). A file that cannot be decoded is replaced by the next readable one
+    (deterministically) and counted, so the batch size and the DDP step count stay the same on every
+    process. Each sample's crop and flip come from (seed, epoch, index).
     """
 
-    def __init__(self, root: str | Path, img_size: int, seed: int = 0, transform=None):
+    def __init__(self, root: str | Path, img_size: int, seed: int = 0, transform=None, min_scale: float = 0.2,
+                 backend: str = "torch"):
+        from .datapath import DECODERS
+
         self.files = find_images(root)
         index = {c: i for i, c in enumerate(class_folders(root))}
         self.labels = [index.get(p.parent.name, 0) for p in self.files]
-        self.transform = transform or pretrain_transform(img_size)
+        self.transform, self.decode = transform, DECODERS[backend]
+        self.img_size, self.min_scale = img_size, min_scale
         self.seed, self.epoch = seed, 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -110,23 +103,25 @@ class PretrainImages(Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
+    def _sample(self, path: Path, index: int) -> tuple[torch.Tensor, int]:
+        from .datapath import sample_crop, seeded
+
+        if self.transform is not None:
+            with Image.open(path) as im:
+                img = im.convert("RGB")
+            with seeded(self.seed, self.epoch, index):
+                return self.transform(img), 0
+        return self.decode(path, self.img_size,
+                           lambda h, w: sample_crop(h, w, self.seed, self.epoch, index, self.min_scale))
+
     def __getitem__(self, index: int):
         for offset in range(min(16, len(self.files))):
-            path = self.files[(index + offset) % len(self.files)]
+            k = (index + offset) % len(self.files)
             try:
-                with Image.open(path) as im:
-                    img = im.convert("RGB")
-            except (OSError, ValueError, Image.DecompressionBombError):
-                continue
-            sample_seed = (self.seed * 1_000_003 + self.epoch) * 10_000_019 + index
-            state = random.getstate()
-            try:
-                with torch.random.fork_rng(devices=[]):
-                    torch.manual_seed(sample_seed)
-                    random.seed(sample_seed)
-                    return self.transform(img), self.labels[(index + offset) % len(self.files)], int(offset > 0)
-            finally:
-                random.setstate(state)
+                img, flip = self._sample(self.files[k], index)
+            except (OSError, ValueError, RuntimeError, Image.DecompressionBombError):
+                continue  # unreadable (PIL: OSError/ValueError; torchvision's decoders: RuntimeError)
+            return img, self.labels[k], int(offset > 0), flip
         raise RuntimeError(f"16 consecutive unreadable images from {self.files[index]}; is the data folder corrupt?")
 
 

@@ -35,7 +35,8 @@ from droppos.utils.rng import rng_state, set_rng_state
 
 from .build import build_method, decay_groups
 from .config import PretrainConfig
-from .data import PretrainImages, ResumableSampler, check_labelled, iters_per_epoch, supervised_transform
+from .data import PretrainImages, ResumableSampler, check_labelled, find_images, iters_per_epoch, supervised_transform
+from .datapath import DaliBatches, check_backend, on_device
 
 
 class PretrainRun:
@@ -56,7 +57,11 @@ class PretrainRun:
 
         classes = check_labelled(cfg.data) if cfg.method == "supervised" else []
         transform = supervised_transform(cfg.img_size, cfg.aa, cfg.reprob) if cfg.method == "supervised" else None
-        self.dataset = PretrainImages(cfg.data, cfg.img_size, seed=cfg.seed, transform=transform)
+        self.backend, note = check_backend(cfg.data_backend, cfg.method, find_images(cfg.data))
+        if note and self.info.is_main:
+            print(f"note: {note}")
+        self.dataset = PretrainImages(cfg.data, cfg.img_size, seed=cfg.seed, transform=transform,
+                                      min_scale=cfg.min_scale, backend="fast" if self.backend == "fast" else "torch")
         self.sampler = ResumableSampler(len(self.dataset), self.info.rank, self.info.world_size, seed=cfg.seed)
         self.iters = iters_per_epoch(len(self.dataset), self.info.world_size, cfg.batch_size, cfg.accum_iter)
         self.steps = self.iters // cfg.accum_iter
@@ -71,7 +76,7 @@ class PretrainRun:
         self.params = [p for p in self.method.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
             decay_groups(self.method, cfg.weight_decay, cfg.decay_exempt), lr=self.lr,
-            betas=getattr(self.method, "betas", (0.9, 0.95)))
+            betas=getattr(self.method, "betas", (0.9, 0.95)), fused=self.device.type == "cuda")
         self.amp_dtype = du.amp_dtype(cfg.precision, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.model = self.method
@@ -145,13 +150,21 @@ class PretrainRun:
         return p.get("log_bytes")
 
     # ------------------------------------------------------------------ training
-    def _loader(self) -> DataLoader:
+    def _batches(self):
+        """(images ready for the model, labels, replaced-file flags) on the device, from the current step on."""
         self.dataset.set_epoch(self.epoch)
         self.sampler.set_epoch(self.epoch, start=self.iter_in_epoch * self.cfg.batch_size)
-        workers = self.cfg.workers
-        return DataLoader(self.dataset, batch_size=self.cfg.batch_size, sampler=self.sampler, drop_last=True,
-                          num_workers=workers, pin_memory=self.device.type == "cuda",
-                          persistent_workers=False, generator=torch.Generator().manual_seed(self.epoch))
+        if self.backend == "dali":
+            dali = DaliBatches(self.dataset.files, self.dataset.labels, self.cfg.img_size, self.cfg.batch_size,
+                               self.cfg.seed, self.cfg.min_scale, self.device, threads=self.cfg.workers)
+            yield from dali.epoch(self.epoch, list(self.sampler))
+            return
+        loader = DataLoader(self.dataset, batch_size=self.cfg.batch_size, sampler=self.sampler, drop_last=True,
+                            num_workers=self.cfg.workers, pin_memory=self.device.type == "cuda",
+                            persistent_workers=False, generator=torch.Generator().manual_seed(self.epoch))
+        for imgs, labels, bad, flip in loader:
+            imgs = imgs.to(self.device, non_blocking=True)
+            yield on_device(imgs, flip.to(self.device, non_blocking=True)), labels.to(self.device, non_blocking=True), bad
 
     def _sync_context(self, last_micro: bool):
         if self.info.distributed and not last_micro:
@@ -172,13 +185,12 @@ class PretrainRun:
         self.optimizer.zero_grad(set_to_none=True)
         while self.epoch < cfg.epochs:
             self.method.on_epoch(self.epoch, cfg.epochs)
-            for imgs, labels, bad in self._loader():
+            for imgs, labels, bad in self._batches():
                 if self.iter_in_epoch >= self.iters:
                     break
                 last_micro = (self.iter_in_epoch + 1) % cfg.accum_iter == 0
                 if self.iter_in_epoch % cfg.accum_iter == 0:
                     set_lr(self.optimizer, cosine_lr(self.step, self.total_steps, self.warmup_steps, self.lr, cfg.min_lr))
-                imgs, labels = imgs.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
                 with self._sync_context(last_micro):
                     with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                                         enabled=self.amp_dtype is not None):

@@ -40,14 +40,16 @@ def data(tmp_path):
     return make_imagefolder(tmp_path / "data")
 
 
-@pytest.mark.parametrize("method", ["droppos", "mae", "supervised"])
-def test_resume_after_kill_equals_uninterrupted(tmp_path, data, method):
-    full = PretrainRun(tiny_cfg(data, tmp_path / "a", method=method))
+@pytest.mark.parametrize("method,backend", [("droppos", "torch"), ("mae", "torch"), ("supervised", "torch"),
+                                            ("droppos", "fast")])
+def test_resume_after_kill_equals_uninterrupted(tmp_path, data, method, backend):
+    full = PretrainRun(tiny_cfg(data, tmp_path / "a", method=method, data_backend=backend))
     full.train()
-    killed = PretrainRun(tiny_cfg(data, tmp_path / "b", method=method, save_every_iters=1, stop_after=5))
+    killed = PretrainRun(tiny_cfg(data, tmp_path / "b", method=method, save_every_iters=1, stop_after=5,
+                                  data_backend=backend))
     assert killed.train() == {"stopped_at_step": 5}
     assert not (tmp_path / "b" / "encoder.pth").exists()
-    resumed = PretrainRun(tiny_cfg(data, tmp_path / "b", method=method), resume=True)
+    resumed = PretrainRun(tiny_cfg(data, tmp_path / "b", method=method, data_backend=backend), resume=True)
     assert (resumed.epoch, resumed.iter_in_epoch, resumed.step) == (1, 1, 5)
     resumed.train()
     a = torch.load(tmp_path / "a" / "encoder.pth", weights_only=True)
@@ -105,9 +107,10 @@ def test_learning_rate_schedule_and_groups(tmp_path, data):
     assert "encoder.pos_embed" not in names.values() or not run.method.encoder.pos_embed.requires_grad
 
 
-def test_corrupt_images_are_replaced_and_counted(tmp_path, data):
+@pytest.mark.parametrize("backend", ["torch", "fast"])
+def test_corrupt_images_are_replaced_and_counted(tmp_path, data, backend):
     (data / "train" / "class0" / "0.png").write_bytes(b"not a png")
-    PretrainRun(tiny_cfg(data, tmp_path / "r", epochs=1, warmup_epochs=0)).train()
+    PretrainRun(tiny_cfg(data, tmp_path / "r", epochs=1, warmup_epochs=0, data_backend=backend)).train()
     lines = [json.loads(ln) for ln in (tmp_path / "r" / "log.jsonl").read_text().splitlines()]
     assert lines[-1]["corrupt_images_replaced"] == 1
 
@@ -158,13 +161,15 @@ def test_resume_with_other_architecture_is_refused(tmp_path, data):
 
 
 @pytest.mark.slow
-def test_ddp_two_cpu_processes(tmp_path, data):
+@pytest.mark.parametrize("backend", ["torch", "fast"])
+def test_ddp_two_cpu_processes(tmp_path, data, backend):
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
            "-m", "droppos.cli", "pretrain", "--data", str(data), "--output", str(out), "--model", "tiny",
            "--patch-size", "4", "--img-size", "16", "--epochs", "2", "--warmup-epochs", "1", "--batch-size", "4",
-           "--workers", "0", "--decoder-dim", "32", "--decoder-heads", "2", "--log-every", "1"]
+           "--workers", "0", "--decoder-dim", "32", "--decoder-heads", "2", "--log-every", "1",
+           "--data-backend", backend]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())

@@ -53,6 +53,7 @@ _DROPPOS_PRETRAIN_B = {
     "mask_token": _p("param", DP + "scripts/pretrain_base.sh:8"),
     "pos_mask_ratio": _p(0.75, DP + "scripts/pretrain_base.sh:9"),
     "mask_ratio": _p(0.75, DP + "scripts/pretrain_base.sh:17"),
+    "min_scale": _p(0.2, DP + "mask_transform.py:80 (RandomResizedCrop scale (0.2, 1.0), bicubic)"),
     "sigma": _p(1.0, DP + "scripts/pretrain_base.sh:11"),
     "sigma_decay": _p(True, DP + "scripts/pretrain_base.sh:12; engine_pretrain.py:44 (per epoch)"),
     "smooth_norm": _p("released", DP + "engine_pretrain.py:45 ((input_size // token_size)^2 cells) and :149 "

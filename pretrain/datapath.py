@@ -1,0 +1,258 @@
+"""The pretraining input pipeline: three backends, one crop distribution, one seed rule.
+
+``--data-backend``:
+
+- ``torch`` (default; the official pipeline): PIL decodes the whole image, RandomResizedCrop
+  (bicubic), flip, float32 conversion and ImageNet normalisation in the loader workers.
+- ``fast`` (the best CPU-only path): libjpeg-turbo through ``simplejpeg`` (accurate DCT and fancy
+  upsampling, as Pillow decodes; other formats through Pillow), the crop cut from the decoded image
+  as a view and resized in uint8 (torchvision's antialiased bicubic kernel), uint8 batches (a quarter
+  of the bytes to collate, pin and copy); flip and normalisation on the training device.
+- ``dali`` (NVIDIA DALI): only the crop window is decoded (nvJPEG on a GPU, libjpeg-turbo ROI
+  decoding on the CPU), resize, flip and normalisation run in the DALI pipeline on the device.
+
+Every backend draws each sample's crop window and flip from (seed, epoch, index) with torchvision's
+own ``RandomResizedCrop.get_params`` on the original image size, then one ``torch.rand`` for the
+flip, in that order: the windows are the same whatever the backend (and the same as the
+``torch`` transform always drew), so exact resume holds for each. What differs is resampling: PIL's
+bicubic (``torch``), torch's antialiased bicubic on uint8 (``fast``, within a few grey levels of
+PIL), DALI's cubic resize of the decoded window (``dali``).
+"""
+
+from __future__ import annotations
+
+import io
+import random
+from collections import deque
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+from droppos.errors import UserError
+
+BACKENDS = ("torch", "fast", "dali")
+RATIO = (3.0 / 4.0, 4.0 / 3.0)
+JPEG_SUFFIXES = (".jpg", ".jpeg")
+DALI_PIP = "pip install nvidia-dali-cuda120 (CUDA 12; nvidia-dali-cuda130 for CUDA 13)"
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    return (seed * 1_000_003 + epoch) * 10_000_019 + index
+
+
+def sample_crop(height: int, width: int, seed: int, epoch: int, index: int,
+                min_scale: float = 0.2) -> tuple[int, int, int, int, bool]:
+    """(top, left, height, width, flip) of one sample: torchvision's RandomResizedCrop window on the
+    original size, then RandomHorizontalFlip's draw, from the sample's own seed."""
+    from torchvision import transforms as T
+
+    shape = torch.empty(1, 1, 1).expand(1, height, width)  # the size only, nothing allocated
+    with torch.random.fork_rng(devices=[]):
+        # the CPU generator only: torch.manual_seed would also queue a CUDA seeding with its call stack
+        # (half a millisecond per sample on a machine without a GPU)
+        torch.default_generator.manual_seed(sample_seed(seed, epoch, index))
+        i, j, h, w = T.RandomResizedCrop.get_params(shape, [min_scale, 1.0], list(RATIO))
+        flip = bool(torch.rand(1) < 0.5)
+    return i, j, h, w, flip
+
+
+@contextmanager
+def seeded(seed: int, epoch: int, index: int):
+    """torch's and Python's generators seeded from a sample's (seed, epoch, index) (for transforms that draw
+    from both, such as RandAugment); the caller's states are restored afterwards."""
+    state = random.getstate()
+    with torch.random.fork_rng(devices=[]):
+        value = sample_seed(seed, epoch, index)
+        torch.default_generator.manual_seed(value)
+        random.seed(value)
+        try:
+            yield
+        finally:
+            random.setstate(state)
+
+
+# ------------------------------------------------------------------ per-sample decoders (torch, fast)
+def decode_torch(path: Path, img_size: int, crop) -> tuple[torch.Tensor, int]:
+    """The official transform on a PIL image: float32, normalised, flipped here (nothing left for the device)."""
+    from PIL import Image
+    from torchvision.transforms import functional as F
+
+    from .data import IMAGENET_MEAN, IMAGENET_STD
+
+    with Image.open(path) as im:
+        img = im.convert("RGB")
+    i, j, h, w, flip = crop(img.height, img.width)
+    img = F.resized_crop(img, i, j, h, w, [img_size, img_size], F.InterpolationMode.BICUBIC)
+    if flip:
+        img = F.hflip(img)
+    return F.normalize(F.to_tensor(img), IMAGENET_MEAN, IMAGENET_STD), 0
+
+
+def decode_rgb(data: bytes):
+    """HWC uint8 RGB array: libjpeg-turbo (simplejpeg) for JPEG, Pillow for the other formats."""
+    import numpy as np
+
+    if data[:2] == b"\xff\xd8":
+        import simplejpeg
+
+        return simplejpeg.decode_jpeg(data, colorspace="RGB")  # ValueError when corrupt
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        return np.array(im.convert("RGB"))
+
+
+def decode_fast(path: Path, img_size: int, crop) -> tuple[torch.Tensor, int]:
+    """Decode, crop (a view), uint8 antialiased bicubic resize; the flip is left to the device."""
+    from torchvision.transforms.v2 import functional as F2
+
+    img = torch.from_numpy(decode_rgb(Path(path).read_bytes())).permute(2, 0, 1)  # CHW view of HWC memory
+    i, j, h, w, flip = crop(img.shape[1], img.shape[2])
+    out = F2.resize(img[:, i:i + h, j:j + w], [img_size, img_size], interpolation=F2.InterpolationMode.BICUBIC,
+                    antialias=True)
+    return out, int(flip)
+
+
+DECODERS = {"torch": decode_torch, "fast": decode_fast}
+
+
+def on_device(imgs: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+    """Finish a ``fast`` batch on its device: uint8 -> float, pending flips, ImageNet normalisation.
+
+    No host synchronisation: the flip is a ``torch.where``. A float batch (``torch``) is returned as is."""
+    if imgs.dtype != torch.uint8:
+        return imgs
+    from .data import IMAGENET_MEAN, IMAGENET_STD
+
+    mean = torch.tensor(IMAGENET_MEAN, device=imgs.device).view(1, 3, 1, 1) * 255.0
+    std = torch.tensor(IMAGENET_STD, device=imgs.device).view(1, 3, 1, 1) * 255.0
+    x = imgs.float()
+    x = torch.where(flip.view(-1, 1, 1, 1).bool(), x.flip(-1), x)
+    return (x - mean) / std
+
+
+# ------------------------------------------------------------------ DALI
+def import_dali():
+    try:
+        import nvidia.dali  # noqa: F401
+        from nvidia.dali import fn, pipeline_def, types
+    except ImportError:
+        raise UserError(f"--data-backend dali needs NVIDIA DALI, which is not installed: {DALI_PIP}; "
+                        "or use --data-backend fast") from None
+    return fn, pipeline_def, types
+
+
+def jpeg_header(data: bytes) -> tuple[int, int] | None:
+    """(height, width) of a complete-looking JPEG (SOI at the start, EOI at the end), else None."""
+    from PIL import Image
+
+    if data[:2] != b"\xff\xd8" or data.rstrip(b"\x00")[-2:] != b"\xff\xd9":
+        return None
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            if im.format != "JPEG":
+                return None
+            return im.height, im.width
+    except (OSError, ValueError):
+        return None
+
+
+class DaliBatches:
+    """Batches decoded by DALI, in the sampler's order, each sample's window and flip from its seed.
+
+    A Python feeder reads each file, checks that it is a complete JPEG (start and end markers, a
+    readable header; otherwise the next readable file replaces it and the replacement is counted, as
+    on the other backends), computes the window and flip, and passes bytes, window and flip to
+    ``decoders.image_slice`` (decodes only the window), ``resize`` and ``crop_mirror_normalize``.
+    Output: normalised float batches on ``device``.
+    """
+
+    def __init__(self, files: list[Path], labels: list[int], img_size: int, batch_size: int, seed: int,
+                 min_scale: float, device: torch.device, threads: int = 4):
+        self.fn, self.pipeline_def, self.types = import_dali()
+        self.files, self.labels = files, labels
+        self.img_size, self.batch_size, self.seed, self.min_scale = img_size, batch_size, seed, min_scale
+        self.device, self.threads = device, max(1, threads)
+
+    def _read(self, index: int) -> tuple[bytes, int, int, int, int]:
+        """(bytes, height, width, file index, replaced) of sample ``index`` or its first readable successor."""
+        for offset in range(min(16, len(self.files))):
+            k = (index + offset) % len(self.files)
+            data = Path(self.files[k]).read_bytes()
+            hw = jpeg_header(data)
+            if hw is not None:
+                return data, hw[0], hw[1], k, int(offset > 0)
+        raise RuntimeError(f"16 consecutive unreadable images from {self.files[index]}; is the data folder corrupt?")
+
+    def epoch(self, epoch: int, indices: list[int]):
+        """Yield (images, labels, replaced) for the batches of ``indices`` (drop-last)."""
+        import numpy as np
+
+        fn, types = self.fn, self.types
+        n_batches = len(indices) // self.batch_size
+        meta: deque = deque()
+
+        def feed():
+            for b in range(n_batches):
+                datas, anchors, shapes, flips, labels, bad = [], [], [], [], [], []
+                for index in indices[b * self.batch_size:(b + 1) * self.batch_size]:
+                    data, height, width, k, replaced = self._read(index)
+                    i, j, h, w, flip = sample_crop(height, width, self.seed, epoch, index, self.min_scale)
+                    datas.append(np.frombuffer(data, dtype=np.uint8))
+                    anchors.append(np.array([j, i], dtype=np.float32))
+                    shapes.append(np.array([w, h], dtype=np.float32))
+                    flips.append(np.array(flip, dtype=np.int32))
+                    labels.append(self.labels[k])
+                    bad.append(replaced)
+                meta.append((labels, bad))
+                yield datas, anchors, shapes, flips
+
+        gpu = self.device.type == "cuda"
+        from .data import IMAGENET_MEAN, IMAGENET_STD
+
+        @self.pipeline_def(batch_size=self.batch_size, num_threads=self.threads,
+                           device_id=(self.device.index or 0) if gpu else None, seed=self.seed,
+                           prefetch_queue_depth=2, exec_dynamic=True)
+        def pipe():
+            jpegs, anchor, shape, flip = fn.external_source(source=feed(), num_outputs=4, batch=True, no_copy=False)
+            img = fn.decoders.image_slice(jpegs, anchor, shape, device="mixed" if gpu else "cpu",
+                                          output_type=types.RGB, axis_names="WH",
+                                          normalized_anchor=False, normalized_shape=False)
+            img = fn.resize(img, resize_x=self.img_size, resize_y=self.img_size, interp_type=types.INTERP_CUBIC,
+                            antialias=True)
+            return fn.crop_mirror_normalize(img, mirror=flip, dtype=types.FLOAT, output_layout="CHW",
+                                            mean=[255.0 * m for m in IMAGENET_MEAN],
+                                            std=[255.0 * s for s in IMAGENET_STD])
+
+        p = pipe()
+        p.build()
+        for _ in range(n_batches):
+            (out,) = p.run()
+            labels, bad = meta.popleft()
+            arr = out.as_tensor()
+            if gpu:
+                from nvidia.dali.plugin.pytorch import feed_ndarray
+
+                imgs = torch.empty(arr.shape(), dtype=torch.float32, device=self.device)
+                feed_ndarray(arr, imgs, cuda_stream=torch.cuda.current_stream(self.device))
+            else:
+                imgs = torch.from_numpy(np.array(arr))
+            yield imgs, torch.tensor(labels).to(self.device, non_blocking=True), torch.tensor(bad)
+        del p
+
+
+def check_backend(backend: str, method: str, files: list[Path]) -> tuple[str, str]:
+    """(the backend to use, a note to print or ''): one line for what cannot work."""
+    if backend not in BACKENDS:
+        raise UserError(f"--data-backend must be one of {list(BACKENDS)}, got {backend!r}")
+    if backend != "torch" and method == "supervised":
+        raise UserError(f"--data-backend {backend}: supervised pretraining runs the DeiT transform "
+                        "(RandAugment, random erasing) in the loader; use --data-backend torch")
+    if backend == "dali":
+        import_dali()
+        other = [p for p in files if p.suffix.lower() not in JPEG_SUFFIXES]
+        if other:
+            return "fast", (f"--data-backend dali decodes JPEG windows only; {len(other)} of {len(files)} images "
+                            f"are not JPEG (e.g. {other[0].name}): using --data-backend fast instead")
+    return backend, ""

@@ -1,0 +1,272 @@
+"""The pretraining data backends: torchvision's crop distribution, the same windows on every backend,
+resampling within a few grey levels, DALI (skipped without it), and a step without host syncs."""
+
+import io
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision import transforms as T
+
+from droppos.errors import UserError
+from droppos.pretrain.data import PretrainImages
+from droppos.pretrain.datapath import check_backend, decode_fast, decode_torch, on_device, sample_crop
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from data_throughput import natural_image  # noqa: E402  (the benchmark's deterministic JPEG content)
+
+
+def jpeg_folder(root: Path, n: int = 12, size=(120, 90)) -> Path:
+    d = root / "train" / "a"
+    d.mkdir(parents=True)
+    for i in range(n):
+        Image.fromarray(natural_image(i, *size)).save(d / f"{i:03d}.jpg", "JPEG", quality=90)
+    return root
+
+
+# ------------------------------------------------------------------ crop distribution
+def test_crop_windows_follow_torchvisions_random_resized_crop():
+    """20000 windows drawn per (seed, epoch, index) against 20000 from torchvision's RandomResizedCrop with
+    one running generator: area fraction and log aspect have the same distribution (two-sample KS test),
+    and the same histograms to within sampling noise."""
+    from scipy.stats import ks_2samp
+
+    h, w, n = 375, 500, 20000
+    ours = np.array([sample_crop(h, w, seed=3, epoch=k // 5000, index=k % 5000)[:4] for k in range(n)], dtype=float)
+    torch.manual_seed(1234)
+    shape = torch.empty(1, h, w)
+    ref = np.array([T.RandomResizedCrop.get_params(shape, [0.2, 1.0], [3 / 4, 4 / 3]) for _ in range(n)], dtype=float)
+    for arr in (ours, ref):
+        assert (arr[:, 0] >= 0).all() and (arr[:, 0] + arr[:, 2] <= h).all() and (arr[:, 1] + arr[:, 3] <= w).all()
+    area = lambda a: a[:, 2] * a[:, 3] / (h * w)  # noqa: E731
+    aspect = lambda a: np.log(a[:, 3] / a[:, 2])  # noqa: E731
+    for stat in (area, aspect):
+        assert ks_2samp(stat(ours), stat(ref)).pvalue > 1e-3
+        bins = np.histogram_bin_edges(stat(ref), bins=10)
+        a, _ = np.histogram(stat(ours), bins)
+        b, _ = np.histogram(stat(ref), bins)
+        assert np.all(np.abs(a - b) <= 5 * np.sqrt(np.maximum(a + b, 1)))
+    assert 0.19 <= area(ours).min() and area(ours).max() <= 1.0  # torchvision rounds the sides
+    flips = np.array([sample_crop(h, w, 3, 0, k)[4] for k in range(4000)])
+    assert abs(flips.mean() - 0.5) < 0.04
+
+
+def test_a_sample_draws_the_same_window_whatever_its_neighbours():
+    assert sample_crop(300, 400, 0, 2, 17) == sample_crop(300, 400, 0, 2, 17)
+    assert sample_crop(300, 400, 0, 2, 17) != sample_crop(300, 400, 0, 3, 17)
+    torch.manual_seed(0)
+    before = torch.rand(3)
+    torch.manual_seed(0)
+    sample_crop(300, 400, 0, 0, 0)
+    assert torch.equal(torch.rand(3), before)  # the caller's generator is left alone
+
+
+# ------------------------------------------------------------------ backends agree
+def test_fast_decodes_as_pillow_and_resamples_within_a_few_grey_levels(tmp_path):
+    root = jpeg_folder(tmp_path, n=6, size=(500, 375))
+    files = sorted((root / "train" / "a").glob("*.jpg"))
+    from droppos.pretrain.datapath import decode_rgb
+
+    for p in files[:2]:  # libjpeg-turbo with accurate DCT and fancy upsampling: Pillow's pixels exactly
+        assert np.array_equal(decode_rgb(p.read_bytes()), np.asarray(Image.open(p).convert("RGB")))
+    diffs = []
+    for k, p in enumerate(files):
+        seen = []
+
+        def crop(h, w, k=k):
+            seen.append((h, w))
+            return sample_crop(h, w, 0, 0, k)
+
+        a, pending_a = decode_torch(p, 224, crop)
+        b, pending_b = decode_fast(p, 224, crop)
+        assert seen[0] == seen[1] == (375, 500) and pending_a == 0 and b.dtype == torch.uint8
+        assert pending_b == int(sample_crop(375, 500, 0, 0, k)[4])
+        b = on_device(b[None], torch.tensor([pending_b]))[0]
+        diffs.append((a - b).abs().mean().item() * 0.226 * 255)  # in grey levels (std ~ 0.226)
+    assert max(diffs) < 2.0, diffs  # PIL's bicubic vs torch's antialiased bicubic
+
+
+def test_on_device_normalises_and_flips_like_the_torch_transform():
+    x = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
+    out = on_device(x, torch.tensor([1, 0]))
+    ref = T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))(x.float() / 255)
+    assert torch.allclose(out[0], ref[0].flip(-1), atol=1e-5) and torch.allclose(out[1], ref[1], atol=1e-5)
+    f = torch.randn(2, 3, 4, 4)
+    assert on_device(f, torch.tensor([1, 1])) is f  # a torch batch is already finished
+
+
+def test_fast_dataset_replaces_corrupt_files_and_reads_pngs(tmp_path):
+    root = jpeg_folder(tmp_path, n=4)
+    (root / "train" / "a" / "001.jpg").write_bytes((root / "train" / "a" / "000.jpg").read_bytes()[:500])  # truncated
+    Image.fromarray(natural_image(9, 64, 48)).save(root / "train" / "a" / "png.png")
+    ds = PretrainImages(root, 32, backend="fast")
+    out = [ds[i] for i in range(len(ds))]
+    assert [o[2] for o in out] == [0, 1, 0, 0, 0]  # the truncated JPEG replaced and counted
+    assert all(o[0].shape == (3, 32, 32) and o[0].dtype == torch.uint8 for o in out)
+
+
+def test_bad_backend_choices_are_one_line(tmp_path, monkeypatch):
+    with pytest.raises(UserError, match="supervised pretraining runs the DeiT transform"):
+        check_backend("fast", "supervised", [])
+    monkeypatch.setitem(sys.modules, "nvidia.dali", None)  # as if not installed
+    with pytest.raises(UserError, match="pip install nvidia-dali-cuda120") as e:
+        check_backend("dali", "droppos", [Path("a.jpg")])
+    assert "\n" not in str(e.value)
+
+
+# ------------------------------------------------------------------ DALI
+def _dali_or_skip():
+    try:
+        import nvidia.dali  # noqa: F401
+    except ImportError:
+        pytest.skip("NVIDIA DALI not installed (pip install nvidia-dali-cuda120): the dali backend is not tested here")
+
+
+def test_dali_windows_match_the_fast_backend(tmp_path):
+    _dali_or_skip()
+    from droppos.pretrain.datapath import DaliBatches
+
+    root = jpeg_folder(tmp_path, n=8, size=(160, 120))
+    files = sorted((root / "train" / "a").glob("*.jpg"))
+    (files[2]).write_bytes(files[2].read_bytes()[:400])  # truncated: replaced by the next, counted
+    batches = DaliBatches(files, list(range(8)), 64, 4, seed=0, min_scale=0.2, device=torch.device("cpu"), threads=1)
+    got = list(batches.epoch(1, [5, 2, 7, 0, 1, 3, 4, 6]))
+    assert len(got) == 2
+    imgs, labels, bad = got[0]
+    assert imgs.shape == (4, 3, 64, 64) and imgs.dtype == torch.float32
+    assert labels.tolist() == [5, 3, 7, 0] and bad.tolist() == [0, 1, 0, 0]
+    for k, index in enumerate([5, 7, 0]):  # same window and flip as the fast backend, DALI's own resampling
+        pos = [5, 2, 7, 0].index(index)
+        ref, flip = decode_fast(files[index], 64, lambda h, w, index=index: sample_crop(h, w, 0, 1, index))
+        ref = on_device(ref[None], torch.tensor([flip]))[0]
+        assert (imgs[pos] - ref).abs().mean() < 0.05, index
+
+
+def test_dali_backend_falls_back_on_non_jpeg_data(tmp_path):
+    _dali_or_skip()
+    backend, note = check_backend("dali", "droppos", [Path("a.jpg"), Path("b.png")])
+    assert backend == "fast" and "1 of 2 images are not JPEG" in note
+
+
+# ------------------------------------------------------------------ the step: no host sync, compile
+class NoHostSync:
+    """Fails on any device-to-host read inside the block (on a CPU, where nothing really syncs)."""
+
+    NAMES = ("item", "cpu", "tolist", "numpy", "__bool__", "__float__", "__int__")
+
+    def __enter__(self):
+        self.saved = {n: getattr(torch.Tensor, n) for n in self.NAMES}
+        for n in self.NAMES:
+            def trap(*a, _n=n, **k):
+                raise AssertionError(f"host sync in the step: Tensor.{_n}")
+            setattr(torch.Tensor, n, trap)
+
+    def __exit__(self, *exc):
+        for n, f in self.saved.items():
+            setattr(torch.Tensor, n, f)
+
+
+def test_the_training_step_reads_nothing_back_to_the_host():
+    from droppos.models import build_vit
+    from droppos.pretrain.build import decay_groups
+    from droppos.pretrain.droppos import DropPos
+    from droppos.utils.optim import clip_gradients
+
+    torch.manual_seed(0)
+    m = DropPos(build_vit("tiny", patch_size=8, img_size=32, depth=1), decoder_dim=32, decoder_depth=1,
+                decoder_heads=2, conf_ignore=True)
+    params = [p for p in m.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(decay_groups(m, 0.05), lr=1e-3)
+    x = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    with NoHostSync():  # the optimiser aside: on a CPU AdamW reads its step count; on a GPU it is fused
+        imgs = on_device(x, torch.tensor([0, 1, 0, 1]))
+        out = m(imgs)
+        out["loss"].backward()
+        clip_gradients(params, 1.0, "official")
+        clip_gradients(params, 1.0, "global")
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    assert torch.isfinite(out["loss"]).all()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA sync debug mode needs a GPU")
+def test_the_step_on_a_gpu_raises_on_no_sync():  # pragma: no cover - run where a GPU is lent
+    from droppos.models import build_vit
+    from droppos.pretrain.droppos import DropPos
+
+    m = DropPos(build_vit("tiny", patch_size=8, img_size=32, depth=1), decoder_dim=32, decoder_depth=1,
+                decoder_heads=2).cuda()
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-3, fused=True)
+    x = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8, device="cuda")
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = m(on_device(x, torch.zeros(4, dtype=torch.long, device="cuda")))["loss"]
+        loss.backward()
+        opt.step()
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+
+
+def test_attention_runs_through_sdpa_with_unit_stride_heads():
+    from droppos.models import build_vit
+    from droppos.pretrain.droppos import DropPos
+
+    m = DropPos(build_vit("tiny", patch_size=8, img_size=32, depth=2), decoder_dim=32, decoder_depth=1,
+                decoder_heads=2)
+    assert all(blk.attn.fused_attn for blk in m.encoder.blocks)
+    seen = []
+    real = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(q, k, v, *a, **kw):
+        seen.append(all(t.stride(-1) == 1 for t in (q, k, v)))
+        return real(q, k, v, *a, **kw)
+
+    torch.nn.functional.scaled_dot_product_attention = spy
+    try:
+        m(torch.randn(2, 3, 32, 32))["loss"].backward()
+    finally:
+        torch.nn.functional.scaled_dot_product_attention = real
+    assert seen and all(seen)
+
+
+def test_torch_compile_of_the_method_on_cpu():
+    """The whole DropPos step compiles as one graph (no graph break) and computes the eager loss."""
+    from droppos.models import build_vit
+    from droppos.pretrain.droppos import DropPos
+
+    torch.manual_seed(0)
+    m = DropPos(build_vit("tiny", patch_size=8, img_size=32, depth=1), decoder_dim=32, decoder_depth=1,
+                decoder_heads=2)
+    imgs = torch.randn(2, 3, 32, 32)
+    torch.manual_seed(5)
+    eager = m(imgs)["loss"]
+    compiled = torch.compile(m, fullgraph=True, backend="aot_eager")
+    torch.manual_seed(5)
+    loss = compiled(imgs)["loss"]
+    loss.backward()
+    assert torch.allclose(loss, eager, atol=1e-5)
+    assert all(p.grad is not None for p in m.encoder.parameters() if p.requires_grad)
+
+
+def test_dali_pretraining_resumes_exactly(tmp_path):
+    _dali_or_skip()
+    from droppos.pretrain.config import PretrainConfig
+    from droppos.pretrain.engine import PretrainRun
+
+    data = jpeg_folder(tmp_path / "data", n=16, size=(40, 30))
+
+    def cfg(out, **kw):
+        return PretrainConfig(data=str(data), output=str(out), model="tiny", patch_size=4, img_size=16, epochs=2,
+                              warmup_epochs=1, batch_size=4, decoder_dim=32, decoder_heads=2, workers=1,
+                              data_backend="dali", **kw)
+
+    PretrainRun(cfg(tmp_path / "a")).train()
+    assert PretrainRun(cfg(tmp_path / "b", save_every_iters=1, stop_after=5)).train() == {"stopped_at_step": 5}
+    PretrainRun(cfg(tmp_path / "b"), resume=True).train()
+    a = torch.load(tmp_path / "a" / "encoder.pth", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "b" / "encoder.pth", weights_only=True)["state_dict"]
+    assert all(torch.equal(v, b[k]) for k, v in a.items())
