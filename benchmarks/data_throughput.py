@@ -1,7 +1,8 @@
 """Pretraining input pipeline: images per second per CPU core, side by side in one run.
 
 Pipelines (each: read the file, decode, random resized crop 0.2-1 to 224 px, flip, make the batch
-element the model's input needs; one process, one thread, so the rate is per core):
+element the model's input needs, then ``default_collate`` into batches of 32 as a DataLoader worker
+does; one process, one thread, so the rate is per core):
 
 - ``official``: a re-statement of the released DropPos/MAE transform (``mask_transform.py``): PIL
   decode of the whole image, ``RandomResizedCrop(224, (0.2, 1), bicubic)``, flip, ``ToTensor``,
@@ -88,22 +89,27 @@ def official_pipeline(files, img_size):
                     T.RandomHorizontalFlip(), T.ToTensor(),
                     T.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])])
 
-    def run():
-        for p in files:
-            with open(p, "rb") as f:  # torchvision's pil_loader
-                img = Image.open(f).convert("RGB")
-            tf(img)
-    return run
+    def sample(i):
+        with open(files[i], "rb") as f:  # torchvision's pil_loader
+            img = Image.open(f).convert("RGB")
+        return tf(img), 0
+    return batched(sample, len(files))
 
 
 def dataset_pipeline(files, img_size, backend):
     from droppos.pretrain.data import PretrainImages
 
     ds = PretrainImages(files[0].parent.parent.parent, img_size, backend=backend)
+    return batched(ds.__getitem__, len(ds))
+
+
+def batched(sample, n, batch=32):
+    """What a DataLoader worker does: the samples, then ``default_collate`` into batches."""
+    from torch.utils.data import default_collate
 
     def run():
-        for i in range(len(ds)):
-            ds[i]
+        for start in range(0, n - batch + 1, batch):
+            default_collate([sample(i) for i in range(start, start + batch)])
     return run
 
 
@@ -122,6 +128,46 @@ def dali_pipeline(files, img_size, device):
     return run, len(indices)
 
 
+def decode_only(files, kind):
+    """The decode alone, to show the floor: Pillow, libjpeg-turbo through simplejpeg, or DALI's CPU window decode."""
+    from droppos.pretrain.datapath import decode_rgb, sample_crop
+
+    datas = [p.read_bytes() for p in files]
+    if kind == "pillow":
+        from PIL import Image
+
+        def run():
+            for d in datas:
+                Image.open(io.BytesIO(d)).convert("RGB")
+        return run, len(datas)
+    if kind == "libjpeg-turbo":
+        def run():
+            for d in datas:
+                decode_rgb(d)
+        return run, len(datas)
+    from nvidia.dali import fn, pipeline_def, types
+
+    wins = [sample_crop(*decode_rgb(d).shape[:2], 0, 0, k) for k, d in enumerate(datas)]
+    arrays = [np.frombuffer(d, dtype=np.uint8) for d in datas]
+    anchors = [np.array([w[1], w[0]], np.float32) for w in wins]
+    shapes = [np.array([w[3], w[2]], np.float32) for w in wins]
+
+    def feed():
+        while True:
+            yield arrays, anchors, shapes
+
+    @pipeline_def(batch_size=len(datas), num_threads=1, device_id=None, exec_async=False, exec_pipelined=False,
+                  prefetch_queue_depth=1)
+    def pipe():
+        j, a, s = fn.external_source(source=feed(), num_outputs=3, batch=True)
+        return fn.decoders.image_slice(j, a, s, device="cpu", output_type=types.RGB, axis_names="WH",
+                                       normalized_anchor=False, normalized_shape=False)
+
+    p = pipe()
+    p.build()
+    return p.run, len(datas)
+
+
 def device_finish(img_size, n):
     """The ``fast`` backend's device work (uint8 -> float, flip, normalise), here on the CPU, batch 64."""
     from droppos.pretrain.datapath import on_device
@@ -137,7 +183,7 @@ def device_finish(img_size, n):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--images", type=int, default=64, help="generated JPEGs (default %(default)s)")
+    ap.add_argument("--images", type=int, default=64, help="generated JPEGs, a multiple of 32 (default %(default)s)")
     ap.add_argument("--data", type=Path, default=None, help="an ImageFolder of real JPEGs instead (first --images)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--img-size", type=int, default=224)
@@ -178,6 +224,10 @@ def main() -> None:
                 notes.append("dali-gpu: not measured (no GPU visible)")
     except ImportError:
         notes.append("dali-cpu, dali-gpu: not measured (DALI not installed: pip install nvidia-dali-cuda120)")
+    pipelines["decode only: Pillow, whole image"] = decode_only(files, "pillow")
+    pipelines["decode only: libjpeg-turbo (simplejpeg), whole image"] = decode_only(files, "libjpeg-turbo")
+    if "dali-cpu" in pipelines:
+        pipelines["decode only: DALI CPU, crop window"] = decode_only(files, "dali-window")
     pipelines["device finish (fast, on CPU)"] = device_finish(args.img_size, len(files))
 
     for run, _ in pipelines.values():  # warm-up: imports, first decode, DALI build
@@ -196,7 +246,7 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for k, ts in times.items():
         t = statistics.median(ts)
-        cores = "" if k.startswith("device") else f"{args.model_img_per_s * t:.1f}"
+        cores = "" if k.startswith(("device", "decode")) else f"{args.model_img_per_s * t:.1f}"
         print(f"| {k} | {t * 1e3:.2f} | {1 / t:.0f} | {base / t:.2f}x | {cores} |")
     for n in notes:
         print(f"- {n}")

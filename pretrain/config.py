@@ -13,9 +13,10 @@ from droppos.errors import UserError
 from droppos.utils.config import opt
 
 #: defaults that differ per method (DeiT-B for supervised: lr 5e-4 at batch 512, 300 epochs, 5 warm-up
-#: epochs, drop path 0.1); given options and config files override them
+#: epochs, drop path 0.1, crops of 0.08-1); given options and config files override them
 METHOD_DEFAULTS: dict[str, dict] = {
-    "supervised": {"blr": 2.5e-4, "epochs": 300, "warmup_epochs": 5.0, "weight_decay": 0.05, "drop_path": 0.1},
+    "supervised": {"blr": 2.5e-4, "epochs": 300, "warmup_epochs": 5.0, "weight_decay": 0.05, "drop_path": 0.1,
+                   "min_scale": 0.08},
 }
 
 
@@ -30,8 +31,8 @@ class PretrainConfig:
     model: str = opt("base", "ViT size", choices=["tiny", "small", "base", "large", "huge"])
     patch_size: int = opt(16, "patch size in pixels", ge=1)
     img_size: int = opt(224, "input size in pixels (a multiple of patch_size)", ge=1)
-    min_scale: float = opt(0.2, "random resized crop: smallest crop, as a fraction of the image area (droppos/mae; "
-                                "official 0.2, the release's mask_transform.py:80)", gt=0.0, le=1.0)
+    min_scale: float = opt(0.2, "random resized crop: smallest crop, as a fraction of the image area (official "
+                                "0.2, the release's mask_transform.py:80; supervised default 0.08, DeiT)", gt=0.0, le=1.0)
     mask_ratio: float = opt(0.75, "fraction of patches removed before the encoder", gt=0.0, lt=1.0)
     decoder_dim: int = opt(512, "decoder width", ge=1)
     decoder_depth: int | None = opt(None, "decoder blocks (default: 2 for droppos, 8 for mae)", ge=1)

@@ -21,16 +21,17 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
-def supervised_transform(img_size: int, aa: str = "rand-m9-mstd0.5-inc1", reprob: float = 0.25):
-    """DeiT's training transform, timm's ``create_transform``: random resized crop 0.08-1 (bicubic),
-    flip, RandAugment, ImageNet normalisation, random erasing."""
+def supervised_transform(img_size: int, aa: str = "rand-m9-mstd0.5-inc1", reprob: float = 0.25,
+                         min_scale: float = 0.08):
+    """DeiT's training transform, timm's ``create_transform``: random resized crop ``min_scale``-1 (DeiT:
+    0.08; bicubic), flip, RandAugment, ImageNet normalisation, random erasing."""
     from timm.data import create_transform
 
     from droppos.utils.augment import allow_zero_bit_posterize
 
     return allow_zero_bit_posterize(create_transform(
-        img_size, is_training=True, auto_augment=aa or None, re_prob=reprob, re_mode="pixel", re_count=1,
-        interpolation="bicubic", mean=IMAGENET_MEAN, std=IMAGENET_STD))
+        img_size, is_training=True, scale=(min_scale, 1.0), auto_augment=aa or None, re_prob=reprob, re_mode="pixel",
+        re_count=1, interpolation="bicubic", mean=IMAGENET_MEAN, std=IMAGENET_STD))
 
 
 def class_folders(root: str | Path) -> list[str]:

@@ -104,14 +104,16 @@ def decode_rgb(data: bytes):
 
 
 def decode_fast(path: Path, img_size: int, crop) -> tuple[torch.Tensor, int]:
-    """Decode, crop (a view), uint8 antialiased bicubic resize; the flip is left to the device."""
-    from torchvision.transforms.v2 import functional as F2
+    """Decode, crop (a view), uint8 antialiased bicubic resize; the flip is left to the device.
+
+    The resize is ``torch.nn.functional.interpolate`` on the uint8 channels-last view (the kernel
+    torchvision's v2 ``resize`` dispatches to for uint8 images, without its per-call dispatch)."""
+    import torch.nn.functional as F
 
     img = torch.from_numpy(decode_rgb(Path(path).read_bytes())).permute(2, 0, 1)  # CHW view of HWC memory
     i, j, h, w, flip = crop(img.shape[1], img.shape[2])
-    out = F2.resize(img[:, i:i + h, j:j + w], [img_size, img_size], interpolation=F2.InterpolationMode.BICUBIC,
-                    antialias=True)
-    return out, int(flip)
+    out = F.interpolate(img[None, :, i:i + h, j:j + w], size=(img_size, img_size), mode="bicubic", antialias=True)
+    return out[0], int(flip)
 
 
 DECODERS = {"torch": decode_torch, "fast": decode_fast}

@@ -56,7 +56,8 @@ class PretrainRun:
         np.random.seed(cfg.seed + self.info.rank)
 
         classes = check_labelled(cfg.data) if cfg.method == "supervised" else []
-        transform = supervised_transform(cfg.img_size, cfg.aa, cfg.reprob) if cfg.method == "supervised" else None
+        transform = (supervised_transform(cfg.img_size, cfg.aa, cfg.reprob, cfg.min_scale)
+                     if cfg.method == "supervised" else None)
         self.backend, note = check_backend(cfg.data_backend, cfg.method, find_images(cfg.data))
         if note and self.info.is_main:
             print(f"note: {note}")

@@ -213,6 +213,11 @@ def test_supervised_defaults_are_deits(tmp_path):
     cfg = PretrainConfig(**METHOD_DEFAULTS["supervised"], method="supervised")
     assert (cfg.blr, cfg.epochs, cfg.warmup_epochs, cfg.weight_decay, cfg.drop_path) == (2.5e-4, 300, 5.0, 0.05, 0.1)
     assert (cfg.smoothing, cfg.mixup, cfg.cutmix, cfg.aa, cfg.reprob) == (0.1, 0.8, 1.0, "rand-m9-mstd0.5-inc1", 0.25)
+    assert cfg.min_scale == 0.08 and PretrainConfig().min_scale == 0.2  # DeiT's crops; the pretext recipe's
+    from droppos.pretrain.data import supervised_transform
+
+    rrc = supervised_transform(32, min_scale=0.08).transforms[0]
+    assert tuple(rrc.scale) == (0.08, 1.0)
 
 
 def test_supervised_pretraining_needs_labels(tmp_path, capsys):
