@@ -128,6 +128,29 @@ def attention_list(table: Table) -> str:
     return "\n".join(lines) + "\n" if lines else "All runs finished.\n"
 
 
+def comparisons(table: Table) -> str:
+    """One sentence per backbone, reference and column, by the tie rule of the legend: above or below
+    beyond the spread of both cells, a tie within it, or not ranked when a side has one seed. The
+    README's sentences about a ranking are these."""
+    lines = []
+    for col in table.columns:
+        for row in table.rows:
+            cell = row.cells.get(col)
+            if cell is None:
+                continue
+            for name, d in cell.deltas.items():
+                ref = next(r for r in table.rows if r.key == name).cells[col]
+                what = f"{row.label} vs {name}, {col.label}: {_signed(d, cell.mean)}"
+                if name not in cell.ties:
+                    lines.append(f"- {what}; not ranked (n={cell.n} vs n={ref.n}: one seed gives no spread)")
+                elif cell.ties[name]:
+                    lines.append(f"- {what}; tie (within the spread, n={cell.n} vs n={ref.n})")
+                else:
+                    side = "above" if d > 0 else "below"
+                    lines.append(f"- {what}; {side} beyond the spread (n={cell.n} vs n={ref.n})")
+    return "\n".join(lines) + "\n" if lines else "_No reference rows: no differences to state._\n"
+
+
 def render(table: Table, published: list[Published], warnings: list[str]) -> str:
     """The whole ``results.md``."""
     n = len(table.runs)
@@ -136,6 +159,8 @@ def render(table: Table, published: list[Published], warnings: list[str]) -> str
         counts[r.status] = counts.get(r.status, 0) + 1
     summary = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
     parts = ["# DropPos Bench results\n", f"{n} runs ({summary}).\n", main_table(table, published), LEGEND + "\n"]
+    if any(cell.deltas for row in table.rows for cell in row.cells.values()):
+        parts += ["## Differences against the references\n", comparisons(table)]
     if published:
         parts += ["## Published reference numbers\n", published_table(table, published)]
     parts += ["## Runs to check (not a finished metrics.json)\n", attention_list(table)]

@@ -227,3 +227,11 @@ def test_a_difference_within_the_spread_is_a_tie():
     assert cells["droppos10"].ties == {"mae10": True} and "vs mae10 tie]" in cell_text(cells["droppos10"])
     assert cells["scratch0"].ties == {"mae10": False} and "tie" not in cell_text(cells["scratch0"])
     assert cells["sup10"].ties == {} and "tie" not in cell_text(cells["sup10"])  # n=1: no spread, no verdict
+    # the sentences the README quotes come from the same rule
+    from droppos.results.markdown import comparisons, render
+
+    text = comparisons(t)
+    assert "- droppos10 vs mae10, cls linear (d) top1: +0.33; tie (within the spread, n=3 vs n=3)" in text
+    assert "- scratch0 vs mae10, cls linear (d) top1: −10.17; below beyond the spread (n=3 vs n=3)" in text
+    assert "- sup10 vs mae10, cls linear (d) top1: +4.33; not ranked (n=1 vs n=3: one seed gives no spread)" in text
+    assert "## Differences against the references" in render(t, [], [])
