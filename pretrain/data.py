@@ -16,6 +16,8 @@ from torch.utils.data import Dataset, Sampler
 
 from droppos.errors import UserError
 
+from .datapath import DECODERS, sample_crop, seeded
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -89,8 +91,6 @@ class PretrainImages(Dataset):
 
     def __init__(self, root: str | Path, img_size: int, seed: int = 0, transform=None, min_scale: float = 0.2,
                  backend: str = "torch"):
-        from .datapath import DECODERS
-
         self.files = find_images(root)
         index = {c: i for i, c in enumerate(class_folders(root))}
         self.labels = [index.get(p.parent.name, 0) for p in self.files]
@@ -105,8 +105,6 @@ class PretrainImages(Dataset):
         return len(self.files)
 
     def _sample(self, path: Path, index: int) -> tuple[torch.Tensor, int]:
-        from .datapath import sample_crop, seeded
-
         if self.transform is not None:
             with Image.open(path) as im:
                 img = im.convert("RGB")

@@ -27,7 +27,9 @@ from collections import deque
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 
 from droppos.errors import UserError
 
@@ -91,8 +93,6 @@ def decode_torch(path: Path, img_size: int, crop) -> tuple[torch.Tensor, int]:
 
 def decode_rgb(data: bytes):
     """HWC uint8 RGB array: libjpeg-turbo (simplejpeg) for JPEG, Pillow for the other formats."""
-    import numpy as np
-
     if data[:2] == b"\xff\xd8":
         import simplejpeg
 
@@ -108,8 +108,6 @@ def decode_fast(path: Path, img_size: int, crop) -> tuple[torch.Tensor, int]:
 
     The resize is ``torch.nn.functional.interpolate`` on the uint8 channels-last view (the kernel
     torchvision's v2 ``resize`` dispatches to for uint8 images, without its per-call dispatch)."""
-    import torch.nn.functional as F
-
     img = torch.from_numpy(decode_rgb(Path(path).read_bytes())).permute(2, 0, 1)  # CHW view of HWC memory
     i, j, h, w, flip = crop(img.shape[1], img.shape[2])
     out = F.interpolate(img[None, :, i:i + h, j:j + w], size=(img_size, img_size), mode="bicubic", antialias=True)
@@ -189,8 +187,6 @@ class DaliBatches:
 
     def epoch(self, epoch: int, indices: list[int]):
         """Yield (images, labels, replaced) for the batches of ``indices`` (drop-last)."""
-        import numpy as np
-
         fn, types = self.fn, self.types
         n_batches = len(indices) // self.batch_size
         meta: deque = deque()
