@@ -166,6 +166,22 @@ def test_shipped_specs_plan_every_task():
     assert {t.name for t in paper.tasks} >= {"finetune", "linear", "knn", "detection", "segmentation"}
     assert next(b for b in paper.backbones if b.name == "droppos").pretrain["epochs"] == 800
     assert build_plan(paper, "OUT")  # plans without the data or checkpoints being there
+    # smoke3 extends smoke: the same backbones and tasks, three seeds of every downstream task
+    smoke3 = load_spec(resolve_spec_path("smoke3"))
+    runs3 = build_plan(smoke3, "OUT3")
+    assert smoke3.name == "smoke3" and [b.name for b in smoke3.backbones] == [b.name for b in smoke.backbones]
+    assert len([r for r in runs3 if r.kind != "data"]) == 3 + 4 * 7 * 3
+    assert {r.seed for r in runs3 if r.kind == "detect"} == {0, 1, 2}
+
+
+def test_a_spec_extends_another_and_cycles_are_refused(tmp_path):
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\nname: a\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\nname: b\n")
+    with pytest.raises(SpecError, match="a cycle"):
+        load_spec(tmp_path / "a.yaml")
+    (tmp_path / "c.yaml").write_text("extends: nowhere\nname: c\n")
+    with pytest.raises(SpecError, match="nowhere: no such spec file"):
+        load_spec(tmp_path / "c.yaml")
 
 
 def test_dry_run_table_and_select(tiny, tmp_path, capsys):

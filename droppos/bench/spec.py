@@ -25,6 +25,9 @@ A spec is a YAML file (``droppos/bench/specs/smoke.yaml`` is the commented examp
       - {name: seg, kind: segment, config: upernet_vit_fmnist, data: ade20k, options: {train_cfg.max_iters: 40}}
       - {name: position, kind: probe, protocol: position, data: imagefolder}
 
+A spec may start from another: ``extends: smoke`` (a shipped name or a path) takes that spec's
+top-level keys, and this file's keys replace them (``specs/smoke3.yaml``: ``name`` and ``seeds``).
+
 Task ``options`` are the flags of the engine's command (``epochs`` -> ``--epochs``) for
 ``classify``, ``probe`` and ``pretrain``; config overrides (``KEY=VALUE``) for ``detect`` and
 ``segment``. String values may name other folders: ``{data:NAME}`` (a dataset's path),
@@ -513,18 +516,34 @@ def parse_spec(raw: Any, file: str | Path) -> Spec:
     return spec
 
 
-def load_spec(file: str | Path) -> Spec:
-    """Read and check a spec file; :class:`SpecError` names the file and the key of any problem."""
+def _read_raw(file: Path, seen: tuple = ()) -> Any:
+    """The YAML of ``file``; ``extends: SPEC`` (a shipped name or a path) takes that spec's top-level keys
+    first, this file's replacing them (e.g. ``extends: smoke`` with ``name`` and ``seeds``)."""
     import yaml
 
-    file = Path(file)
     if not file.is_file():
         raise SpecError(f"{file}: spec file not found")
     try:
         raw = yaml.safe_load(file.read_text())
     except yaml.YAMLError as e:
         raise SpecError(f"{file}: not valid YAML ({e})") from None
-    return parse_spec(raw, file)
+    if not isinstance(raw, dict) or "extends" not in raw:
+        return raw
+    base = raw["extends"]
+    if not isinstance(base, str) or not base:
+        raise SpecError(f"{file}: extends: expected a spec name or path, got {base!r}")
+    base_file = (file.parent / base) if (file.parent / base).is_file() else resolve_spec_path(base)
+    if base_file.resolve() in seen + (file.resolve(),):
+        raise SpecError(f"{file}: extends: {base!r} extends this spec again (a cycle)")
+    merged = dict(_read_raw(base_file, seen + (file.resolve(),)) or {})
+    merged.update({k: v for k, v in raw.items() if k != "extends"})
+    return merged
+
+
+def load_spec(file: str | Path) -> Spec:
+    """Read and check a spec file; :class:`SpecError` names the file and the key of any problem."""
+    file = Path(file)
+    return parse_spec(_read_raw(file), file)
 
 
 def shipped_specs() -> dict[str, Path]:
