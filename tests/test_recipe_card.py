@@ -101,3 +101,14 @@ def test_bad_recipe_entries_are_one_line_naming_the_key(edit, message):
 def test_every_recipe_value_has_a_source():
     for r in RECIPES.values():
         assert r.fields and all(p.source.strip() for p in r.fields.values()), r.name
+
+
+@pytest.mark.parametrize("name", ["paper", "fair"])
+def test_the_cards_in_docs_are_what_the_command_writes(name, tmp_path):
+    from pathlib import Path
+
+    from droppos.bench.card import write_card
+
+    md, _ = write_card(load_spec(shipped_specs()[name]), tmp_path)
+    shipped = Path(__file__).resolve().parents[1] / "docs" / f"recipe_card_{name}.md"
+    assert md.read_text() == shipped.read_text(), f"regenerate: droppos bench {name} --recipe-card, copy to {shipped}"

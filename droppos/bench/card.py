@@ -160,7 +160,7 @@ def _cell(v) -> str:
 
 def to_markdown(spec: Spec, sections: list[Section], without: list[str]) -> str:
     lines = [f"# Recipe card: {spec.name}", "",
-             f"Spec `{spec.file}`, written for {spec.gpus} process(es): effective batch = per-process batch "
+             f"Spec `{spec.file.name}`, written for {spec.gpus} process(es): effective batch = per-process batch "
              f"x accumulation x {spec.gpus} (detection: detectron2's total batch).", ""]
     for s in sections:
         lines += [f"## {s.task}: {', '.join(s.backbones)} ({s.recipe.name})", "", s.recipe.title, "",
