@@ -4,9 +4,9 @@ Pipelines (each: read the file, decode, random resized crop 0.2-1 to 224 px, fli
 element the model's input needs, then ``default_collate`` into batches of 32 as a DataLoader worker
 does; one process, one thread, so the rate is per core):
 
-- ``official``: a re-statement of the released DropPos/MAE transform (``mask_transform.py``): PIL
+- ``official``: a re-statement of the released DropPos sample (``mask_transform.py``): PIL
   decode of the whole image, ``RandomResizedCrop(224, (0.2, 1), bicubic)``, flip, ``ToTensor``,
-  ``Normalize`` (float32 out);
+  ``Normalize`` (float32 out), and its random 0/1 patch mask;
 - ``torch``: this project's ``--data-backend torch`` sample (the same work, seeded per sample);
 - ``fast``: ``--data-backend fast`` (libjpeg-turbo decode, crop, uint8 antialiased bicubic resize,
   uint8 out; flip and normalisation left to the device, measured apart as ``device finish``);
@@ -81,7 +81,9 @@ def make_jpegs(folder: Path, n: int, seed: int = 0) -> list[Path]:
 
 # ------------------------------------------------------------------ pipelines
 def official_pipeline(files, img_size):
-    """The released transform, as ``mask_transform.py`` writes it (the mask generator aside)."""
+    """The released sample, as ``mask_transform.py`` writes it: the transform, then its
+    ``RandomMaskingGenerator`` (a shuffled 0/1 vector of the patches, which the loader carries to the
+    GPU though the model draws its own masks)."""
     from PIL import Image
     from torchvision import transforms as T
 
@@ -89,10 +91,17 @@ def official_pipeline(files, img_size):
                     T.RandomHorizontalFlip(), T.ToTensor(),
                     T.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])])
 
+    patches = (img_size // 16) ** 2
+
+    def mask():
+        m = np.hstack([np.zeros(patches - int(0.75 * patches)), np.ones(int(0.75 * patches))])
+        np.random.shuffle(m)
+        return m
+
     def sample(i):
         with open(files[i], "rb") as f:  # torchvision's pil_loader
             img = Image.open(f).convert("RGB")
-        return tf(img), 0
+        return (tf(img), mask()), 0
     return batched(sample, len(files))
 
 
