@@ -112,3 +112,9 @@ def test_the_cards_in_docs_are_what_the_command_writes(name, tmp_path):
     md, _ = write_card(load_spec(shipped_specs()[name]), tmp_path)
     shipped = Path(__file__).resolve().parents[1] / "docs" / f"recipe_card_{name}.md"
     assert md.read_text() == shipped.read_text(), f"regenerate: droppos bench {name} --recipe-card, copy to {shipped}"
+
+
+def test_a_spec_without_recipes_says_so(tmp_path):
+    assert cli(["bench", "smoke", "--recipe-card", "--out", str(tmp_path)]) == 0
+    md = (tmp_path / "recipe_card.md").read_text()
+    assert "No run of this spec names a published recipe" in md and "Every field equals" not in md

@@ -173,8 +173,11 @@ def to_markdown(spec: Spec, sections: list[Section], without: list[str]) -> str:
     if without:
         lines += [f"Without a published recipe (this project's protocols): {', '.join(without)}.", ""]
     n = sum(len(s.undeclared) for s in sections)
-    lines.append(f"{n} field(s) differ without a declared reason." if n else
-                 "Every field equals its source, except the deliberate differences named above.")
+    if not sections:
+        lines.append("No run of this spec names a published recipe (`recipe:`): nothing to compare.")
+    else:
+        lines.append(f"{n} field(s) differ without a declared reason." if n else
+                     "Every field equals its source, except the deliberate differences named above.")
     return "\n".join(lines) + "\n"
 
 
