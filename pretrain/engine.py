@@ -58,7 +58,8 @@ class PretrainRun:
         classes = check_labelled(cfg.data) if cfg.method == "supervised" else []
         transform = (supervised_transform(cfg.img_size, cfg.aa, cfg.reprob, cfg.min_scale)
                      if cfg.method == "supervised" else None)
-        self.backend, note = check_backend(cfg.data_backend, cfg.method, find_images(cfg.data))
+        self.backend, note = check_backend(cfg.data_backend, cfg.method,
+                                           find_images(cfg.data) if cfg.data_backend == "dali" else [])
         if note and self.info.is_main:
             print(f"note: {note}")
         self.dataset = PretrainImages(cfg.data, cfg.img_size, seed=cfg.seed, transform=transform,
