@@ -25,6 +25,7 @@ import io
 import random
 from collections import deque
 from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -117,16 +118,22 @@ def decode_fast(path: Path, img_size: int, crop) -> tuple[torch.Tensor, int]:
 DECODERS = {"torch": decode_torch, "fast": decode_fast}
 
 
+@lru_cache(maxsize=None)
+def _mean_std(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """ImageNet mean and std in 0-255 units, made once per device (not a host-to-device copy per batch)."""
+    from .data import IMAGENET_MEAN, IMAGENET_STD
+
+    return (torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1) * 255.0,
+            torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1) * 255.0)
+
+
 def on_device(imgs: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
     """Finish a ``fast`` batch on its device: uint8 -> float, pending flips, ImageNet normalisation.
 
     No host synchronisation: the flip is a ``torch.where``. A float batch (``torch``) is returned as is."""
     if imgs.dtype != torch.uint8:
         return imgs
-    from .data import IMAGENET_MEAN, IMAGENET_STD
-
-    mean = torch.tensor(IMAGENET_MEAN, device=imgs.device).view(1, 3, 1, 1) * 255.0
-    std = torch.tensor(IMAGENET_STD, device=imgs.device).view(1, 3, 1, 1) * 255.0
+    mean, std = _mean_std(imgs.device)
     x = imgs.float()
     x = torch.where(flip.view(-1, 1, 1, 1).bool(), x.flip(-1), x)
     return (x - mean) / std
