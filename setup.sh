@@ -5,12 +5,14 @@
 #   VENV=/path/to/venv ./setup.sh
 #
 # Steps (each skipped when already done, so re-running is quick):
-#   1. Fashion-MNIST from Debian (apt-get install dataset-fashion-mnist; needs root).
+#   1. Fashion-MNIST from Debian (apt-get install dataset-fashion-mnist; needs root), and
+#      libjpeg-turbo's headers for the `fast` data path's window decoder (libjpeg62-turbo-dev).
 #   2. A venv (python3 -m venv; PYTHON=python3.X picks the interpreter, >= 3.10).
 #   3. torch==2.15.0 + torchvision==0.29.2 from PyPI (their regular builds also run on CPU).
 #   4. detectron2: tools/install_detectron2.py rebuilds PyPI's sal-detectron2 as a pure wheel
 #      in build/wheels/.
-#   5. This project, editable, with all extras, plus that wheel, in one pip call; then pip check.
+#   5. This project, editable, with all extras, plus that wheel, in one pip call (it compiles the
+#      JPEG window decoder, optional: a warning if it could not); then pip check.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")"
@@ -40,6 +42,19 @@ else
     printf 'setup.sh: warning: Fashion-MNIST is not in %s and this script is not root.\n' "$FMNIST_DIR" >&2
     printf '  Install it with: sudo apt-get install -y dataset-fashion-mnist\n' >&2
     printf '  (or give your own IDX folder later: droppos data --source DIR). Continuing.\n' >&2
+fi
+
+if [[ -f /usr/include/jpeglib.h ]]; then
+    step "libjpeg-turbo headers: found"
+elif [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+    step "libjpeg-turbo headers: apt-get install libjpeg62-turbo-dev"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -qq libjpeg62-turbo-dev >/dev/null 2>&1 \
+        || { apt-get update -qq && apt-get install -y -qq libjpeg62-turbo-dev >/dev/null; } \
+        || printf 'setup.sh: warning: libjpeg62-turbo-dev did not install; --data-backend fast will decode whole images\n' >&2
+else
+    printf 'setup.sh: warning: no libjpeg headers (/usr/include/jpeglib.h): --data-backend fast will decode whole\n' >&2
+    printf '  images; for window decoding: sudo apt-get install -y libjpeg62-turbo-dev, then re-run ./setup.sh\n' >&2
 fi
 
 # 2. Venv -----------------------------------------------------------------------------------
@@ -78,6 +93,8 @@ step "project: pip install -e \".[all]\" $WHEEL_DIR/*.whl"
 "${PIP[@]}" install -qq --progress-bar off -e ".[all]" "$WHEEL_DIR"/*.whl
 step "pip check"
 "${PIP[@]}" check
+"$VENV/bin/python" -c 'from droppos.pretrain.datapath import WINDOW_NOTE, window_decoder
+if window_decoder() is None: print("setup.sh: warning:", WINDOW_NOTE)' >&2
 
 step "done: $("$VENV/bin/python" - <<'EOF'
 import importlib.metadata as md

@@ -8,8 +8,9 @@ does; one process, one thread, so the rate is per core):
   decode of the whole image, ``RandomResizedCrop(224, (0.2, 1), bicubic)``, flip, ``ToTensor``,
   ``Normalize`` (float32 out), and its random 0/1 patch mask;
 - ``torch``: this project's ``--data-backend torch`` sample (the same work, seeded per sample);
-- ``fast``: ``--data-backend fast`` (libjpeg-turbo decode, crop, uint8 antialiased bicubic resize,
-  uint8 out; flip and normalisation left to the device, measured apart as ``device finish``);
+- ``fast``: ``--data-backend fast`` (libjpeg-turbo decode of the crop window only, uint8 antialiased
+  bicubic resize, uint8 out; flip and normalisation left to the device, measured apart as
+  ``device finish``);
 - ``dali-cpu``: ``--data-backend dali``'s pipeline with DALI's CPU operators (window-only decode),
   when DALI is installed; ``dali-gpu`` when a GPU is visible too.
 
@@ -154,6 +155,16 @@ def decode_only(files, kind):
             for d in datas:
                 decode_rgb(d)
         return run, len(datas)
+    if kind == "window":
+        from droppos.pretrain.datapath import decode_window
+
+        wins = [sample_crop(*decode_rgb(d).shape[:2], 0, 0, k) for k, d in enumerate(datas)]
+        widths = [decode_rgb(d).shape[1] for d in datas]
+
+        def run():
+            for d, (i, j, h, w, _), width in zip(datas, wins, widths):
+                decode_window(d, i, j, h, w, width)
+        return run, len(datas)
     from nvidia.dali import fn, pipeline_def, types
 
     wins = [sample_crop(*decode_rgb(d).shape[:2], 0, 0, k) for k, d in enumerate(datas)]
@@ -235,6 +246,12 @@ def main() -> None:
         notes.append("dali-cpu, dali-gpu: not measured (DALI not installed: pip install nvidia-dali-cuda120)")
     pipelines["decode only: Pillow, whole image"] = decode_only(files, "pillow")
     pipelines["decode only: libjpeg-turbo (simplejpeg), whole image"] = decode_only(files, "libjpeg-turbo")
+    from droppos.pretrain.datapath import WINDOW_NOTE, window_decoder
+
+    if window_decoder() is not None:
+        pipelines["decode only: libjpeg-turbo, crop window (fast)"] = decode_only(files, "window")
+    else:
+        notes.append(WINDOW_NOTE)
     if "dali-cpu" in pipelines:
         pipelines["decode only: DALI CPU, crop window"] = decode_only(files, "dali-window")
     pipelines["device finish (fast, on CPU)"] = device_finish(args.img_size, len(files))

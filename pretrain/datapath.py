@@ -4,10 +4,13 @@
 
 - ``torch`` (default; the official pipeline): PIL decodes the whole image, RandomResizedCrop
   (bicubic), flip, float32 conversion and ImageNet normalisation in the loader workers.
-- ``fast`` (the best CPU-only path): libjpeg-turbo through ``simplejpeg`` (accurate DCT and fancy
-  upsampling, as Pillow decodes; other formats through Pillow), the crop cut from the decoded image
-  as a view and resized in uint8 (torchvision's antialiased bicubic kernel), uint8 batches (a quarter
-  of the bytes to collate, pin and copy); flip and normalisation on the training device.
+- ``fast`` (the best CPU-only path): libjpeg-turbo decodes only the crop window (the optional compiled
+  ``_jpeg_window``: rows above the window skipped, columns outside it not reconstructed, nothing
+  decoded below it; accurate DCT and fancy upsampling, as Pillow decodes, and the window's pixels are
+  bit-identical to the same window of a whole decode), resized in uint8 (torchvision's antialiased
+  bicubic kernel); uint8 batches (a quarter of the bytes to collate, pin and copy); flip and
+  normalisation on the training device. Without the compiled decoder, and for CMYK JPEGs, whole
+  images are decoded by ``simplejpeg`` (same pixels, slower); other formats by Pillow.
 - ``dali`` (NVIDIA DALI): only the crop window is decoded (nvJPEG on a GPU, libjpeg-turbo ROI
   decoding on the CPU), resize, flip and normalisation run in the DALI pipeline on the device.
 
@@ -104,14 +107,64 @@ def decode_rgb(data: bytes):
         return np.array(im.convert("RGB"))
 
 
-def decode_fast(path: Path, img_size: int, crop) -> tuple[torch.Tensor, int]:
-    """Decode, crop (a view), uint8 antialiased bicubic resize; the flip is left to the device.
+@lru_cache(maxsize=None)
+def window_decoder():
+    """The compiled window decoder, or None where it was not built (no C compiler or libjpeg headers)."""
+    try:
+        from . import _jpeg_window
+    except ImportError:
+        return None
+    return _jpeg_window
 
-    The resize is ``torch.nn.functional.interpolate`` on the uint8 channels-last view (the kernel
-    torchvision's v2 ``resize`` dispatches to for uint8 images, without its per-call dispatch)."""
-    img = torch.from_numpy(decode_rgb(Path(path).read_bytes())).permute(2, 0, 1)  # CHW view of HWC memory
-    i, j, h, w, flip = crop(img.shape[1], img.shape[2])
-    out = F.interpolate(img[None, :, i:i + h, j:j + w], size=(img_size, img_size), mode="bicubic", antialias=True)
+
+WINDOW_NOTE = ("--data-backend fast: the JPEG window decoder was not built (it needs a C compiler and "
+               "libjpeg-turbo's headers: apt-get install libjpeg62-turbo-dev, then pip install -e . again); "
+               "decoding whole images instead (same pixels, slower)")
+FANCY_CONTEXT = 2  # columns decoded beyond each side: fancy upsampling of subsampled chroma reads a neighbour
+
+
+def window_source(data: bytes) -> tuple[int, int] | None:
+    """(height, width) of a JPEG whose window the compiled decoder reads; None for what it leaves to
+    :func:`decode_rgb` (other formats, CMYK, or no decoder). A JPEG without its end marker is refused
+    (ValueError), as a whole decode would refuse it, so a truncated file is replaced whatever the window."""
+    if data[:2] != b"\xff\xd8" or window_decoder() is None:
+        return None
+    import simplejpeg
+
+    height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)  # ValueError when unreadable
+    if colorspace in ("CMYK", "YCCK"):
+        return None
+    if data.rstrip(b"\x00")[-2:] != b"\xff\xd9":
+        raise ValueError("truncated JPEG (no end-of-image marker)")
+    return height, width
+
+
+def decode_window(data: bytes, top: int, left: int, height: int, width: int, image_width: int) -> np.ndarray:
+    """HWC uint8 RGB view of one window of a JPEG, decoding that window only (see :func:`window_source`)."""
+    start, stop = max(left - FANCY_CONTEXT, 0), min(left + width + FANCY_CONTEXT, image_width)
+    pixels, x0, row = window_decoder().decode_window(data, top, start, height, stop - start)
+    rows = np.frombuffer(pixels, np.uint8, height * row * 3).reshape(height, row, 3)
+    return rows[:, left - x0:left - x0 + width]
+
+
+def decode_fast(path: Path, img_size: int, crop) -> tuple[torch.Tensor, int]:
+    """Decode the window (or the whole image, then cut the window as a view), uint8 antialiased bicubic
+    resize; the flip is left to the device.
+
+    The resize is ``torch.nn.functional.interpolate`` on a channels-last copy of the window (the kernel
+    torchvision's v2 ``resize`` dispatches to for uint8 images, without its per-call dispatch; its
+    vectorised path wants channels-last contiguous input)."""
+    data = Path(path).read_bytes()
+    size = window_source(data)
+    if size is not None:
+        i, j, h, w, flip = crop(*size)
+        window = decode_window(data, i, j, h, w, size[1])
+    else:
+        img = decode_rgb(data)
+        i, j, h, w, flip = crop(img.shape[0], img.shape[1])
+        window = img[i:i + h, j:j + w]
+    x = torch.from_numpy(window).permute(2, 0, 1)[None].contiguous(memory_format=torch.channels_last)
+    out = F.interpolate(x, size=(img_size, img_size), mode="bicubic", antialias=True)
     return out[0], int(flip)
 
 
@@ -119,24 +172,26 @@ DECODERS = {"torch": decode_torch, "fast": decode_fast}
 
 
 @lru_cache(maxsize=None)
-def _mean_std(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """ImageNet mean and std in 0-255 units, made once per device (not a host-to-device copy per batch)."""
+def _scale_shift(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """ImageNet normalisation of 0-255 values as one multiply-add, ``x * scale + shift`` (scale =
+    1 / (255 std), shift = -mean / std), made once per device (not a host-to-device copy per batch)."""
     from .data import IMAGENET_MEAN, IMAGENET_STD
 
-    return (torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1) * 255.0,
-            torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1) * 255.0)
+    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float64).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=torch.float64).view(1, 3, 1, 1)
+    return (1.0 / (255.0 * std)).float().to(device), (-mean / std).float().to(device)
 
 
 def on_device(imgs: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
-    """Finish a ``fast`` batch on its device: uint8 -> float, pending flips, ImageNet normalisation.
+    """Finish a ``fast`` batch on its device: pending flips (on the uint8 pixels), then uint8 -> float
+    and ImageNet normalisation in one multiply-add.
 
     No host synchronisation: the flip is a ``torch.where``. A float batch (``torch``) is returned as is."""
     if imgs.dtype != torch.uint8:
         return imgs
-    mean, std = _mean_std(imgs.device)
-    x = imgs.float()
-    x = torch.where(flip.view(-1, 1, 1, 1).bool(), x.flip(-1), x)
-    return (x - mean) / std
+    scale, shift = _scale_shift(imgs.device)
+    x = torch.where(flip.view(-1, 1, 1, 1).bool(), imgs.flip(-1), imgs)
+    return torch.addcmul(shift, x.float(), scale)
 
 
 # ------------------------------------------------------------------ DALI
@@ -260,4 +315,6 @@ def check_backend(backend: str, method: str, files: list[Path]) -> tuple[str, st
         if other:
             return "fast", (f"--data-backend dali decodes JPEG windows only; {len(other)} of {len(files)} images "
                             f"are not JPEG (e.g. {other[0].name}): using --data-backend fast instead")
+    if backend == "fast" and window_decoder() is None:
+        return backend, WINDOW_NOTE
     return backend, ""

@@ -2,6 +2,7 @@
 resampling within a few grey levels, DALI (skipped without it), and a step without host syncs."""
 
 import io
+import os
 import sys
 from pathlib import Path
 
@@ -87,6 +88,87 @@ def test_fast_decodes_as_pillow_and_resamples_within_a_few_grey_levels(tmp_path)
         b = on_device(b[None], torch.tensor([pending_b]))[0]
         diffs.append((a - b).abs().mean().item() * 0.226 * 255)  # in grey levels (std ~ 0.226)
     assert max(diffs) < 2.0, diffs  # PIL's bicubic vs torch's antialiased bicubic
+
+
+ENCODINGS = {  # Pillow's JPEG options: chroma 4:2:0, 4:2:2, 4:4:4, grey, progressive, an odd size
+    "420": dict(subsampling=2), "422": dict(subsampling=1), "444": dict(subsampling=0),
+    "grey": dict(mode="L"), "progressive": dict(progressive=True, subsampling=2), "odd": dict(size=(333, 251)),
+}
+
+
+def encoded(kind: str) -> bytes:
+    opts = dict(ENCODINGS[kind])
+    size, mode = opts.pop("size", (200, 150)), opts.pop("mode", "RGB")
+    buf = io.BytesIO()
+    Image.fromarray(natural_image(7, *size)).convert(mode).save(buf, "JPEG", quality=90, **opts)
+    return buf.getvalue()
+
+
+def needs_window_decoder():
+    from droppos.pretrain.datapath import window_decoder
+
+    if window_decoder() is None:
+        if os.environ.get("CI"):
+            pytest.fail("the _jpeg_window extension was not built (setup.sh builds it: gcc, libjpeg62-turbo-dev)")
+        pytest.skip("the _jpeg_window extension is not built here")
+
+
+@pytest.mark.parametrize("kind", list(ENCODINGS))
+def test_window_decode_gives_the_whole_decodes_pixels_exactly(kind):
+    """Every window (random ones, corners, 1-pixel ones, ones starting on the 16-pixel iMCU grid) is
+    bit-identical to the same window of simplejpeg's whole decode."""
+    from droppos.pretrain.datapath import decode_rgb, decode_window, window_source
+
+    needs_window_decoder()
+    data = encoded(kind)
+    full = decode_rgb(data)
+    h, w = window_source(data)
+    assert (h, w) == full.shape[:2]
+    windows = [sample_crop(h, w, 0, 0, k)[:4] for k in range(12)]
+    windows += [(0, 0, h, w), (0, 0, 1, 1), (h - 1, w - 1, 1, 1), (h - 17, w - 33, 17, 33), (5, 16, 40, 32),
+                (16, 32, 16, 16), (0, w - 1, h, 1), (h // 2, 0, h - h // 2, 17)]
+    for i, j, hh, ww in windows:
+        got = decode_window(data, i, j, hh, ww, w)
+        assert got.shape == (hh, ww, 3) and np.array_equal(got, full[i:i + hh, j:j + ww]), (kind, i, j, hh, ww)
+
+
+def test_window_decoder_refuses_bad_windows_and_corrupt_data():
+    from droppos.pretrain.datapath import window_decoder, window_source
+
+    needs_window_decoder()
+    data = encoded("420")
+    for window in [(-1, 0, 10, 10), (0, 0, 151, 10), (0, 190, 10, 11), (0, 0, 0, 5)]:
+        with pytest.raises(ValueError, match="outside the image"):
+            window_decoder().decode_window(data, *window)
+    with pytest.raises(ValueError, match="truncated"):
+        window_source(data[: len(data) // 2])
+    scrambled = data[:400] + bytes(255 - b for b in data[400:-2]) + data[-2:]
+    with pytest.raises(ValueError):
+        window_decoder().decode_window(scrambled, 100, 0, 50, 200)
+
+
+def test_fast_gives_the_same_batch_with_or_without_the_window_decoder(tmp_path, monkeypatch):
+    """The compiled decoder changes the speed only: the same uint8 images, bit for bit; without it
+    ``fast`` says so in one note."""
+    from droppos.pretrain import datapath
+
+    needs_window_decoder()
+    root = jpeg_folder(tmp_path, n=4, size=(160, 120))
+    cmyk = root / "train" / "a" / "cmyk.jpg"
+    Image.fromarray(natural_image(5, 160, 120)).convert("CMYK").save(cmyk, "JPEG", quality=90)
+    files = sorted((root / "train" / "a").glob("*.jpg"))
+
+    def batch():
+        return [datapath.decode_fast(p, 64, lambda h, w, k=k: sample_crop(h, w, 0, 0, k)) for k, p in enumerate(files)]
+
+    with_decoder = batch()
+    assert check_backend("fast", "droppos", []) == ("fast", "")
+    monkeypatch.setattr(datapath, "window_decoder", lambda: None)
+    without = batch()
+    for (a, fa), (b, fb) in zip(with_decoder, without):
+        assert fa == fb and torch.equal(a, b)
+    backend, note = check_backend("fast", "droppos", [])
+    assert backend == "fast" and "libjpeg62-turbo-dev" in note and "\n" not in note
 
 
 def test_on_device_normalises_and_flips_like_the_torch_transform():
