@@ -113,7 +113,8 @@ done:
     if (status != 0) {
         Py_XDECREF(out);
         if (status == 1) PyErr_Format(PyExc_ValueError, "JPEG: %s", err.message);
-        else if (status == 2) PyErr_Format(PyExc_ValueError, "window (%d, %d, %d, %d) outside the image", top, left, height, width);
+        else if (status == 2)
+            PyErr_Format(PyExc_ValueError, "window (%d, %d, %d, %d) outside the image", top, left, height, width);
         else PyErr_SetString(PyExc_NotImplementedError, "CMYK/YCCK JPEG: not decoded to RGB here");
         return NULL;
     }

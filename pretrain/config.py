@@ -84,7 +84,8 @@ class PretrainConfig:
     compile: bool = opt(False, "torch.compile the model")
     # system
     data_backend: str = opt("torch", "input pipeline: 'torch' (PIL, float in the workers: the official one), 'fast' "
-                                     "(libjpeg-turbo decode, uint8 batches, flip and normalisation on the device), "
+                                     "(libjpeg-turbo decodes the crop window only, uint8 batches, flip and "
+                                     "normalisation on the device), "
                                      "'dali' (NVIDIA DALI: only the crop window decoded, on the GPU)",
                             choices=["torch", "fast", "dali"])
     device: str = opt("auto", "auto | cpu | cuda")

@@ -100,11 +100,21 @@ def decode_rgb(data: bytes):
     if data[:2] == b"\xff\xd8":
         import simplejpeg
 
+        refuse_bomb(*simplejpeg.decode_jpeg_header(data)[:2])
         return simplejpeg.decode_jpeg(data, colorspace="RGB")  # ValueError when corrupt
     from PIL import Image
 
     with Image.open(io.BytesIO(data)) as im:
         return np.array(im.convert("RGB"))
+
+
+def refuse_bomb(height: int, width: int) -> None:
+    """ValueError for a header claiming more pixels than Pillow would decode (its DecompressionBombError
+    limit, which the ``torch`` backend meets as an unreadable file)."""
+    from PIL import Image
+
+    if Image.MAX_IMAGE_PIXELS and height * width > 2 * Image.MAX_IMAGE_PIXELS:
+        raise ValueError(f"{height} x {width} pixels: a decompression bomb (Pillow's limit)")
 
 
 @lru_cache(maxsize=None)
@@ -132,6 +142,7 @@ def window_source(data: bytes) -> tuple[int, int] | None:
     import simplejpeg
 
     height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)  # ValueError when unreadable
+    refuse_bomb(height, width)
     if colorspace in ("CMYK", "YCCK"):
         return None
     if data.rstrip(b"\x00")[-2:] != b"\xff\xd9":
