@@ -23,6 +23,7 @@ table gives the median round, so a busy machine slows all of them alike.
     python benchmarks/data_throughput.py                       # 64 images, 5 rounds
     python benchmarks/data_throughput.py --model-img-per-s 6400 --images 128 --rounds 7
     python benchmarks/data_throughput.py --data /path/to/imagenet/train   # real JPEGs instead
+    python benchmarks/data_throughput.py --loader    # through a real DataLoader worker process
 
 ``--model-img-per-s``: what one GPU consumes; the default 6400 is ViT-B/16 DropPos (about 31 GMAC,
 62 GFLOP per image and step: ``benchmarks/pretrain_step.py``) at 40% of an H100's 989 dense bf16
@@ -81,7 +82,7 @@ def make_jpegs(folder: Path, n: int, seed: int = 0) -> list[Path]:
 
 
 # ------------------------------------------------------------------ pipelines
-def official_pipeline(files, img_size):
+def official_pipeline(files, img_size, workers=0):
     """The released sample, as ``mask_transform.py`` writes it: the transform, then its
     ``RandomMaskingGenerator`` (a shuffled 0/1 vector of the patches, which the loader carries to the
     GPU though the model draws its own masks)."""
@@ -103,19 +104,37 @@ def official_pipeline(files, img_size):
         with open(files[i], "rb") as f:  # torchvision's pil_loader
             img = Image.open(f).convert("RGB")
         return (tf(img), mask()), 0
-    return batched(sample, len(files))
+    return batched(sample, len(files), workers)
 
 
-def dataset_pipeline(files, img_size, backend):
+def dataset_pipeline(files, img_size, backend, workers=0):
     from droppos.pretrain.data import PretrainImages
 
     ds = PretrainImages(files[0].parent.parent.parent, img_size, backend=backend)
-    return batched(ds.__getitem__, len(ds))
+    return batched(ds.__getitem__, len(ds), workers)
 
 
-def batched(sample, n, batch=32):
-    """What a DataLoader worker does: the samples, then ``default_collate`` into batches."""
-    from torch.utils.data import default_collate
+def batched(sample, n, workers=0, batch=32):
+    """What a DataLoader worker does: the samples, then ``default_collate`` into batches; with
+    ``--loader``, a real ``DataLoader`` with one persistent worker process (batches cross processes
+    through shared memory, as in training)."""
+    from torch.utils.data import DataLoader, Dataset, default_collate
+
+    if workers:
+        class Samples(Dataset):
+            def __len__(self):
+                return n
+
+            def __getitem__(self, i):
+                return sample(i)
+
+        loader = DataLoader(Samples(), batch_size=batch, num_workers=workers, drop_last=True,
+                            persistent_workers=True, worker_init_fn=lambda _: torch.set_num_threads(1))
+
+        def run():
+            for _ in loader:
+                pass
+        return run
 
     def run():
         for start in range(0, n - batch + 1, batch):
@@ -209,8 +228,11 @@ def main() -> None:
     ap.add_argument("--img-size", type=int, default=224)
     ap.add_argument("--model-img-per-s", type=float, default=6400.0,
                     help="images/s one GPU consumes (default: ViT-B/16 DropPos at 40%% of an H100's bf16 peak)")
+    ap.add_argument("--loader", action="store_true",
+                    help="run official, torch and fast through a real DataLoader worker process (one per pipeline)")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    workers = 1 if args.loader else 0
 
     tmp = tempfile.TemporaryDirectory()
     if args.data:
@@ -228,10 +250,10 @@ def main() -> None:
     print(f"{len(files)} JPEGs, {origin}: mean {np.mean(sizes) / 1024:.0f} KB "
           f"(ImageNet train: about 110 KB), e.g. {dims[0][0]} x {dims[0][1]} px")
 
-    pipelines = {"official": (official_pipeline(files, args.img_size), len(files))}
+    pipelines = {"official": (official_pipeline(files, args.img_size, workers), len(files))}
     if args.data is None:
-        pipelines["torch"] = (dataset_pipeline(files, args.img_size, "torch"), len(files))
-        pipelines["fast"] = (dataset_pipeline(files, args.img_size, "fast"), len(files))
+        pipelines["torch"] = (dataset_pipeline(files, args.img_size, "torch", workers), len(files))
+        pipelines["fast"] = (dataset_pipeline(files, args.img_size, "fast", workers), len(files))
     notes = []
     try:
         import nvidia.dali  # noqa: F401
@@ -266,7 +288,8 @@ def main() -> None:
             times[k].append((time.perf_counter() - t0) / n)
 
     base = statistics.median(times["official"])
-    print(f"\nper core (1 process, 1 thread), {args.img_size} px, median of {args.rounds} rounds; "
+    where = "one DataLoader worker" if args.loader else "1 process, 1 thread"
+    print(f"\nper core ({where}), {args.img_size} px, median of {args.rounds} rounds; "
           f"cores per GPU at {args.model_img_per_s:.0f} img/s")
     print("| pipeline | ms / image | img/s per core | vs official | cores per GPU |")
     print("|---|---|---|---|---|")

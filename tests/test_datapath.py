@@ -392,3 +392,17 @@ def test_dali_pretraining_resumes_exactly(tmp_path):
     a = torch.load(tmp_path / "a" / "encoder.pth", weights_only=True)["state_dict"]
     b = torch.load(tmp_path / "b" / "encoder.pth", weights_only=True)["state_dict"]
     assert all(torch.equal(v, b[k]) for k, v in a.items())
+
+
+@pytest.mark.slow
+def test_the_throughput_benchmark_prints_every_pipeline():
+    """The benchmark itself runs (tiny: 32 images, one round, through a DataLoader worker); its figures
+    are for the README, not asserted here."""
+    import subprocess
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "data_throughput.py"
+    out = subprocess.run([sys.executable, str(script), "--images", "32", "--rounds", "1", "--loader"],
+                         capture_output=True, text=True, timeout=300, check=True).stdout
+    rows = {line.split("|")[1].strip() for line in out.splitlines() if line.startswith("| ")}
+    assert {"official", "torch", "fast", "device finish (fast, on CPU)"} <= rows, out
+    assert "one DataLoader worker" in out
