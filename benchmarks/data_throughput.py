@@ -175,14 +175,14 @@ def decode_only(files, kind):
                 decode_rgb(d)
         return run, len(datas)
     if kind == "window":
-        from droppos.pretrain.datapath import decode_window
+        from droppos.pretrain.datapath import decode_window, window_source
 
-        wins = [sample_crop(*decode_rgb(d).shape[:2], 0, 0, k) for k, d in enumerate(datas)]
-        widths = [decode_rgb(d).shape[1] for d in datas]
+        sizes = [window_source(d) for d in datas]
+        wins = [sample_crop(*size, 0, 0, k) for k, size in enumerate(sizes)]
 
         def run():
-            for d, (i, j, h, w, _), width in zip(datas, wins, widths):
-                decode_window(d, i, j, h, w, width)
+            for d, (i, j, h, w, _), size in zip(datas, wins, sizes):
+                decode_window(d, i, j, h, w, size[1])
         return run, len(datas)
     from nvidia.dali import fn, pipeline_def, types
 

@@ -117,6 +117,11 @@ def refuse_bomb(height: int, width: int) -> None:
         raise ValueError(f"{height} x {width} pixels: a decompression bomb (Pillow's limit)")
 
 
+def ends_jpeg(data: bytes) -> bool:
+    """Whether a JPEG stream ends with its end-of-image marker (trailing zero padding allowed)."""
+    return data.rstrip(b"\x00")[-2:] == b"\xff\xd9"
+
+
 @lru_cache(maxsize=None)
 def window_decoder():
     """The compiled window decoder, or None where it was not built (no C compiler or libjpeg headers)."""
@@ -145,7 +150,7 @@ def window_source(data: bytes) -> tuple[int, int] | None:
     refuse_bomb(height, width)
     if colorspace in ("CMYK", "YCCK"):
         return None
-    if data.rstrip(b"\x00")[-2:] != b"\xff\xd9":
+    if not ends_jpeg(data):
         raise ValueError("truncated JPEG (no end-of-image marker)")
     return height, width
 
@@ -220,7 +225,7 @@ def jpeg_header(data: bytes) -> tuple[int, int] | None:
     """(height, width) of a complete-looking JPEG (SOI at the start, EOI at the end), else None."""
     from PIL import Image
 
-    if data[:2] != b"\xff\xd8" or data.rstrip(b"\x00")[-2:] != b"\xff\xd9":
+    if data[:2] != b"\xff\xd8" or not ends_jpeg(data):
         return None
     try:
         with Image.open(io.BytesIO(data)) as im:
