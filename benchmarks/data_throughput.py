@@ -150,7 +150,7 @@ def dali_pipeline(files, img_size, device):
     indices = list(range(len(files) // batch * batch))
 
     def run():
-        for imgs, _, _ in dali.epoch(0, indices):
+        for imgs, *_ in dali.epoch(0, indices):
             pass
         if device == "cuda":
             torch.cuda.synchronize()

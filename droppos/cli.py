@@ -58,7 +58,7 @@ _FILESYSTEM_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errn
 
 
 def main(argv: list[str] | None = None) -> int:
-    from droppos.errors import UserError
+    from droppos.errors import UserError, print_user_error
 
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), "")
@@ -70,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return int(_load(args.command).run(args) or 0)
     except UserError as e:  # the one place where user errors are printed: one line, no traceback
-        print(f"droppos {command}: error: {_one_line(e)}", file=sys.stderr)
+        if not getattr(e, "quiet", False):  # a process that joined a failed claim: its machine's first one says it
+            print_user_error(command, e)
         return e.exit_code
     except OSError as e:
         if e.errno not in _FILESYSTEM_ERRORS:
@@ -78,14 +79,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"droppos {command}: error: {e.filename or 'a file'}: {e.strerror}; free some space or choose a "
               "writable --output", file=sys.stderr)
         return 2
-
-def _one_line(e: Exception) -> str:
-    """The message of a user error; raised in a DataLoader worker, torch re-raises it with the worker's
-    traceback in the text: its last line is the message."""
-    text = str(e)
-    if "Original Traceback" in text:
-        text = text.strip().splitlines()[-1].split(f"{type(e).__name__}: ", 1)[-1]
-    return text.replace("  ", " ")
 
 
 if __name__ == "__main__":

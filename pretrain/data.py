@@ -16,7 +16,8 @@ from torch.utils.data import Dataset, Sampler
 
 from droppos.errors import UserError
 
-from .datapath import DECODERS, sample_crop, seeded
+from .datapath import DECODERS, sample_crop, sample_seed, seeded
+from .masking import sample_noise
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -80,7 +81,8 @@ def find_images(root: str | Path) -> list[Path]:
 
 class PretrainImages(Dataset):
     """Images and their class index (the folder's, for supervised pretraining; the pretext methods
-    ignore it); returns (image, label, 1 if a corrupt file was replaced else 0, pending flip).
+    ignore it); returns (image, label, 1 if a corrupt file was replaced else 0, pending flip, the sample's
+    ``noise_size`` mask draws from its own seed: :func:`droppos.pretrain.masking.sample_noise`).
 
     ``backend`` is ``torch`` (float, normalised, flipped here) or ``fast`` (uint8, flip pending: see
     :mod:`droppos.pretrain.datapath`); ``transform`` replaces the crop pipeline (supervised: the DeiT
@@ -97,6 +99,7 @@ class PretrainImages(Dataset):
         self.transform, self.decode = transform, DECODERS[backend]
         self.img_size, self.min_scale = img_size, min_scale
         self.seed, self.epoch = seed, 0
+        self.noise_size = 0  # the method's (set by the engine once it is built)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -120,7 +123,8 @@ class PretrainImages(Dataset):
                 img, flip = self._sample(self.files[k], index)
             except (OSError, ValueError, RuntimeError, Image.DecompressionBombError):
                 continue  # unreadable (PIL: OSError/ValueError; torchvision's decoders: RuntimeError)
-            return img, self.labels[k], int(offset > 0), flip
+            noise = sample_noise(sample_seed(self.seed, self.epoch, index), self.noise_size)
+            return img, self.labels[k], int(offset > 0), flip, noise
         raise RuntimeError(f"16 consecutive unreadable images from {self.files[index]}; is the data folder corrupt?")
 
 

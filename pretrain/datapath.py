@@ -25,9 +25,7 @@ PIL), DALI's cubic resize of the decoded window (``dali``).
 from __future__ import annotations
 
 import io
-import random
 from collections import deque
-from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
@@ -36,15 +34,12 @@ import torch
 import torch.nn.functional as F
 
 from droppos.errors import UserError
+from droppos.utils.rng import sample_seed, seeded  # noqa: F401 - the seed rule, re-exported
 
 BACKENDS = ("torch", "fast", "dali")
 RATIO = (3.0 / 4.0, 4.0 / 3.0)
 JPEG_SUFFIXES = (".jpg", ".jpeg")
 DALI_PIP = "pip install nvidia-dali-cuda120 (CUDA 12; nvidia-dali-cuda130 for CUDA 13)"
-
-
-def sample_seed(seed: int, epoch: int, index: int) -> int:
-    return (seed * 1_000_003 + epoch) * 10_000_019 + index
 
 
 def sample_crop(height: int, width: int, seed: int, epoch: int, index: int,
@@ -61,21 +56,6 @@ def sample_crop(height: int, width: int, seed: int, epoch: int, index: int,
         i, j, h, w = T.RandomResizedCrop.get_params(shape, [min_scale, 1.0], list(RATIO))
         flip = bool(torch.rand(1) < 0.5)
     return i, j, h, w, flip
-
-
-@contextmanager
-def seeded(seed: int, epoch: int, index: int):
-    """torch's and Python's generators seeded from a sample's (seed, epoch, index) (for transforms that draw
-    from both, such as RandAugment); the caller's states are restored afterwards."""
-    state = random.getstate()
-    with torch.random.fork_rng(devices=[]):
-        value = sample_seed(seed, epoch, index)
-        torch.default_generator.manual_seed(value)
-        random.seed(value)
-        try:
-            yield
-        finally:
-            random.setstate(state)
 
 
 # ------------------------------------------------------------------ per-sample decoders (torch, fast)
@@ -264,7 +244,7 @@ class DaliBatches:
         raise RuntimeError(f"16 consecutive unreadable images from {self.files[index]}; is the data folder corrupt?")
 
     def epoch(self, epoch: int, indices: list[int]):
-        """Yield (images, labels, replaced) for the batches of ``indices`` (drop-last)."""
+        """Yield (images, labels, replaced, sample indices) for the batches of ``indices`` (drop-last)."""
         fn, types = self.fn, self.types
         n_batches = len(indices) // self.batch_size
         meta: deque = deque()
@@ -281,7 +261,7 @@ class DaliBatches:
                     flips.append(np.array(flip, dtype=np.int32))
                     labels.append(self.labels[k])
                     bad.append(replaced)
-                meta.append((labels, bad))
+                meta.append((labels, bad, indices[b * self.batch_size:(b + 1) * self.batch_size]))
                 yield datas, anchors, shapes, flips
 
         gpu = self.device.type == "cuda"
@@ -305,7 +285,7 @@ class DaliBatches:
         p.build()
         for _ in range(n_batches):
             (out,) = p.run()
-            labels, bad = meta.popleft()
+            labels, bad, batch = meta.popleft()
             arr = out.as_tensor()
             if gpu:
                 from nvidia.dali.plugin.pytorch import feed_ndarray
@@ -314,7 +294,8 @@ class DaliBatches:
                 feed_ndarray(arr, imgs, cuda_stream=torch.cuda.current_stream(self.device))
             else:
                 imgs = torch.from_numpy(np.array(arr))
-            yield imgs, torch.tensor(labels).to(self.device, non_blocking=True), torch.tensor(bad)
+            yield (imgs, torch.tensor(labels).to(self.device, non_blocking=True), torch.tensor(bad).to(self.device),
+                   torch.tensor(batch))
         del p
 
 

@@ -30,7 +30,7 @@ from droppos.models.vit import VisionTransformer
 
 from .decoder import PixelDecoder, TransformerHead, mae_init_
 from .mae import pixel_loss
-from .masking import gather_tokens, num_kept, random_masking
+from .masking import SampleNoise, gather_tokens, num_kept, random_masking
 from .smoothing import NORMS, smoothing_map
 
 MASK_TOKENS = ("param", "zeros", "wrong_pos")
@@ -87,6 +87,9 @@ class DropPos(nn.Module):
         self.smooth_norm = smooth_norm
         self.attn_guide, self.attn_tau = attn_guide, attn_tau
         self.conf_ignore, self.shuffle = conf_ignore, shuffle
+        #: uniform draws per sample (forward's ``noise``): patch mask, position mask, [wrong_pos order], [shuffle]
+        self.noise_size = (encoder.num_patches + self.n_keep + (self.n_keep - self.n_keep_pos) * (mask_token == "wrong_pos")
+                           + self.n_keep * shuffle)
         self.multi_task, self.pos_weight, self.norm_pix_loss = multi_task, pos_weight, norm_pix_loss
         d = encoder.embed_dim
         self.mask_pos_token = nn.Parameter(torch.zeros(1, 1, d), requires_grad=mask_token == "param")
@@ -125,17 +128,18 @@ class DropPos(nn.Module):
         w = torch.gather(w, 1, ids_keep)
         return w / w.sum(-1, keepdim=True)
 
-    def drop_positions(self, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def drop_positions(self, pos: torch.Tensor, noise: SampleNoise | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """pos: (N, K, D) visible patches' embeddings -> (pos with dropped rows replaced, mask_pos (N, K) bool)."""
         n, k, d = pos.shape
-        _, _, mask_pos = random_masking(n, k, self.n_keep_pos, pos.device)
+        noise = noise or SampleNoise()
+        _, _, mask_pos = random_masking(n, k, self.n_keep_pos, pos.device, noise)
         if self.mask_token == "param":
             pos = torch.where(mask_pos.unsqueeze(-1), self.mask_pos_token.to(pos.dtype), pos)
         elif self.mask_token == "zeros":
             pos = pos.masked_fill(mask_pos.unsqueeze(-1), 0.0)
         else:  # wrong_pos: dropped patches receive each other's embeddings, permuted
             ids_drop = torch.nonzero(mask_pos)[:, 1].view(n, k - self.n_keep_pos)
-            perm = torch.argsort(torch.rand(ids_drop.shape, device=pos.device), dim=1)
+            perm = torch.argsort(noise.rand(*ids_drop.shape, device=pos.device), dim=1)
             src = torch.gather(ids_drop, 1, perm)
             pos = pos.scatter(1, ids_drop.unsqueeze(-1).expand(-1, -1, d), gather_tokens(pos, src))
         return pos, mask_pos
@@ -167,17 +171,20 @@ class DropPos(nn.Module):
 
         self.set_sigma(decayed_sigma(self.sigma0, epoch, epochs, self.sigma_decay))
 
-    def forward(self, imgs: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def forward(self, imgs: torch.Tensor, labels: torch.Tensor | None = None,
+                noise: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """imgs: (N, C, H, W) -> {'loss', 'pos_acc', 'pos_acc_released', 'loss_pos'[, 'loss_mae']} (tensors, no host
-        sync); labels unused."""
+        sync); labels unused; ``noise`` (N, noise_size): each sample's mask draws, from its own seed (the loader's;
+        :class:`.masking.SampleNoise`), else from torch's generator."""
         enc = self.encoder
         x = enc.embed_patches(imgs)
         n, length, _ = x.shape
-        ids_keep, ids_restore, mask = random_masking(n, length, self.n_keep, x.device)
-        pos, mask_pos = self.drop_positions(enc.patch_pos_embed[ids_keep])
+        draws = SampleNoise(noise)
+        ids_keep, ids_restore, mask = random_masking(n, length, self.n_keep, x.device, draws)
+        pos, mask_pos = self.drop_positions(enc.patch_pos_embed[ids_keep], draws)
         x = gather_tokens(x, ids_keep) + pos
         if self.shuffle:
-            order = torch.argsort(torch.rand(n, self.n_keep, device=x.device), dim=1)
+            order = torch.argsort(draws.rand(n, self.n_keep, device=x.device), dim=1)
             x = gather_tokens(x, order)
         attn = self.attentive_weights(imgs, ids_keep) if self.attn_guide else None
         latent = enc.forward_tokens(x)

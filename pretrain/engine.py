@@ -5,8 +5,13 @@ Run folder contents: ``config.yaml``/``config.json`` (resolved config), ``log.js
 ``encoder.pth`` (self-describing encoder weights for the converters) and ``metrics.json``.
 
 A resumed run continues at the exact optimiser step of its last checkpoint: the sampler order and
-each image's crop depend only on (seed, epoch, index), and the RNG states are restored, so
-killing and resuming gives the parameters of an uninterrupted run (no skipped or repeated epoch).
+each image's crop and masks depend only on (seed, epoch, index), and every process's RNG states
+(drop path, mixup) are saved and restored per process, so killing and resuming gives the
+parameters of an uninterrupted run (no skipped or repeated epoch). A checkpoint resumes with the
+number of processes it was written with (else one line naming both). Because a sample's crop and
+masks do not depend on the process that draws it, N processes with batch B train as one process
+with batch N x B (the DDP equivalence the tests check), up to the per-batch draws of drop path and
+mixup (each process draws its own, as in DeiT and MAE).
 """
 
 from __future__ import annotations
@@ -25,18 +30,20 @@ from torch.utils.data import DataLoader
 from droppos.errors import UserError
 from droppos.models.vit import build_vit
 from droppos.utils import dist as du
+from droppos.runs import open_run, write_metrics
 from droppos.utils.checkpoint import atomic_save, safe_load, save_encoder
 from droppos.utils.config import write_config
 from droppos.utils.cost import backbone_cost
 from droppos.utils.logging import RunLogger, progress
-from droppos.utils.metrics import backbone_record, write_metrics
+from droppos.utils.metrics import backbone_record
 from droppos.utils.optim import clip_gradients, cosine_lr, set_lr
-from droppos.utils.rng import rng_state, set_rng_state
+from droppos.utils.rng import check_world_size, gather_rng_states, restore_rng_state
 
 from .build import build_method, decay_groups
 from .config import PretrainConfig
 from .data import PretrainImages, ResumableSampler, check_labelled, find_images, iters_per_epoch, supervised_transform
-from .datapath import DaliBatches, check_backend, on_device
+from .datapath import DaliBatches, check_backend, on_device, sample_seed
+from .masking import sample_noise
 
 
 class PretrainRun:
@@ -45,7 +52,7 @@ class PretrainRun:
     def __init__(self, cfg: PretrainConfig, resume: bool = False, overwrite: bool = False):
         cfg.validate()
         self.cfg = cfg
-        self.info = du.init_distributed()
+        self.info = du.init_distributed(cfg.device)
         self.device = du.get_device(self.info, cfg.device)
         self.run_dir = Path(cfg.output)
         self.ckpt_path = self.run_dir / "checkpoint.pth"
@@ -75,6 +82,7 @@ class PretrainRun:
         self.encoder = build_vit(cfg.model, patch_size=cfg.patch_size, img_size=cfg.img_size,
                                  drop_path_rate=cfg.drop_path)
         self.method = build_method(cfg, self.encoder, num_classes=len(classes)).to(self.device)
+        self.dataset.noise_size = self.method.noise_size
         self.params = [p for p in self.method.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
             decay_groups(self.method, cfg.weight_decay, cfg.decay_exempt), lr=self.lr,
@@ -91,7 +99,7 @@ class PretrainRun:
         # what the current epoch has summed so far (kept in checkpoints: a resumed epoch's statistics
         # and metrics.json cover the whole epoch, as the uninterrupted run's)
         self.epoch_sums: dict[str, torch.Tensor] = {}
-        self.epoch_count, self.skipped, log_bytes = 0, torch.zeros((), dtype=torch.long), None
+        self.epoch_count, self.skipped, log_bytes = 0, self._zero_count(), None
         if resume and self.ckpt_path.is_file():
             log_bytes = self._load_checkpoint()
         self.logger = RunLogger(self.run_dir, enabled=self.info.is_main, keep_bytes=log_bytes)
@@ -100,17 +108,12 @@ class PretrainRun:
 
     # ------------------------------------------------------------------ run folder
     def _check_run_dir(self, resume: bool, overwrite: bool) -> None:
-        from droppos.utils.runfolder import claim
+        open_run(self.run_dir, "pretrain", self.info, self.device, resume=resume, overwrite=overwrite,
+                 remove=("checkpoint.pth", "encoder.pth", "metrics.json", "log.jsonl"))
 
-        claim(self.run_dir, "pretrain", self.info.is_main)
-        has_run = (self.run_dir / "metrics.json").is_file() or self.ckpt_path.is_file()
-        if has_run and not (resume or overwrite):
-            raise UserError(f"{self.run_dir} already holds a run; pass --resume to continue it "
-                             "or --overwrite to start over")
-        if overwrite and self.info.is_main:
-            for name in ("checkpoint.pth", "encoder.pth", "metrics.json", "log.jsonl"):
-                (self.run_dir / name).unlink(missing_ok=True)
-        du.barrier()
+    def _zero_count(self) -> torch.Tensor:
+        """The count of replaced images, on the training device (it is all-reduced: NCCL has no CPU tensors)."""
+        return torch.zeros((), dtype=torch.long, device=self.device)
 
     def meta(self) -> dict:
         return {"method": self.cfg.method, "arch": self.encoder.arch_args(), "epochs": self.cfg.epochs,
@@ -119,6 +122,8 @@ class PretrainRun:
 
     # ------------------------------------------------------------------ checkpoints
     def _save_checkpoint(self) -> None:
+        """Every process's RNG states go to process 0, which writes the file (a collective: all processes call it)."""
+        rng = gather_rng_states(self.device)
         if not self.info.is_main:
             return
         atomic_save({
@@ -129,11 +134,13 @@ class PretrainRun:
             "progress": {"epoch": self.epoch, "iter_in_epoch": self.iter_in_epoch, "step": self.step,
                          "epoch_sums": self.epoch_sums, "epoch_count": self.epoch_count, "skipped": self.skipped,
                          "log_bytes": self.logger.size},
-            "rng": rng_state(),
+            "rng": rng,
+            "world_size": self.info.world_size,
         }, self.ckpt_path)
 
     def _load_checkpoint(self) -> int | None:
         ck = safe_load(self.ckpt_path)
+        check_world_size(ck, self.info.world_size, self.ckpt_path)
         meta = ck.get("meta", {})
         if meta.get("method") != self.cfg.method or meta.get("arch") != self.encoder.arch_args():
             raise UserError(
@@ -145,28 +152,34 @@ class PretrainRun:
         p = ck["progress"]
         self.epoch, self.iter_in_epoch, self.step = p["epoch"], p["iter_in_epoch"], p["step"]
         self.epoch_sums = dict(p.get("epoch_sums") or {})
-        self.epoch_count, self.skipped = p.get("epoch_count", 0), p.get("skipped", self.skipped)
-        set_rng_state(ck["rng"])
+        self.epoch_count = p.get("epoch_count", 0)
+        self.skipped = torch.as_tensor(p.get("skipped", 0), dtype=torch.long).to(self.device)
+        restore_rng_state(ck["rng"], self.info.rank)
         if self.info.is_main:
             print(f"resumed {self.ckpt_path} at epoch {self.epoch}, iteration {self.iter_in_epoch}, step {self.step}")
         return p.get("log_bytes")
 
     # ------------------------------------------------------------------ training
     def _batches(self):
-        """(images ready for the model, labels, replaced-file flags) on the device, from the current step on."""
+        """(images ready for the model, labels, replaced-file flags, mask draws) on the device, from the current
+        step on."""
         self.dataset.set_epoch(self.epoch)
         self.sampler.set_epoch(self.epoch, start=self.iter_in_epoch * self.cfg.batch_size)
         if self.backend == "dali":
             dali = DaliBatches(self.dataset.files, self.dataset.labels, self.cfg.img_size, self.cfg.batch_size,
                                self.cfg.seed, self.cfg.min_scale, self.device, threads=self.cfg.workers)
-            yield from dali.epoch(self.epoch, list(self.sampler))
+            for imgs, labels, bad, indices in dali.epoch(self.epoch, list(self.sampler)):
+                noise = torch.stack([sample_noise(sample_seed(self.cfg.seed, self.epoch, i), self.method.noise_size)
+                                     for i in indices.tolist()])
+                yield imgs, labels, bad, noise.to(self.device, non_blocking=True)
             return
         loader = DataLoader(self.dataset, batch_size=self.cfg.batch_size, sampler=self.sampler, drop_last=True,
                             num_workers=self.cfg.workers, pin_memory=self.device.type == "cuda",
                             persistent_workers=False, generator=torch.Generator().manual_seed(self.epoch))
-        for imgs, labels, bad, flip in loader:
+        for imgs, labels, bad, flip, noise in loader:
             imgs = imgs.to(self.device, non_blocking=True)
-            yield on_device(imgs, flip.to(self.device, non_blocking=True)), labels.to(self.device, non_blocking=True), bad
+            yield (on_device(imgs, flip.to(self.device, non_blocking=True)), labels.to(self.device, non_blocking=True),
+                   bad.to(self.device, non_blocking=True), noise.to(self.device, non_blocking=True))
 
     def _sync_context(self, last_micro: bool):
         if self.info.distributed and not last_micro:
@@ -187,7 +200,7 @@ class PretrainRun:
         self.optimizer.zero_grad(set_to_none=True)
         while self.epoch < cfg.epochs:
             self.method.on_epoch(self.epoch, cfg.epochs)
-            for imgs, labels, bad in self._batches():
+            for imgs, labels, bad, noise in self._batches():
                 if self.iter_in_epoch >= self.iters:
                     break
                 last_micro = (self.iter_in_epoch + 1) % cfg.accum_iter == 0
@@ -196,7 +209,7 @@ class PretrainRun:
                 with self._sync_context(last_micro):
                     with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                                         enabled=self.amp_dtype is not None):
-                        out = self.model(imgs, labels)
+                        out = self.model(imgs, labels, noise)
                     self.scaler.scale(out["loss"] / cfg.accum_iter).backward()
                 if last_micro:
                     if cfg.clip_grad > 0:
@@ -235,10 +248,10 @@ class PretrainRun:
                     bar.close()
                     return {"stopped_at_step": self.step}
             epoch_stats = self._reduce(self.epoch_sums, self.epoch_count)
-            n_skip = int(du.all_reduce_mean(self.skipped.float()).item() * n_proc)
+            n_skip = int(du.all_reduce(self.skipped, self.device).item())
             self.epoch += 1
             self.iter_in_epoch = 0
-            self.epoch_sums, self.epoch_count, self.skipped = {}, 0, torch.zeros((), dtype=torch.long)
+            self.epoch_sums, self.epoch_count, self.skipped = {}, 0, self._zero_count()
             if self.info.is_main:
                 self.logger.log(self.step, **{f"epoch_{k}": v for k, v in epoch_stats.items()}, epoch=self.epoch,
                                 corrupt_images_replaced=n_skip)
@@ -255,7 +268,7 @@ class PretrainRun:
         if not sums:
             return {}
         keys = sorted(sums)
-        vec = du.all_reduce_mean(torch.stack([sums[k] for k in keys]) / max(count, 1)).tolist()
+        vec = du.all_reduce_mean(torch.stack([sums[k] for k in keys]) / max(count, 1), self.device).tolist()
         stats = dict(zip(keys, vec))
         if not all(np.isfinite(v) for v in vec):
             raise UserError(f"non-finite loss at epoch {self.epoch}, step {self.step}: {stats}; "
@@ -276,5 +289,5 @@ class PretrainRun:
                           epochs=self.cfg.epochs, steps=self.step, config=dataclasses.asdict(self.cfg))
             self.logger.close()
             print(json.dumps({"final_epoch": last_epoch, "encoder": str(self.run_dir / "encoder.pth")}))
-        du.barrier()
+        du.barrier(self.device)
         return last_epoch

@@ -8,7 +8,7 @@ import torch.nn as nn
 from droppos.models.vit import VisionTransformer
 
 from .decoder import PixelDecoder, mae_init_
-from .masking import gather_tokens, num_kept, patchify, random_masking
+from .masking import SampleNoise, gather_tokens, num_kept, patchify, random_masking
 
 
 def pixel_loss(imgs: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor, p: int, norm_pix: bool = True) -> torch.Tensor:
@@ -40,6 +40,7 @@ class MAE(nn.Module):
         self.mask_ratio = mask_ratio
         self.norm_pix_loss = norm_pix_loss
         self.n_keep = num_kept(encoder.num_patches, mask_ratio, "mask_ratio")
+        self.noise_size = encoder.num_patches  #: uniform draws per sample (forward's ``noise``): the mask
         p, c = encoder.patch_size, encoder.arch_args()["in_chans"]
         self.decoder = PixelDecoder(encoder.embed_dim, encoder.grid_size, p * p * c, decoder_dim, decoder_depth, decoder_heads)
         mae_init_(self.decoder)
@@ -47,12 +48,13 @@ class MAE(nn.Module):
     def on_epoch(self, epoch: int, epochs: int) -> None:
         """Nothing changes per epoch (the schedule is the engine's)."""
 
-    def forward(self, imgs: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """imgs: (N, C, H, W) -> {'loss'}; labels unused."""
+    def forward(self, imgs: torch.Tensor, labels: torch.Tensor | None = None,
+                noise: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """imgs: (N, C, H, W) -> {'loss'}; labels unused; ``noise`` (N, noise_size): each sample's mask draws."""
         enc = self.encoder
         x = enc.embed_patches(imgs) + enc.patch_pos_embed
         n, length, _ = x.shape
-        ids_keep, ids_restore, mask = random_masking(n, length, self.n_keep, x.device)
+        ids_keep, ids_restore, mask = random_masking(n, length, self.n_keep, x.device, SampleNoise(noise))
         latent = enc.forward_tokens(gather_tokens(x, ids_keep))
         pred = self.decoder(latent, ids_restore)
         return {"loss": pixel_loss(imgs, pred, mask, enc.patch_size, self.norm_pix_loss)}

@@ -1,19 +1,51 @@
-"""Index bookkeeping shared by the pretraining methods: random masking and patchify."""
+"""Index bookkeeping shared by the pretraining methods: random masking, per-sample noise and patchify."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 
+#: added to a sample's seed for its masks: a stream apart from its crop's (same sample, other draws)
+MASK_STREAM = 1 << 62
 
-def random_masking(n: int, length: int, n_keep: int, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-sample random subset by argsort of uniform noise (MAE).
+
+def sample_noise(seed: int, size: int) -> torch.Tensor:
+    """(size,) uniform [0, 1) draws of one sample, from its own generator (the loader's sample seed)."""
+    return torch.rand(size, generator=torch.Generator().manual_seed(seed + MASK_STREAM))
+
+
+class SampleNoise:
+    """The uniform draws of a batch's masks, taken in order from ``rows`` (N, T): each row drawn by the loader
+    from its sample's own seed (:func:`sample_noise`), so a sample's masks are the same whichever process,
+    batch or resume draws them, and a run on N processes masks as the same run on one does. Without rows
+    (direct calls), draws come from torch's global generator, as MAE draws them."""
+
+    def __init__(self, rows: torch.Tensor | None = None):
+        self.rows, self.used = rows, 0
+
+    def rand(self, n: int, *shape: int, device: torch.device | str) -> torch.Tensor:
+        """(n, *shape) uniform [0, 1) on ``device``."""
+        if self.rows is None:
+            return torch.rand(n, *shape, device=device)
+        size = math.prod(shape)
+        if self.rows.shape[0] != n or self.used + size > self.rows.shape[1]:
+            raise ValueError(f"noise rows {tuple(self.rows.shape)} cannot give {n} x {shape} after {self.used} draws")
+        out = self.rows[:, self.used:self.used + size].reshape(n, *shape)
+        self.used += size
+        return out.to(device, non_blocking=True)
+
+
+def random_masking(n: int, length: int, n_keep: int, device: torch.device | str,
+                   noise: SampleNoise | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-sample random subset by argsort of uniform noise (MAE); ``noise`` gives each sample's draws.
 
     Returns ``ids_keep`` (n, n_keep) in random order, ``ids_restore`` (n, length) that undoes the
     shuffle, and ``mask`` (n, length) bool, True where removed.
     """
     if not 0 < n_keep <= length:
         raise ValueError(f"cannot keep {n_keep} of {length} tokens")
-    noise = torch.rand(n, length, device=device)
+    noise = (noise or SampleNoise()).rand(n, length, device=device)
     ids_shuffle = torch.argsort(noise, dim=1)
     ids_restore = torch.argsort(ids_shuffle, dim=1)
     ids_keep = ids_shuffle[:, :n_keep]

@@ -22,6 +22,7 @@ class Supervised(nn.Module):
     """Encoder + classifier head; ``forward(imgs, labels) -> {'loss'[, 'top1']}`` (tensors, no host sync)."""
 
     betas = BETAS
+    noise_size = 0  #: no mask draws
 
     def __init__(self, encoder: nn.Module, num_classes: int, smoothing: float = 0.1, mixup: float = 0.8,
                  cutmix: float = 1.0):
@@ -42,7 +43,10 @@ class Supervised(nn.Module):
     def on_epoch(self, epoch: int, epochs: int) -> None:
         """Nothing changes per epoch (the schedule is the engine's)."""
 
-    def forward(self, imgs: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def forward(self, imgs: torch.Tensor, labels: torch.Tensor | None = None,
+                noise: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """imgs (N, C, H, W), labels (N,) -> {'loss'[, 'top1']}; ``noise`` unused (noise_size 0: the transform
+        is per-sample seeded in the loader; mixup and drop path draw per batch, on each process, as DeiT's)."""
         targets = labels
         if self.mixup is not None and self.training:
             imgs, targets = self.mixup(imgs, labels)

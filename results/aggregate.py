@@ -21,7 +21,7 @@ from pathlib import Path
 from droppos.results.records import Run
 
 from droppos.errors import UserError
-from droppos.utils.metrics import TASKS
+from droppos.runs.records import TASKS
 
 # Metrics shown in the main table per task (or (task, protocol)); everything goes to CSV/JSON.
 HEADLINE: dict[str | tuple[str, str], tuple[str, ...]] = {

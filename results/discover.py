@@ -2,7 +2,7 @@
 
 A run folder is a folder holding any of:
 
-* ``metrics.json`` written by :func:`droppos.utils.metrics.write_metrics` (the normal case);
+* ``metrics.json`` written by :func:`droppos.runs.records.write_metrics` (the normal case);
 * ``run.json``: the plan of a run (same fields as ``metrics.json`` without ``metrics``; an
   optional ``"schedule": {"epochs": N}`` or ``{"iters": N}`` tells when an engine log is
   complete). A planned run with no numbers shows as ``missing``, or as its ``status`` when the
@@ -26,7 +26,7 @@ from pathlib import Path
 from droppos.results.engines import EngineLog, parse_classification, parse_detectron2, parse_mmengine
 from droppos.results.records import Run
 
-from droppos.utils.metrics import read_metrics
+from droppos.runs.records import read_metrics
 
 #: run.json statuses that say why a run has no numbers
 PLAN_FAILURES = ("failed", "blocked")

@@ -79,7 +79,7 @@ def to_json(table: Table, published: list[Published], warnings: list[str]) -> di
 
 def write_json(table: Table, published: list[Published], warnings: list[str], path: str | Path) -> Path:
     path = Path(path)
-    from droppos.utils.metrics import _clean
+    from droppos.runs.records import _clean
 
     # strict JSON: a non-finite number becomes null (the table's warnings say which)
     path.write_text(json.dumps(_clean(to_json(table, published, warnings)), indent=2, default=str, allow_nan=False) + "\n")

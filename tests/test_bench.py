@@ -222,8 +222,8 @@ def test_flags_overrides_and_launchers():
     seg = launch_command("segment", ["segment", "--resume", "--cfg-options", "a=1"], Launch(gpus=2), "py")
     assert "--standalone" in seg and seg[-4:] == ["--launcher", "pytorch", "--cfg-options", "a=1"]
     det = launch_command("detect", ["detect", "--resume", "train.max_iter=3"], Launch(gpus=4, nodes=2, master_addr="h"))
-    assert det[3:] == ["detect", "--resume", "--num-gpus", "4", "--num-machines", "2", "--machine-rank", "0",
-                       "--dist-url", "tcp://h:29500", "train.max_iter=3"]
+    assert det[3:] == ["detect", "--num-gpus", "4", "--num-machines", "2", "--machine-rank", "0",
+                       "--dist-url", "tcp://h:29500", "--resume", "train.max_iter=3"]
 
 
 # ------------------------------------------------------------------------------------ real runs

@@ -40,7 +40,7 @@ def test_finetune_end_to_end(tmp_path, data, encoder_file):
     from droppos.tools.convert.sources import default_name
     from droppos.transfer.classification.classifier import load_classifier
 
-    from droppos.utils.metrics import read_metrics
+    from droppos.runs.records import read_metrics
 
     out = tmp_path / "ft"
     assert classify("finetune", encoder_file, data, out, "--epochs", "2", "--warmup-epochs", "1") == 0

@@ -257,7 +257,8 @@ def test_dali_windows_match_the_fast_backend(tmp_path):
     batches = DaliBatches(files, list(range(8)), 64, 4, seed=0, min_scale=0.2, device=torch.device("cpu"), threads=1)
     got = list(batches.epoch(1, [5, 2, 7, 0, 1, 3, 4, 6]))
     assert len(got) == 2
-    imgs, labels, bad = got[0]
+    imgs, labels, bad, index = got[0]
+    assert index.tolist() == [5, 2, 7, 0]  # each sample's index: its masks' seed
     assert imgs.shape == (4, 3, 64, 64) and imgs.dtype == torch.float32
     assert labels.tolist() == [5, 3, 7, 0] and bad.tolist() == [0, 1, 0, 0]
     for k, index in enumerate([5, 7, 0]):  # same window and flip as the fast backend, DALI's own resampling

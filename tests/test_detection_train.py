@@ -66,7 +66,7 @@ def test_train_resume_evaluate(setup, capsys):
     # a finished run is never overwritten: without --resume / --eval-only the folder is refused
     before = (out / "model_final.pth").read_bytes()
     assert detect("--backbone", "scratch", "--output", out, "--data", data, *TINY, *RUN, "train.max_iter=3") == 2
-    assert "already holds a detection run" in capsys.readouterr().err
+    assert "already holds a run (last_checkpoint); pass --resume to continue it or --eval-only" in capsys.readouterr().err
     assert (out / "model_final.pth").read_bytes() == before
 
     rc = detect("--backbone", "scratch", "--output", out, "--data", data, "--resume", *TINY, *RUN, "train.max_iter=3")

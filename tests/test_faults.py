@@ -158,7 +158,7 @@ def test_finetune_killed_and_resumed_equals_the_uninterrupted_run(tmp_path):
 def test_a_second_writer_is_refused_with_the_holders_pid(tmp_path, capsys):
     out = tmp_path / "run"
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; sys.path.insert(0, sys.argv[2]); from droppos.utils.runfolder import claim; "
+        "import sys, time; sys.path.insert(0, sys.argv[2]); from droppos.runs import claim; "
         "claim(sys.argv[1], 'classify knn'); print('held', flush=True); time.sleep(60)"), str(out), str(REPO)],
         stdout=subprocess.PIPE, text=True)
     try:
@@ -174,7 +174,7 @@ def test_a_second_writer_is_refused_with_the_holders_pid(tmp_path, capsys):
 
 
 def test_a_folder_of_another_kind_is_never_overwritten(tmp_path, capsys):
-    from droppos.utils.runfolder import release
+    from droppos.runs import release
 
     data = make_colour_imagefolder(tmp_path / "imgs")
     enc = write_tiny_encoder(tmp_path / "encoder.pth", method="droppos", epochs=1)

@@ -126,7 +126,7 @@ def test_cli_end_to_end_and_refusals(tmp_path, data, capsys):
     saved = json.loads((out / "config.json").read_text())
     assert saved["attn_guide"] is False and saved["epochs"] == 1
     assert cli(argv) == 2
-    assert "already holds a run; pass --resume" in capsys.readouterr().err
+    assert "already holds a run (metrics.json); pass --resume" in capsys.readouterr().err
     assert cli(["pretrain", "--output", str(out), "--resume"]) == 0
     assert "already finished" in capsys.readouterr().out
     assert cli(argv + ["--overwrite"]) == 0

@@ -16,7 +16,7 @@ from droppos.cli import main
 from droppos.models.vit import VisionTransformer
 from droppos.transfer.probes import tokens
 from droppos.transfer.probes.position import chance, grid_distance
-from droppos.utils.metrics import read_metrics
+from droppos.runs.records import read_metrics
 
 ARCH = TINY_ARCH  # a 4 x 4 grid
 

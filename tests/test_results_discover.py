@@ -106,7 +106,7 @@ def test_bench_failed_and_blocked_plans_show_their_status_and_error(tmp_path):
 
 
 def test_non_finite_metrics_are_left_out_with_one_warning_per_file(tmp_path):
-    from droppos.utils.metrics import write_metrics
+    from droppos.runs.records import write_metrics
 
     backbone = {"id": "scratch-vit_tiny_p8", "method": "scratch", "arch": "vit_tiny_p8", "epochs": None, "source": "x"}
     write_metrics(tmp_path / "det", task="detection", protocol="mask_rcnn", backbone=backbone, dataset="fmnist",

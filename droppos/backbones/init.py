@@ -287,42 +287,40 @@ def load_file(model: torch.nn.Module, path: str | Path, target: EngineTarget, re
 
 
 # ---------------------------------------------------------------------------------------- run folder
-def save(run_dir: str | Path, init: Init, report: LoadReport | None = None) -> Path | None:
-    """Write the converted weights (``init/backbone_<target>.pth``) and ``init.json`` into ``run_dir``.
+def save(run_dir: str | Path, init: Init, report: LoadReport | None = None, world_size: int | None = None) -> Path | None:
+    """Write the converted weights (``init/backbone.pth``) and ``init.json`` into ``run_dir``.
 
-    ``init.json``: ``{"source", "kind", "backbone" (the record), "checkpoint" (weights file or ""),
-    "conversion" (the converter's key report), "load_report"}``. Returns the weights file (None for scratch).
+    ``init.json`` is a :class:`droppos.runs.InitRecord`: source, kind, the backbone record, the weights file
+    the engine loads ("" for scratch), the converter's key report, the load report and the number of
+    processes the run starts with. Returns the weights file (None unless converted).
     """
+    from droppos.runs import InitRecord
     from droppos.utils.checkpoint import atomic_save
 
     run_dir = Path(run_dir)
     path = None
     if init.state_dict is not None and init.kind == "converted":
         path = atomic_save({"model": init.state_dict}, run_dir / "init" / "backbone.pth")
-    data = {"source": init.source, "kind": init.kind, "backbone": init.record,
-            "checkpoint": str(path) if path else (init.source if init.kind == "native" else ""),
-            "conversion": init.conversion, "load_report": report.to_dict() if report else None}
-    (run_dir / INIT_JSON).parent.mkdir(parents=True, exist_ok=True)
-    tmp = run_dir / (INIT_JSON + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(run_dir / INIT_JSON)
+    InitRecord(source=init.source, kind=init.kind, backbone=init.record,
+               checkpoint=str(path) if path else (init.source if init.kind == "native" else ""),
+               conversion=init.conversion, load_report=report.to_dict() if report else None, notes=list(init.notes),
+               world_size=world_size).write(run_dir)
     return path
 
 
 def record_load(run_dir: str | Path, report: LoadReport) -> None:
     """Add the load report to ``run_dir/init.json`` (written by :func:`save`)."""
-    data = read(run_dir)
-    if data:
-        data["load_report"] = report.to_dict()
-        tmp = Path(run_dir) / (INIT_JSON + ".tmp")
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
-        tmp.replace(Path(run_dir) / INIT_JSON)
+    from droppos.runs import InitRecord
+
+    record = InitRecord.read(run_dir)
+    if record is not None:
+        record.load_report = report.to_dict()
+        record.write(run_dir)
 
 
 def read(run_dir: str | Path) -> dict:
-    """A run folder's ``init.json`` ({} when absent or unreadable)."""
-    try:
-        data = json.loads((Path(run_dir) / INIT_JSON).read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    """A run folder's ``init.json`` as a dict ({} when absent or unreadable)."""
+    from droppos.runs import InitRecord
+
+    record = InitRecord.read(run_dir)
+    return record.to_dict() if record is not None else {}

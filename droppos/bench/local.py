@@ -9,8 +9,11 @@ need it are marked ``blocked``. Ctrl-C stops the running processes and marks the
 SIGTERM when the bench itself dies (``kill -9``, a lost session), so that a restarted bench never
 finds the previous one's orphan still writing into the run folder.
 
-With ``jobs > 1`` each process gets ``OMP_NUM_THREADS = cores // jobs`` (unless set) and, on a
-machine with GPUs, its own GPU (round robin) through ``CUDA_VISIBLE_DEVICES``.
+With ``jobs > 1`` each run's processes get ``OMP_NUM_THREADS = cores // (jobs x processes)`` (unless
+set) and, on a machine with GPUs, each run its own ``launch.gpus`` GPUs through
+``CUDA_VISIBLE_DEVICES`` (job slot k: GPUs k x gpus ... k x gpus + gpus - 1), matching the
+``--nproc-per-node`` it is started with; asking for more GPUs than are visible is one line before
+anything starts.
 """
 
 from __future__ import annotations
@@ -87,25 +90,31 @@ class LocalExecutor:
     def _gpu_count(self) -> int:
         if self._gpus is None:
             self._gpus = 0
-            if self.jobs > 1:
-                try:
-                    import torch
+            try:
+                import torch
 
-                    self._gpus = torch.cuda.device_count()
-                except ImportError:
-                    pass
+                self._gpus = torch.cuda.device_count()
+            except ImportError:
+                pass
         return self._gpus
+
+    def check_devices(self) -> None:
+        """One line when the runs at once need more GPUs than this machine shows (CPU processes need none)."""
+        n = self._gpu_count()
+        want = self.jobs * self.launch.gpus
+        if n and want > n:
+            raise UserError(f"--jobs {self.jobs} x --gpus-per-node {self.launch.gpus} = {want} GPUs, but {n} are "
+                            "visible; lower --jobs or --gpus-per-node")
 
     def _env(self, slot: int) -> dict:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        if self.jobs > 1:
-            if "OMP_NUM_THREADS" not in os.environ:
-                env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // self.jobs))
-            n = self._gpu_count()
-            if n and "CUDA_VISIBLE_DEVICES" not in os.environ:
-                per = max(1, n // self.jobs)
-                first = (slot * per) % n
-                env["CUDA_VISIBLE_DEVICES"] = ",".join(str((first + i) % n) for i in range(per))
+        procs = self.jobs * self.launch.gpus
+        if procs > 1 and "OMP_NUM_THREADS" not in os.environ:
+            env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // procs))
+        n = self._gpu_count()
+        if self.jobs > 1 and n and "CUDA_VISIBLE_DEVICES" not in os.environ:
+            first = slot * self.launch.gpus
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(str(first + i) for i in range(self.launch.gpus))
         return env
 
     # ------------------------------------------------------------------ one run
@@ -161,11 +170,13 @@ class LocalExecutor:
         import threading
 
         if threading.current_thread() is not threading.main_thread():
+            self.check_devices()
             return self._execute(runs)
 
         def on_term(signum, frame):
             raise KeyboardInterrupt
 
+        self.check_devices()
         previous = signal.signal(signal.SIGTERM, on_term)
         try:
             return self._execute(runs)

@@ -22,11 +22,8 @@ run finished, 1 when some failed, 2 on a bad spec or option.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
-
-from droppos.errors import UserError
 
 SLURM_ONLY = ("nodes", "partition", "timeout", "cpus_per_task", "slurm_option", "slurm_cluster", "wait")
 
@@ -82,23 +79,13 @@ def _check_args(args) -> str | None:
     return None
 
 
-def _lock(out: Path) -> Path:
-    """``OUT/.bench.lock`` with this process id; refuses when a live bench holds it."""
+def _lock(out: Path) -> None:
+    """``OUT/.bench.lock``, held by this process until it ends (the run folders' lock): a second bench on the
+    same folder gets one line naming this one's pid."""
+    from droppos.runs import lock
+
     out.mkdir(parents=True, exist_ok=True)
-    lock = out / ".bench.lock"
-    if lock.is_file():
-        try:
-            pid = int(lock.read_text().strip())
-            os.kill(pid, 0)
-            if pid != os.getpid():
-                raise UserError(f"droppos bench: {out} is in use by another bench (pid {pid}); wait for it, "
-                                 f"or remove {lock} if that process is not a bench")
-        except (ValueError, ProcessLookupError):
-            pass  # stale lock
-        except PermissionError:
-            raise UserError(f"droppos bench: {out} is in use by another bench ({lock})") from None
-    lock.write_text(f"{os.getpid()}\n")
-    return lock
+    lock(out / ".bench.lock", what="bench")
 
 
 def _aggregate(out: Path, reference: list[str]) -> int:
@@ -154,11 +141,13 @@ def run(args: argparse.Namespace) -> int:
         print(plan_table(runs))
         print(f"then: droppos results {out} --out {out / 'results'}")
         return 0
-    lock = _lock(out)
+    _lock(out)
     try:
         return _execute(args, spec, out, runs, write_plan_json)
     finally:
-        lock.unlink(missing_ok=True)
+        from droppos.runs import unlock
+
+        unlock(out / ".bench.lock")
 
 
 def _execute(args, spec, out: Path, runs, write_plan_json) -> int:
@@ -171,9 +160,16 @@ def _execute(args, spec, out: Path, runs, write_plan_json) -> int:
         from .slurm import import_submitit
 
         import_submitit()  # a clear error before any work when submitit is missing
+    procs = (args.gpus_per_node or 1) * (args.nodes or 1)
+    from .checks import batch_problems
+
+    problems = batch_problems(runs, procs)
+    if problems:  # before anything starts or is submitted
+        for line in problems:
+            print(f"droppos bench: error: {line}", file=sys.stderr)
+        return 2
     shutil.copyfile(spec.file, out / "spec.yaml")
     write_plan_json(runs, out / "plan.json", spec.file)
-    procs = (args.gpus_per_node or 1) * (args.nodes or 1)
     if spec.gpus > 1 and procs != spec.gpus:
         print(f"warning: {spec.file.name} is written for {spec.gpus} processes, this launch has {procs}: "
               f"effective batches differ from its recipe card by x{procs / spec.gpus:g} "

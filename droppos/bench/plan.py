@@ -18,12 +18,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from droppos.runs.tasks import TaskKind, task_kind
+
 from .commands import TASK_ARGS, Source, data_args, pretrain_args
 from .spec import PLACEHOLDER, BackboneSpec, DataSpec, Spec, TaskSpec, task_references
-
-#: spec task kind -> (metrics.json task, protocol or None = the spec's protocol)
-METRIC_TASK = {"classify": ("classification", None), "detect": ("detection", "mask_rcnn"),
-               "segment": ("segmentation", "upernet"), "probe": ("probe", None)}
 
 
 @dataclass
@@ -41,6 +39,11 @@ class Run:
     seed: int | None = None
     plan: dict = field(default_factory=dict)  # run.json fields (without the backbone record)
     buildable: bool = True  # data: may be built when missing
+
+    @property
+    def entry(self) -> TaskKind:
+        """The task registry's entry of this run (launcher, resume flag, schedule and batch keys)."""
+        return task_kind(self.kind, self.args[1] if self.kind in ("classify", "probe") else None)
 
     @property
     def command(self) -> str:
@@ -66,22 +69,19 @@ def default_dataset_name(d: DataSpec) -> str:
 
 
 def derive_schedule(t: TaskSpec) -> dict | None:
-    """``{"epochs": N}`` / ``{"iters": N}`` of a task: the spec's, else from its options and defaults."""
+    """``{"epochs": N}`` / ``{"iters": N}`` of a task: the spec's, else from its options (the registry's
+    schedule option) and, for classification, its config's default."""
     if t.schedule:
         return dict(t.schedule)
-    o = t.options
+    entry = task_kind(t.kind, t.protocol)
+    if entry.schedule_unit is None:
+        return None
+    if entry.schedule_option in t.options:
+        return {entry.schedule_unit: int(t.options[entry.schedule_option])}
     if t.kind == "classify":
-        if t.protocol == "knn":
-            return None
         from droppos.transfer.classification.config import CONFIGS
 
-        return {"epochs": int(o.get("epochs", CONFIGS[t.protocol]().epochs))}
-    if t.kind == "probe":
-        return {"epochs": int(o["epochs"])} if "epochs" in o else None
-    if t.kind == "detect" and "train.max_iter" in o:
-        return {"iters": int(o["train.max_iter"])}
-    if t.kind == "segment" and "train_cfg.max_iters" in o:
-        return {"iters": int(o["train_cfg.max_iters"])}
+        return {entry.schedule_unit: int(getattr(CONFIGS[t.protocol](), entry.schedule_option))}
     return None
 
 
@@ -150,7 +150,8 @@ def build_plan(spec: Spec, out: str | Path) -> list[Run]:
             if t.backbones is not None and bb.name not in t.backbones:
                 continue
             t = t.for_backbone(bb.name)
-            task, protocol = METRIC_TASK[t.kind]
+            entry = task_kind(t.kind, t.protocol)
+            task, protocol = entry.metrics_task, entry.protocol
             d = spec.data[t.data]
             for seed in (t.seeds if t.seeds is not None else spec.seeds):
                 folder = out / bb.name / t.name / f"seed{seed}"

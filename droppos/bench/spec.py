@@ -60,10 +60,12 @@ from typing import Any
 
 from droppos.errors import UserError
 
+from droppos.runs.tasks import protocols, spec_kinds
+
 DATA_KINDS = ("imagefolder", "coco", "ade20k")
-TASK_KINDS = {"classify": "imagefolder", "detect": "coco", "segment": "ade20k", "probe": "imagefolder"}
-CLASSIFY_PROTOCOLS = ("finetune", "linear", "knn")
-PROBE_PROTOCOLS = ("position", "order")
+TASK_KINDS = spec_kinds()  # spec task kind -> the data kind it reads (the task registry's)
+CLASSIFY_PROTOCOLS = protocols("classify")
+PROBE_PROTOCOLS = protocols("probe")
 #: `droppos data` flags per kind (besides --out, set by the bench)
 DATA_BUILD_KEYS = {
     "imagefolder": ("source", "seed", "size", "mode", "train_per_class", "val_per_class"),

@@ -1,19 +1,8 @@
 """Where a run stands (done / partial / failed / todo), and its ``run.json``.
 
-``run.json`` is the plan of a run, written before each launch so that a killed or failed run
-still shows in the results table (:mod:`droppos.results.discover` reads it): the fields of
-``metrics.json`` without ``metrics`` (task, protocol, backbone, dataset, seed), the
-``schedule`` the engine log is complete at, and the bench's own bookkeeping::
-
-    {"schema": "droppos-bench/run/v1", "run_id": "droppos/finetune/seed0", "status": "failed",
-     "task": "classification", "protocol": "finetune", "backbone": {...}, "dataset": "fmnist",
-     "seed": 0, "schedule": {"epochs": 3}, "command": "droppos classify finetune ...",
-     "log": "bench.log", "attempts": 2, "started": "...", "ended": "...", "returncode": 1,
-     "error": "<last lines of the log>"}
-
-Status values: ``running``, ``finished``, ``failed`` (exit code or no metrics.json),
-``interrupted`` (the bench was stopped), ``blocked`` (a run it needs failed), ``submitted``
-(a SLURM job is queued).
+``run.json`` (:class:`droppos.runs.RunRecord`: the fields and statuses are documented there) is the
+plan of a run, written before each launch so that a killed or failed run still shows in the
+results table (:mod:`droppos.results.discover` reads it), and the bench's own bookkeeping.
 """
 
 from __future__ import annotations
@@ -22,11 +11,16 @@ import json
 import time
 from pathlib import Path
 
+from droppos.runs.records import RUN_FILE, RunRecord
+
 from .plan import Run
 
-RUN_FILE = "run.json"
-SCHEMA = "droppos-bench/run/v1"
 BENCH_FILES = {RUN_FILE, "bench.log"}
+
+
+def bench_file(name: str) -> bool:
+    """A file the bench writes beside a run (its plan, its logs: ``bench.log``, ``bench.node<k>.log``)."""
+    return name in BENCH_FILES or (name.startswith("bench.node") and name.endswith(".log"))
 ERROR_LINES = 25
 
 
@@ -35,11 +29,8 @@ def now() -> str:
 
 
 def read_run_json(folder: Path) -> dict | None:
-    try:
-        data = json.loads((folder / RUN_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+    record = RunRecord.read(folder)
+    return record.to_dict() if record is not None else None
 
 
 def finished(run: Run) -> bool:
@@ -85,26 +76,24 @@ def status(run: Run) -> str:
         return "failed"
     if plan and plan.get("status") in ("running", "interrupted", "submitted"):
         return "partial"
-    if run.folder.is_dir() and any(p.name not in BENCH_FILES for p in run.folder.iterdir()):
+    if run.folder.is_dir() and any(not bench_file(p.name) for p in run.folder.iterdir()):
         return "partial"
     return "todo"
 
 
 def write_run_json(run: Run, backbone: dict | None, **fields) -> dict:
-    """Create or update ``run.json`` of ``run`` with ``fields`` (the plan fields always refreshed)."""
-    run.folder.mkdir(parents=True, exist_ok=True)
-    data = read_run_json(run.folder) or {}
-    data.update({"schema": SCHEMA, "run_id": run.id, **run.plan, "command": run.command, "log": run.log.name})
+    """Create or update ``run.json`` of ``run`` with ``fields`` (the plan fields always refreshed); a field
+    :class:`RunRecord` does not have is an error."""
+    record = RunRecord.read(run.folder) or RunRecord(run_id=run.id)
+    updates = {"run_id": run.id, **run.plan, "command": run.command, "log": run.log.name, **fields}
     if backbone is not None:
-        data["backbone"] = backbone
-    data.update(fields)
-    if data.get("schedule") is None:
-        data.pop("schedule", None)
-    path = run.folder / RUN_FILE
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
-    return data
+        updates["backbone"] = backbone
+    for key, value in updates.items():
+        if key == "extra" or not hasattr(record, key):
+            raise TypeError(f"run.json has no field {key!r}")
+        setattr(record, key, value)
+    record.write(run.folder)
+    return record.to_dict()
 
 
 def log_tail(log: Path, start: int = 0, lines: int = ERROR_LINES) -> str:

@@ -13,9 +13,7 @@ Everything this project writes holds tensors and plain Python types only, so it 
 from __future__ import annotations
 
 import argparse
-import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -27,46 +25,12 @@ ENCODER_FORMAT = "droppos-bench/encoder/v1"
 
 
 def atomic_save(obj: Any, path: str | Path) -> Path:
-    """``torch.save`` to a temp file in the same folder, fsync, then rename over ``path``.
+    """``torch.save`` through :func:`droppos.utils.files.atomic_write`: the previous file survives a failed
+    write, which is one line naming the path (torch reports a full disk as "unexpected pos ..."; the free
+    space is said instead)."""
+    from droppos.utils.files import atomic_write
 
-    A failed write (read-only folder, full disk) leaves the previous file as it was and is one line
-    naming the path (torch reports a full disk as "unexpected pos ..."; the free space is said instead).
-    """
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as e:
-        raise UserError(f"{path}: cannot write here ({e.strerror}); choose a writable --output") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except (OSError, RuntimeError) as e:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise UserError(f"{path}: could not be written ({write_failure(e, path.parent)}); the previous file is "
-                        "unchanged: free some space or choose another --output") from None
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def write_failure(e: BaseException, folder: Path) -> str:
-    """Why a write failed, in words: the OS's reason, else the free space left on the disk."""
-    import shutil
-
-    if isinstance(e, OSError) and e.strerror:
-        return e.strerror
-    try:
-        free = shutil.disk_usage(folder).free
-    except OSError:
-        return str(e).splitlines()[0]
-    return f"{free / 2**20:.1f} MiB free on its disk; {str(e).splitlines()[0]}"
+    return atomic_write(path, lambda f: torch.save(obj, f))
 
 
 #: first bytes of what ``torch.save`` writes: a zip archive, or a legacy pickle (protocol >= 2)

@@ -2,13 +2,16 @@
 
 torch (CPU and CUDA), Python's ``random`` (timm's RandAugment in the main process) and numpy's
 global ``RandomState`` (timm's Mixup/CutMix, including its cached Gaussian), as tensors and plain
-types so that checkpoints keep loading with ``weights_only=True``. DataLoader workers are seeded
-from a generator of (seed, epoch, rank), so they need nothing here.
+types so that checkpoints keep loading with ``weights_only=True``. Each process has its own
+streams (seeded with seed + rank): a checkpoint keeps every process's (:func:`gather_rng_states`)
+and each process restores its own (:func:`restore_rng_state`). Per-sample draws (crops,
+augmentations, masks) are seeded from the sample itself and need nothing here.
 """
 
 from __future__ import annotations
 
 import random
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -34,3 +37,55 @@ def set_rng_state(state: dict) -> None:
                          state.get("numpy_has_gauss", 0), state.get("numpy_cached_gauss", 0.0)))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def gather_rng_states(device) -> list[dict]:
+    """:func:`rng_state` of every process, in rank order (a collective: every process calls it; what travels is
+    serialised through tensors on ``device``). One process: a list of one."""
+    from droppos.utils import dist as du
+
+    return du.all_gather_object(rng_state(), device)
+
+
+def restore_rng_state(states: list[dict] | dict, rank: int) -> None:
+    """Restore this process's own states from a checkpoint's ``rng`` (a list per process; older checkpoints
+    hold one dict, the only process's)."""
+    set_rng_state(states[rank] if isinstance(states, list) else states)
+
+
+def check_world_size(ck: dict, world_size: int, path) -> None:
+    """One line when a checkpoint was written by another number of processes than resume it: each process's
+    random streams (and, for the engines, its share of every batch) belong to its rank, so such a resume
+    would not continue the same run."""
+    from droppos.errors import UserError
+
+    rng = ck.get("rng")
+    saved = ck.get("world_size", len(rng) if isinstance(rng, list) else 1)
+    if saved != world_size:
+        raise UserError(f"{path}: written by a run of {saved} process(es), resumed with {world_size}: resume it with "
+                        f"{saved} (torchrun --nproc-per-node / --nnodes, or srun --ntasks {saved}), or start over with "
+                        "--overwrite")
+
+
+# ---------------------------------------------------------------------------------------- per-sample streams
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """The seed of one sample's draws: a function of (seed, epoch, index) only, whatever the process."""
+    return (seed * 1_000_003 + epoch) * 10_000_019 + index
+
+
+@contextmanager
+def seeded(seed: int, epoch: int, index: int):
+    """torch's, Python's and numpy's global generators seeded from a sample's (seed, epoch, index), for
+    transforms that draw from them (RandAugment draws its ops from numpy and their magnitudes from Python;
+    random erasing from torch); the caller's states are restored afterwards."""
+    state, np_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        value = sample_seed(seed, epoch, index)
+        torch.default_generator.manual_seed(value)
+        random.seed(value)
+        np.random.seed(value % 2**32)
+        try:
+            yield
+        finally:
+            random.setstate(state)
+            np.random.set_state(np_state)

@@ -19,11 +19,11 @@ import torch
 
 from droppos.errors import UserError
 from droppos.utils import dist as du
+from droppos.runs import open_run, write_metrics
 from droppos.utils.checkpoint import atomic_save, safe_load
 from droppos.utils.config import write_config
 from droppos.utils.logging import RunLogger
-from droppos.utils.metrics import write_metrics
-from droppos.utils.rng import rng_state, set_rng_state
+from droppos.utils.rng import check_world_size, gather_rng_states, restore_rng_state
 
 from .config import CommonConfig
 from .data import check_imagefolder, dataset_name, resolve_data
@@ -65,10 +65,10 @@ def prepare(cfg: CommonConfig, protocol: str, resume: bool = False, overwrite: b
     if not cfg.backbone:
         raise InputError("no --backbone given: pass a checkpoint (encoder.pth, an official release, timm weights) "
                          "or scratch:<size>_p<patch>_<img>")
-    info = du.init_distributed()
+    info = du.init_distributed(cfg.device)
     device = du.get_device(info, cfg.device)
     run_dir = Path(cfg.output)
-    _check_run_dir(run_dir, info, resume, overwrite, protocol)
+    _open_run_dir(run_dir, info, device, resume, overwrite, protocol, cfg.data)
     torch.manual_seed(cfg.seed + info.rank)
     random.seed(cfg.seed + info.rank)
     np.random.seed(cfg.seed + info.rank)
@@ -82,9 +82,6 @@ def prepare(cfg: CommonConfig, protocol: str, resume: bool = False, overwrite: b
         raise
     except (ValueError, FileNotFoundError) as e:
         raise InputError(str(e)) from None
-    if info.is_main:
-        resolve_data(cfg.data)  # builds the embedded default on first use
-    du.barrier()
     root = Path(cfg.data)
     classes = check_imagefolder(root)
     s = Setup(cfg=cfg, protocol=protocol, info=info, device=device, amp=du.amp_dtype(cfg.precision, device),
@@ -94,6 +91,7 @@ def prepare(cfg: CommonConfig, protocol: str, resume: bool = False, overwrite: b
     if resume and s.ckpt_path.is_file():  # the whole --resume request is checked before anything is written
         ck = safe_load(s.ckpt_path)
         _check_resumable(ck.get("meta", {}), s)
+        check_world_size(ck, info.world_size, s.ckpt_path)
         log_bytes = ck.get("log_bytes")
     s.logger = RunLogger(run_dir, enabled=info.is_main, keep_bytes=log_bytes)
     if info.is_main:
@@ -103,19 +101,17 @@ def prepare(cfg: CommonConfig, protocol: str, resume: bool = False, overwrite: b
     return s
 
 
-def _check_run_dir(run_dir: Path, info: du.DistInfo, resume: bool, overwrite: bool, protocol: str) -> None:
-    from droppos.utils.runfolder import claim
-
+def _open_run_dir(run_dir: Path, info: du.DistInfo, device: torch.device, resume: bool, overwrite: bool,
+                  protocol: str, data: str) -> None:
+    """Claim the run folder (main process) and build the embedded default data there on first use."""
     probe = protocol in ("position", "order")
-    claim(run_dir, f"{'probe' if probe else 'classify'} {protocol}", info.is_main)
-    has_run = (run_dir / "metrics.json").is_file() or (run_dir / "checkpoint.pth").is_file()
-    if has_run and not (resume or overwrite):
-        how = "pass --overwrite to run it again" if probe else "pass --resume to continue it or --overwrite to start over"
-        raise InputError(f"{run_dir} already holds a run; {how} (or choose another --output)")
-    if overwrite and info.is_main:
-        for name in RUN_FILES:
-            (run_dir / name).unlink(missing_ok=True)
-    du.barrier()
+    hint = "pass --overwrite to run it again" if probe else "pass --resume to continue it or --overwrite to start over"
+    open_run(run_dir, f"{'probe' if probe else 'classify'} {protocol}", info, device, resume=resume,
+             overwrite=overwrite, remove=RUN_FILES, continue_hint=hint, check=lambda: _build_default_data(data))
+
+
+def _build_default_data(data: str) -> None:
+    resolve_data(data)  # builds the embedded default on first use
 
 
 def run_meta(s: Setup, **extra) -> dict:
@@ -125,17 +121,22 @@ def run_meta(s: Setup, **extra) -> dict:
 
 
 def save_checkpoint(s: Setup, payload: dict) -> None:
+    """Write ``checkpoint.pth`` with every process's RNG states (a collective: every process calls it)."""
+    rng = gather_rng_states(s.device)
     if s.info.is_main:
-        atomic_save({"meta": run_meta(s), "rng": rng_state(), "log_bytes": s.logger.size, **payload}, s.ckpt_path)
+        atomic_save({"meta": run_meta(s), "rng": rng, "world_size": s.info.world_size, "log_bytes": s.logger.size,
+                     **payload}, s.ckpt_path)
 
 
 def load_checkpoint(s: Setup) -> dict | None:
-    """The run's ``checkpoint.pth`` if any, checked against this run's protocol, backbone and classes."""
+    """The run's ``checkpoint.pth`` if any, checked against this run's protocol, backbone, classes and number of
+    processes; this process's RNG states restored."""
     if not s.ckpt_path.is_file():
         return None
     ck = safe_load(s.ckpt_path)
     _check_resumable(ck.get("meta", {}), s)
-    set_rng_state(ck["rng"]) if "python" in ck["rng"] else torch.set_rng_state(ck["rng"]["torch"])
+    check_world_size(ck, s.info.world_size, s.ckpt_path)
+    restore_rng_state(ck["rng"], s.info.rank)
     return ck
 
 
@@ -176,5 +177,5 @@ def finish(s: Setup, metrics: dict[str, float], **extra) -> Path | None:
                              num_classes=len(s.classes), config=dataclasses.asdict(s.cfg), **extra)
         s.logger.close()
         print(f"{s.protocol}: " + ", ".join(f"{k} {v:.2f}" for k, v in metrics.items()) + f" -> {path}")
-    du.barrier()
+    du.barrier(s.device)
     return path

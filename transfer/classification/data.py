@@ -144,20 +144,39 @@ class ShardSampler(Sampler[int]):
         return len(range(self.rank, self.n, self.world_size))
 
 
+class SeededSamples(torch.utils.data.Dataset):
+    """``dataset[i]`` drawn with the global generators seeded from (seed, epoch, i) (:func:`droppos.utils.rng.seeded`):
+    a sample's random crop, flip, RandAugment and erasing are the same whichever process, worker, batch or
+    resume loads it."""
+
+    def __init__(self, dataset, seed: int, epoch: int):
+        self.dataset, self.seed, self.epoch = dataset, seed, epoch
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        from droppos.utils.rng import seeded
+
+        with seeded(self.seed, self.epoch, index):
+            return self.dataset[index]
+
+
 def train_loader(dataset, batch_size: int, workers: int, rank: int, world_size: int, seed: int, epoch: int,
                  pin: bool = False) -> DataLoader:
-    """Shuffled, rank-sharded, drop-last loader for one epoch (order from (seed, epoch); the workers'
-    random augmentations from (seed, epoch, rank), so a resumed epoch draws what the uninterrupted one drew)."""
-    from torch.utils.data import DistributedSampler
+    """Shuffled, rank-sharded, drop-last loader for one epoch: the order from (seed, epoch), each sample's
+    augmentation from (seed, epoch, index) (:class:`SeededSamples`), so a resumed epoch draws what the
+    uninterrupted one drew and N processes see what one process with N times the batch sees."""
+    from torch.utils.data import DistributedSampler, TensorDataset
 
     if len(dataset) // world_size < batch_size:
         raise InputError(f"{len(dataset)} training samples give no full batch of {batch_size} on {world_size} "
                          "process(es); lower --batch-size")
     sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=True)
     sampler.set_epoch(epoch)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, drop_last=True,
-                      pin_memory=pin, persistent_workers=False,
-                      generator=torch.Generator().manual_seed((seed * 1000 + epoch) * 1000 + rank))
+    samples = dataset if isinstance(dataset, TensorDataset) else SeededSamples(dataset, seed, epoch)
+    return DataLoader(samples, batch_size=batch_size, sampler=sampler, num_workers=workers, drop_last=True,
+                      pin_memory=pin, persistent_workers=False)
 
 
 def eval_loader(dataset, batch_size: int, workers: int, rank: int, world_size: int, pin: bool = False) -> DataLoader:

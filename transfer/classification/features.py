@@ -18,7 +18,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-import torch.distributed as dist
+
+from droppos.utils import dist as du
 
 
 def pooled_feature(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
@@ -64,22 +65,18 @@ def extract_features(model: torch.nn.Module, loader, device: torch.device | str,
     if not feats:
         raise ValueError("the loader yielded no samples: nothing to extract features from")
     f, y = torch.cat(feats), torch.cat(labels)
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+    if du.world_size() > 1:
         f, y = gather_shards(f, device), gather_shards(y, device)
     return f, y
 
 
 def gather_shards(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     """Rows of rank r are samples r, r + world, ... (ShardSampler): all-gather and interleave back."""
-    world = dist.get_world_size()
-    n = torch.tensor([t.shape[0]], device=device)
-    sizes = [torch.zeros_like(n) for _ in range(world)]
-    dist.all_gather(sizes, n)
-    sizes = [int(s.item()) for s in sizes]
+    world = du.world_size()
+    sizes = [int(n.item()) for n in du.all_gather(torch.tensor([t.shape[0]]), device)]
     pad = torch.zeros((max(sizes),) + t.shape[1:], dtype=t.dtype, device=device)
     pad[: t.shape[0]] = t.to(device)
-    chunks = [torch.zeros_like(pad) for _ in range(world)]
-    dist.all_gather(chunks, pad)
+    chunks = du.all_gather(pad, device)
     out = torch.empty((sum(sizes),) + t.shape[1:], dtype=t.dtype)
     for r, (c, s) in enumerate(zip(chunks, sizes)):
         out[r::world] = c[:s].cpu()

@@ -22,13 +22,43 @@ from .driver import fit
 from .features import extract_features, pooled_feature
 
 
+class GlobalBatchNorm1d(nn.BatchNorm1d):
+    """``BatchNorm1d`` whose training statistics are those of the global batch, over every process.
+
+    MAE normalises each GPU's share by itself; here N processes with batch B normalise as one process
+    with batch N x B does, so the result does not depend on how the batch is split. torch's
+    ``SyncBatchNorm`` does this on GPUs only (it refuses CPU tensors), so the statistics are reduced here,
+    through :mod:`droppos.utils.dist`. Its input is frozen features: no gradient flows back through the
+    statistics, so a plain (non-differentiable) reduction is exact; a trainable input is refused.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from droppos.utils import dist as du
+
+        if not self.training or du.world_size() == 1:
+            return super().forward(x)
+        if x.requires_grad:
+            raise RuntimeError("GlobalBatchNorm1d reduces statistics without their gradient: frozen inputs only")
+        n = du.all_reduce(torch.tensor(float(x.shape[0]), dtype=torch.float64), x.device)
+        mean = du.all_reduce(x.double().sum(0), x.device) / n
+        var = du.all_reduce((x.double() - mean).pow(2).sum(0), x.device) / n
+        with torch.no_grad():
+            m = self.momentum
+            self.running_mean.mul_(1 - m).add_(mean.to(self.running_mean.dtype), alpha=m)
+            self.running_var.mul_(1 - m).add_((var * n / (n - 1)).to(self.running_var.dtype), alpha=m)
+            self.num_batches_tracked += 1
+        out = (x.double() - mean) / (var + self.eps).sqrt()
+        return out.to(x.dtype)
+
+
 class LinearHead(nn.Sequential):
-    """(B, D) -> (B, C): BatchNorm without affine (eps 1e-6), then a linear layer (trunc-normal std 0.01)."""
+    """(B, D) -> (B, C): BatchNorm without affine (eps 1e-6; statistics of the global batch:
+    :class:`GlobalBatchNorm1d`), then a linear layer (trunc-normal std 0.01)."""
 
     def __init__(self, dim: int, num_classes: int):
         from timm.layers import trunc_normal_
 
-        super().__init__(nn.BatchNorm1d(dim, affine=False, eps=1e-6), nn.Linear(dim, num_classes))
+        super().__init__(GlobalBatchNorm1d(dim, affine=False, eps=1e-6), nn.Linear(dim, num_classes))
         trunc_normal_(self[1].weight, std=0.01)
         nn.init.zeros_(self[1].bias)
 

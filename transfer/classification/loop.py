@@ -11,16 +11,9 @@ from __future__ import annotations
 import time
 
 import torch
-import torch.distributed as dist
 
+from droppos.utils import dist as du
 from droppos.utils.optim import clip_gradients, cosine_lr, set_lr
-
-
-def _sum(t: torch.Tensor) -> torch.Tensor:
-    if dist.is_available() and dist.is_initialized():
-        t = t.clone()
-        dist.all_reduce(t)
-    return t
 
 
 def train_one_epoch(model, loader, optimizer, criterion, device: torch.device, *, epoch: int, iters: int,
@@ -62,10 +55,7 @@ def train_one_epoch(model, loader, optimizer, criterion, device: torch.device, *
         if logger is not None and (i + 1) % log_every == 0:
             logger.log(step + 1, loss=loss.item(), lr=max(g["lr"] for g in optimizer.param_groups),
                        img_per_s=(i + 1) * images.shape[0] / max(time.perf_counter() - t0, 1e-9))
-    mean = _sum(loss_sum / max(seen, 1))
-    if dist.is_available() and dist.is_initialized():
-        mean = mean / dist.get_world_size()
-    loss = float(mean.item())
+    loss = float(du.all_reduce_mean(loss_sum / max(seen, 1), device).item())
     if loss != loss or loss in (float("inf"), float("-inf")):
         raise FloatingPointError(f"non-finite training loss at epoch {epoch}; lower --blr or set --clip-grad")
     return {"train_loss": loss, "lr": max(g["lr"] for g in optimizer.param_groups)}
@@ -89,7 +79,7 @@ def evaluate(model, loader, device: torch.device, num_classes: int, amp: torch.d
         hits[1] += correct.any(dim=1).sum()
         hits[2] += torch.nn.functional.cross_entropy(logits, target, reduction="sum")
         n += target.shape[0]
-    hits, n = _sum(hits), _sum(n)
+    hits, n = du.all_reduce(hits, device), du.all_reduce(n, device)
     total = max(float(n.item()), 1.0)
     return {"top1": 100.0 * hits[0].item() / total, "top5": 100.0 * hits[1].item() / total,
             "val_loss": hits[2].item() / total, "n": int(n.item())}

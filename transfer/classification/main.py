@@ -62,7 +62,7 @@ def run_protocol(cfg, protocol: str, resume: bool = False, overwrite: bool = Fal
 
     done = Path(cfg.output) / "metrics.json"
     if resume and done.is_file():
-        from droppos.utils.metrics import read_metrics
+        from droppos.runs.records import read_metrics
 
         print(f"{cfg.output}: run already finished (metrics.json); nothing to do")
         return read_metrics(done)["metrics"]

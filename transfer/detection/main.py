@@ -56,38 +56,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("opts", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.max_iter=100")
 
 
-def prepare(args) -> dict:
-    """Main-process work before ``launch``: config, data checks, initial weights.
-
-    Returns what the run starts from, in ``init.json``'s shape (:func:`droppos.backbones.init.save`):
-    ``{"source", "kind", "backbone", "checkpoint"}``.
-    """
-    from droppos.backbones import init as binit
-    from droppos.backbones.options import backbone_options
-    from droppos.utils.metrics import backbone_record
-
-    from .config import load_config, resolve_config_file
-    from .datasets import check_datasets
-    from droppos.backbones.generic import is_generic
-
-    from .init import InitError, generic_net, target
+def check_launch(args) -> None:
+    """The launch flags, checked in every machine's parent before anything starts."""
+    from .init import InitError
 
     if args.num_gpus < 1 or args.num_machines < 1 or not 0 <= args.machine_rank < args.num_machines:
         raise InitError("need --num-gpus >= 1, --num-machines >= 1 and 0 <= --machine-rank < --num-machines")
     if args.num_machines > 1 and args.dist_url == "auto":
         raise InitError("several machines need --dist-url tcp://HOST:PORT of machine 0")
-    from droppos.utils.runfolder import claim
 
-    args.config_file = str(resolve_config_file(args.config_file))  # a path, for every process
+
+def prepare(args) -> tuple[dict, list[str]]:
+    """The main process's work once the folder is claimed: config, data checks, initial weights.
+
+    Returns what the run starts from, in ``init.json``'s shape (:class:`droppos.runs.InitRecord`:
+    ``source``, ``kind``, ``backbone``, ``checkpoint``), and the config overrides every process adds
+    (a generic backbone's source).
+    """
+    from droppos.backbones import init as binit
+    from droppos.backbones.options import backbone_options
+    from droppos.utils.metrics import backbone_record
+
+    from .config import load_config
+    from .datasets import check_datasets
+    from droppos.backbones.generic import is_generic
+
+    from .init import InitError, generic_net, target
+
     cfg = load_config(args)
-    claim(args.output, "detect")
-    finished = [n for n in ("last_checkpoint", "metrics.json") if (args.output / n).is_file()]
-    if finished and not (args.resume or args.eval_only):
-        raise InitError(f"{args.output} already holds a detection run ({finished[0]}); pass --resume to continue it, "
-                        "--eval-only to evaluate it, or choose another --output")
     for line in check_datasets(cfg.datasets.prefix, cfg.datasets.root, cfg.model.roi_heads.num_classes):
         print(line)
     state = binit.read(args.output)
+    _check_world(args, state)
     opts = backbone_options(args)
     net_key = generic_net(cfg)
     if net_key is not None or is_generic(opts.backbone or ""):
@@ -96,25 +96,43 @@ def prepare(args) -> dict:
     if args.eval_only:
         if not opts.backbone:  # the run's own last checkpoint
             record = state.get("backbone") or backbone_record("unknown", tgt.arch, None, str(args.output))
-            return {"source": state.get("source", ""), "kind": "run", "backbone": record, "checkpoint": ""}
+            return {"source": state.get("source", ""), "kind": "run", "backbone": record, "checkpoint": ""}, []
         init = binit.resolve(opts, tgt)
         if init.kind != "native":
             raise InitError(f"--eval-only needs a trained detector in detectron2 names (e.g. a run's model_final.pth); "
                             f"{opts.backbone} is {'scratch' if init.kind == 'scratch' else 'a backbone'}")
-        return {"source": init.source, "kind": init.kind, "backbone": init.record, "checkpoint": init.source}
+        return {"source": init.source, "kind": init.kind, "backbone": init.record, "checkpoint": init.source}, []
     if args.resume and (args.output / "last_checkpoint").is_file() and state:
         print(f"resuming {args.output} (initialised from {state['source']}); --backbone is not used")
-        return state
+        return state, []
     if not opts.backbone:
         raise InitError("training needs --backbone SRC: a checkpoint, or 'scratch' for detectron2's random init")
     init = binit.resolve(opts, tgt)
     for line in init.notes:
         print(line)
-    path = binit.save(args.output, init)
-    return binit.read(args.output) | {"checkpoint": str(path) if path else (init.source if init.kind == "native" else "")}
+    # detectron2 starts its model from a file (train.init_checkpoint, read by its checkpointer in every
+    # process): the converted weights are written once, here, and every process reads them back
+    path = binit.save(args.output, init, world_size=world_size(args))
+    return binit.read(args.output) | {"checkpoint": str(path) if path else (init.source if init.kind == "native" else "")}, []
 
 
-def _prepare_generic(args, opts, cfg, net_key: str | None, state: dict) -> dict:
+def world_size(args) -> int:
+    return args.num_gpus * args.num_machines
+
+
+def _check_world(args, state: dict) -> None:
+    """A run resumes with the processes it started with (detectron2 splits the global batch over them and
+    draws per process): else one line naming both."""
+    from .init import InitError
+
+    started = state.get("world_size")
+    if args.resume and started and started != world_size(args) and (args.output / "last_checkpoint").is_file():
+        raise InitError(f"{args.output}: the run started on {started} process(es), this resume has "
+                        f"{world_size(args)} (--num-gpus x --num-machines): resume with {started}, or start over "
+                        "in another --output")
+
+
+def _prepare_generic(args, opts, cfg, net_key: str | None, state: dict) -> tuple[dict, list[str]]:
     """``--backbone timm:...`` / a plug-in with a ``mask_rcnn_timm_*`` config: the source goes into the
     config's ``TimmBackbone``, which reads and strictly loads the weights when the model is built."""
     from droppos.backbones import init as binit
@@ -127,27 +145,46 @@ def _prepare_generic(args, opts, cfg, net_key: str | None, state: dict) -> dict:
                         "(one stride, e.g. ViTs) or mask_rcnn_timm_fpn_fmnist (strides 4-32), or their COCO versions")
     if args.resume and (args.output / "last_checkpoint").is_file() and state:
         print(f"resuming {args.output} (initialised from {state['source']}); --backbone is not used")
-        args.opts = [*args.opts, f"{net_key}.source={state['source']}"]
-        return state
+        return state, [f"{net_key}.source={state['source']}"]
     src = opts.backbone or str(cfg.model.backbone[net_key.rsplit(".", 1)[1]].source)
     if not is_generic(src):
         raise InitError(f"{src}: this config builds a generic backbone: give --backbone timm:<model>[:<weights>] or "
                         "<plugin>:<weights> (a ViT checkpoint goes with the mask_rcnn_vitdet_* configs)")
     bb = load_generic(src, trust_pickle=opts.trust_pickle, allow_nonfinite=opts.allow_nonfinite, name=opts.name,
                       method=opts.method, epochs=opts.pretrain_epochs)  # checked here once, one line if it fails
-    args.opts = [*args.opts, f"{net_key}.source={src}", f"{net_key}.trust_pickle={opts.trust_pickle}"]
+    extra = [f"{net_key}.source={src}", f"{net_key}.trust_pickle={opts.trust_pickle}"]
     init = binit.Init(src, "generic", bb.backbone, notes=bb.notes)
     if not args.eval_only:
-        binit.save(args.output, init)
-    return {"source": src, "kind": "generic", "backbone": bb.backbone, "checkpoint": "", "notes": bb.notes}
+        binit.save(args.output, init, world_size=world_size(args))
+    return {"source": src, "kind": "generic", "backbone": bb.backbone, "checkpoint": "", "notes": bb.notes}, extra
 
 
 def run(args: argparse.Namespace) -> int:
-    init = prepare(args)
+    """Start the processes (detectron2's ``launch``); in them, process 0 claims the run folder and prepares
+    the run (:func:`prepare`), the others join it (:func:`droppos.runs.open_run`)."""
+    from .config import resolve_config_file
+
+    check_launch(args)
+    args.config_file = str(resolve_config_file(args.config_file))  # a path, for every process
     from detectron2.engine import launch
 
     from .train import worker
 
-    launch(worker, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-           dist_url=args.dist_url, args=(args, init))
+    return launch_workers(launch, worker, args)
+
+
+def launch_workers(launch, worker, args) -> int:
+    """detectron2's ``launch``; a one-line failure of a spawned process (printed there) ends this one with its code."""
+    from torch.multiprocessing.spawn import ProcessExitedException
+
+    try:
+        launch(worker, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+               dist_url=args.dist_url, args=(args,))
+    except ProcessExitedException as e:
+        if e.exit_code == USER_ERROR_EXIT:
+            return USER_ERROR_EXIT
+        raise
     return 0
+
+
+USER_ERROR_EXIT = 2

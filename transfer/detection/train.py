@@ -171,16 +171,18 @@ def event_writers(output_dir: str, max_iter: int) -> list:
             TensorboardXWriter(output_dir)]
 
 
-def worker(args, init) -> int:
-    """Body of every process started by ``launch``: set up, train or evaluate, write metrics.json."""
+def worker(args) -> int:
+    """Body of every process started by ``launch``: join the run (process 0 claims and prepares it), set up,
+    train or evaluate, write metrics.json."""
     from detectron2.engine import default_setup
     from detectron2.utils import comm
 
-    from droppos.utils.metrics import write_metrics
+    from droppos.runs import write_metrics
 
     from .config import load_config
     from .datasets import dataset_id, register_datasets
 
+    init, device = join_run(args)
     cfg = load_config(args, init)
     register_datasets(cfg.datasets.prefix, cfg.datasets.root)
     default_setup(cfg, args)
@@ -195,10 +197,44 @@ def worker(args, init) -> int:
             dataset=dataset_id(cfg.datasets.prefix), metrics=metrics, seed=int(cfg.train.seed),
             data_root=cfg.datasets.root, cost=out.get("cost"),
             iterations=int(cfg.train.max_iter), config=str(args.config_file),
-            eval_only=bool(args.eval_only),
+            eval_only=bool(args.eval_only), world_size=comm.get_world_size(),
             init={"source": init["source"], "kind": init["kind"], "checkpoint": out.get("checkpoint") or init["checkpoint"]},
             load_report=rep.to_dict() if rep is not None else None,
         )
         logger.info("wrote %s", path)
-    comm.synchronize()
+    from droppos.utils import dist as du
+
+    du.barrier(device)
     return 0
+
+
+def join_run(args):
+    """Process 0 claims ``--output`` and prepares the run (:func:`.main.prepare`); every process gets what the
+    run starts from and this process's device. A failure ends every process with the one line (printed once
+    per machine); in a spawned process it is printed here and the process exits with 2."""
+    import sys
+
+    import torch
+    from detectron2.utils import comm
+
+    from droppos.errors import UserError, print_user_error
+    from droppos.runs import JoinError, open_run
+    from droppos.utils.dist import DistInfo
+
+    from .main import USER_ERROR_EXIT, prepare
+
+    info = DistInfo(comm.get_rank(), comm.get_world_size(), comm.get_local_rank(), comm.get_local_size(),
+                    args.machine_rank, "detectron2")
+    device = torch.device("cuda", comm.get_local_rank()) if torch.cuda.is_available() else torch.device("cpu")
+    try:
+        init, extra = open_run(args.output, "detect", info, device, resume=args.resume or args.eval_only,
+                               markers=("last_checkpoint", "metrics.json"), check=lambda: prepare(args),
+                               continue_hint="pass --resume to continue it or --eval-only to evaluate it")
+    except UserError as e:
+        if info.world_size == 1:  # the launching process itself: the command prints it
+            raise
+        if not (isinstance(e, JoinError) and e.quiet):
+            print_user_error("detect", e)
+        sys.exit(USER_ERROR_EXIT)
+    args.opts = [*args.opts, *extra]
+    return init, device

@@ -18,7 +18,7 @@ from droppos.transfer.classification.errors import InputError
 from droppos.transfer.classification.features import extract_features
 from torch.utils.data import Subset
 
-from droppos.utils.metrics import write_metrics
+from droppos.runs.records import write_metrics
 
 from .config import ProbeConfig
 
@@ -28,10 +28,11 @@ def setup_probe(cfg: ProbeConfig, protocol: str, overwrite: bool = False) -> Set
     for name in ("train_images", "val_images"):
         if getattr(cfg, name) < 0:
             raise InputError(f"--{name.replace('_', '-')} {getattr(cfg, name)}: give a count of images (0 = all)")
-    s = prepare(cfg, protocol, overwrite=overwrite)
-    if s.info.world_size > 1:
-        raise InputError("droppos probe runs in one process; start it without torchrun / srun")
-    return s
+    from droppos.utils.dist import env_dist_info
+
+    if env_dist_info().distributed:
+        raise InputError("droppos probe runs in one process; start it without torchrun or a multi-task srun")
+    return prepare(cfg, protocol, overwrite=overwrite)
 
 
 def image_subset(s: Setup, split: str, n: int, img_size: int | None = None):

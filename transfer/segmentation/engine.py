@@ -70,6 +70,34 @@ class SegRunner(Runner):
                 metrics.append(m)
         return Evaluator(metrics)
 
+    def wrap_model(self, model_wrapper_cfg, model):
+        """mmengine's wrapping, except that the default DDP wrapper gets this process's device: none on a CPU
+        (mmengine would pass ``device_ids=[LOCAL_RANK]``, which DDP refuses for a CPU module), the visible
+        GPU it runs on under ``srun --gpus-per-task=1`` (index 0, whatever the local rank)."""
+        from mmengine.model import MMDistributedDataParallel, is_model_wrapper, revert_sync_batchnorm
+
+        if not (self.distributed and model_wrapper_cfg is None and not is_model_wrapper(model)):
+            return super().wrap_model(model_wrapper_cfg, model)
+        from droppos.utils import dist as du
+
+        device = du.get_device(du.env_dist_info(), "auto")
+        model = model.to(device)
+        if device.type == "cpu":  # torch's SyncBatchNorm refuses CPU tensors: each process normalises its own batch
+            self.logger.info("no GPU: SyncBN -> BN (SyncBatchNorm runs on GPUs only; each process normalises its "
+                             "own batch)")
+            model = revert_sync_batchnorm(model)
+        else:
+            model = self._maybe_sync_bn(model)
+        return MMDistributedDataParallel(module=model, device_ids=[device.index] if device.type == "cuda" else None,
+                                         broadcast_buffers=False,
+                                         find_unused_parameters=self.cfg.get("find_unused_parameters", False))
+
+    def _maybe_sync_bn(self, model):
+        from mmengine.model import convert_sync_batchnorm
+
+        sync_bn = self.cfg.get("sync_bn", None)
+        return convert_sync_batchnorm(model, sync_bn) if sync_bn is not None else model
+
     def last_per_class(self) -> dict:
         """Per-class results of the most recent evaluation (empty if none or not rank 0)."""
         return next((m.per_class for m in reversed(self.iou_metrics) if m.per_class), {})

@@ -18,7 +18,6 @@ checkpoints into ``OUTPUT``; ``--resume`` continues from its latest checkpoint.
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from droppos.errors import UserError
@@ -62,14 +61,12 @@ def _run(args: argparse.Namespace) -> int:
     import torch
 
     from droppos.backbones import init as binit
-    from droppos.backbones.options import backbone_options
-    from droppos.utils.runfolder import claim
+    from droppos.runs import open_run
+    from droppos.utils import dist as du
 
     from .config import adapt_to_machine, dataset_name, load_config, parse_cfg_options, set_data_root
-    from .data import check_data
     from .mmcv_ops import ensure_mmcv_ops
     from .safe_load import allow_mmengine_checkpoints
-    from .weights import fit_heads, generic_config, target
 
     ensure_mmcv_ops()
     allow_mmengine_checkpoints()
@@ -77,60 +74,42 @@ def _run(args: argparse.Namespace) -> int:
         options = parse_cfg_options(args.cfg_options)
     except ValueError as e:
         raise SegmentError(str(e)) from None
+    info = start_processes(args.launcher)
+    device = du.get_device(info, "auto")
     cfg = load_config(args.config, options)
     if args.data:
         set_data_root(cfg, args.data)
     work_dir = Path(args.output)
-    claim(work_dir, "segment", main_process=os.environ.get("RANK", "0") == "0")
     cfg.work_dir = str(work_dir)
-    cfg.launcher = args.launcher
+    # the processes are up (the project's own launch step): mmengine joins the process group as it is
+    cfg.launcher = "pytorch" if info.distributed else "none"
     changes = adapt_to_machine(cfg, torch.cuda.is_available())
-
-    if not args.skip_data_check:
-        changes += check_data(cfg, ("val",) if args.eval_only else ("train", "val"))
-
-    latest = _latest_checkpoint(work_dir) if args.resume else None
-    if not args.resume and not args.eval_only and _latest_checkpoint(work_dir) is not None:
-        raise SegmentError(f"{work_dir} already holds a run ({_latest_checkpoint(work_dir).name}); pass --resume to "
-                           "continue it, or choose another --output")
-    if args.resume and latest is None and args.eval_only:
-        raise SegmentError(f"{work_dir}: --resume --eval-only, but there is no checkpoint in it (last_checkpoint)")
-    if latest is not None:  # read it safely first: a truncated or hostile file is one line, before mmengine's load
-        from droppos.utils.checkpoint import safe_load
-
-        safe_load(latest)
-    tgt = target(cfg)
-    stored = binit.read(work_dir) if latest is not None else {}
-    if generic_config(cfg):  # timm: / plug-in backbones: built (with their weights) by the config's backbone
-        init, generic = _generic_init(args, cfg, stored)
-        changes += fit_heads(cfg, generic)
-    elif stored:  # the run's checkpoint replaces every weight; the record says where the run started from
-        init = binit.Init(str(latest), "scratch", stored.get("backbone", {}))
-    else:
-        init = binit.resolve(backbone_options(args), tgt)
-    if args.eval_only and latest is None and (init.kind != "native" or not any(
-            k.startswith("decode_head.") for k in init.state_dict)):
-        raise SegmentError(f"--eval-only needs trained decode heads: give --backbone a whole-segmentor checkpoint "
-                           f"(keys backbone.*, decode_head.*), or --resume with a run's --output; got {init.kind} "
-                           f"weights from {init.source}")
+    prepared: dict = {}
+    changes += open_run(work_dir, "segment", info, device, resume=args.resume or args.eval_only,
+                        markers=("last_checkpoint",), continue_hint="pass --resume to continue it",
+                        check=lambda: _prepare(args, cfg, work_dir, info, prepared))
+    init, head_lines, latest, stored = prepared.get("init") or _resolve(args, cfg, work_dir)
+    changes += head_lines
     cfg.resume = bool(args.resume and not args.eval_only)
     cfg.load_from = str(latest) if (args.eval_only and latest is not None) else None
 
-    from mmengine.dist import broadcast, is_main_process
+    from mmengine.dist import is_main_process
     from mmengine.model import is_model_wrapper
 
     from .engine import KeepLastMetrics, SegRunner
+    from .weights import target
 
+    tgt = target(cfg)
     runner = SegRunner.from_cfg(cfg)
     for line in changes:
         runner.logger.info(line)
     model = runner.model.module if is_model_wrapper(runner.model) else runner.model
     model.init_weights()  # the Runner skips it later (mmengine initialises a module once)
-    for tensor in model.state_dict().values():
-        broadcast(tensor)
+    for tensor in model.state_dict().values():  # every process starts from process 0's random init
+        du.broadcast_(tensor, device)
     report = binit.load(model, init, tgt)
     if not stored and not args.eval_only and is_main_process():
-        binit.save(work_dir, init, report)
+        binit.save(work_dir, init, report, world_size=info.world_size)
     for line in report.lines() if not stored else [f"init: {stored.get('kind')} weights from {stored.get('source')}"]:
         runner.logger.info(line)
     runner.logger.info("(mmengine's coming warning 'init_weights ... has been called more than once' is expected: "
@@ -149,8 +128,8 @@ def _run(args: argparse.Namespace) -> int:
         metrics = keep.metrics if keep.iter == iterations and keep.metrics else runner.val()
 
     if is_main_process():
+        from droppos.runs import write_metrics
         from droppos.utils.cost import backbone_cost
-        from droppos.utils.metrics import write_metrics
 
         summary = {k: round(float(metrics[k]), 4) for k in ("mIoU", "mAcc", "aAcc")}
         path = write_metrics(
@@ -159,10 +138,76 @@ def _run(args: argparse.Namespace) -> int:
             data_root=cfg.get("data_root") or "", cost=backbone_cost(model.backbone, cfg.get("crop_size") or 512,
                                                                      pooled=False),
             per_class=runner.last_per_class(), iterations=iterations, eval_only=bool(args.eval_only),
-            config=str(Path(cfg.filename).name), init=stored.get("source") or init.source,
-            load_report=stored.get("load_report") or report.to_dict())
+            world_size=info.world_size, config=str(Path(cfg.filename).name),
+            init=stored.get("source") or init.source, load_report=stored.get("load_report") or report.to_dict())
         runner.logger.info(f"mIoU {summary['mIoU']:.2f}  mAcc {summary['mAcc']:.2f}  aAcc {summary['aAcc']:.2f} -> {path}")
+    du.barrier(device)
     return 0
+
+
+def start_processes(launcher: str):
+    """The project's launch step for ``--launcher pytorch`` (under torchrun) and ``slurm`` (one srun task per
+    process): the process group on this process's device (:func:`droppos.utils.dist.init_distributed`),
+    before mmengine's Runner, which then uses it (its own launchers would bind a GPU unconditionally and read
+    ``scontrol``). ``none``: one process."""
+    from droppos.utils import dist as du
+
+    info = du.env_dist_info()
+    if launcher == "none":
+        if info.distributed:
+            raise SegmentError(f"this process is one of {info.world_size} ({info.launcher}); pass --launcher "
+                               f"{'slurm' if info.launcher == du.SLURM else 'pytorch'} to run them as one job")
+        return du.DistInfo()
+    want = du.SLURM if launcher == "slurm" else du.TORCHRUN
+    if info.launcher != want and not (launcher == "pytorch" and info.launcher == du.SINGLE):
+        how = ("srun (one task per process, srun starting python itself)" if want == du.SLURM else "torchrun")
+        raise SegmentError(f"--launcher {launcher}: this process was not started by {how}; start it so, or pass "
+                           f"--launcher {'pytorch' if info.launcher == du.TORCHRUN else 'none'}")
+    return du.init_distributed()
+
+
+def _prepare(args, cfg, work_dir: Path, info, prepared: dict) -> list[str]:
+    """Process 0's checks once the folder is claimed: the data, the checkpoint to resume, the initial weights.
+    Returns the lines to log; what it resolved stays in ``prepared`` (the other processes resolve their own)."""
+    from .data import check_data
+
+    changes = [] if args.skip_data_check else check_data(cfg, ("val",) if args.eval_only else ("train", "val"))
+    prepared["init"] = _resolve(args, cfg, work_dir, info.world_size)
+    return changes
+
+
+def _resolve(args, cfg, work_dir: Path, world_size: int | None = None):
+    """(init, lines from fitting the heads, the checkpoint to resume or evaluate, the run's init.json)."""
+    from droppos.backbones import init as binit
+    from droppos.backbones.options import backbone_options
+    from droppos.utils.checkpoint import safe_load
+
+    from .weights import fit_heads, generic_config, target
+
+    latest = _latest_checkpoint(work_dir) if args.resume else None
+    if args.resume and latest is None and args.eval_only:
+        raise SegmentError(f"{work_dir}: --resume --eval-only, but there is no checkpoint in it (last_checkpoint)")
+    if latest is not None:  # read it safely first: a truncated or hostile file is one line, before mmengine's load
+        safe_load(latest)
+    stored = binit.read(work_dir) if latest is not None else {}
+    started = stored.get("world_size")
+    if world_size is not None and latest is not None and started and started != world_size and not args.eval_only:
+        raise SegmentError(f"{work_dir}: the run started on {started} process(es), this resume has {world_size}: "
+                           f"resume with {started}, or start over in another --output")
+    lines: list[str] = []
+    if generic_config(cfg):  # timm: / plug-in backbones: built (with their weights) by the config's backbone
+        init, generic = _generic_init(args, cfg, stored)
+        lines = fit_heads(cfg, generic)
+    elif stored:  # the run's checkpoint replaces every weight; the record says where the run started from
+        init = binit.Init(str(latest), "scratch", stored.get("backbone", {}))
+    else:
+        init = binit.resolve(backbone_options(args), target(cfg))
+    if args.eval_only and latest is None and (init.kind != "native" or not any(
+            k.startswith("decode_head.") for k in init.state_dict)):
+        raise SegmentError(f"--eval-only needs trained decode heads: give --backbone a whole-segmentor checkpoint "
+                           f"(keys backbone.*, decode_head.*), or --resume with a run's --output; got {init.kind} "
+                           f"weights from {init.source}")
+    return init, lines, latest, stored
 
 
 def _generic_init(args, cfg, stored: dict):
