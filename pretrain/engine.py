@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader
 from droppos.errors import UserError
 from droppos.models.vit import build_vit
 from droppos.utils import dist as du
-from droppos.runs import open_run, write_metrics
+from droppos.runs import open_run, together, write_metrics
 from droppos.utils.checkpoint import atomic_save, safe_load, save_encoder
 from droppos.utils.config import write_config
 from droppos.utils.cost import backbone_cost
@@ -57,7 +57,27 @@ class PretrainRun:
         self.run_dir = Path(cfg.output)
         self.ckpt_path = self.run_dir / "checkpoint.pth"
         self._check_run_dir(resume, overwrite)
+        together(self.info, self.device, self._build)  # inputs checked on every process, one line if any fails
+        self.model = self.method
+        if self.info.distributed:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.model = torch.nn.parallel.DistributedDataParallel(self.method, device_ids=ids)
+        if cfg.compile:
+            self.model = torch.compile(self.model)
+        self.epoch, self.iter_in_epoch, self.step = 0, 0, 0
+        # what the current epoch has summed so far (kept in checkpoints: a resumed epoch's statistics
+        # and metrics.json cover the whole epoch, as the uninterrupted run's)
+        self.epoch_sums: dict[str, torch.Tensor] = {}
+        self.epoch_count, self.skipped, log_bytes = 0, self._zero_count(), None
+        if resume and self.ckpt_path.is_file():
+            log_bytes = together(self.info, self.device, self._load_checkpoint)
+        self.logger = RunLogger(self.run_dir, enabled=self.info.is_main, keep_bytes=log_bytes)
+        if self.info.is_main:  # --stop-after is this process's limit, not part of the run's config
+            write_config({k: v for k, v in dataclasses.asdict(cfg).items() if k != "stop_after"}, self.run_dir)
 
+    def _build(self) -> None:
+        """Data, sampler, schedule, model, optimiser (no collective: :func:`droppos.runs.together` runs it)."""
+        cfg = self.cfg
         torch.manual_seed(cfg.seed + self.info.rank)
         random.seed(cfg.seed + self.info.rank)
         np.random.seed(cfg.seed + self.info.rank)
@@ -89,22 +109,6 @@ class PretrainRun:
             betas=getattr(self.method, "betas", (0.9, 0.95)), fused=self.device.type == "cuda")
         self.amp_dtype = du.amp_dtype(cfg.precision, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
-        self.model = self.method
-        if self.info.distributed:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.model = torch.nn.parallel.DistributedDataParallel(self.method, device_ids=ids)
-        if cfg.compile:
-            self.model = torch.compile(self.model)
-        self.epoch, self.iter_in_epoch, self.step = 0, 0, 0
-        # what the current epoch has summed so far (kept in checkpoints: a resumed epoch's statistics
-        # and metrics.json cover the whole epoch, as the uninterrupted run's)
-        self.epoch_sums: dict[str, torch.Tensor] = {}
-        self.epoch_count, self.skipped, log_bytes = 0, self._zero_count(), None
-        if resume and self.ckpt_path.is_file():
-            log_bytes = self._load_checkpoint()
-        self.logger = RunLogger(self.run_dir, enabled=self.info.is_main, keep_bytes=log_bytes)
-        if self.info.is_main:  # --stop-after is this process's limit, not part of the run's config
-            write_config({k: v for k, v in dataclasses.asdict(cfg).items() if k != "stop_after"}, self.run_dir)
 
     # ------------------------------------------------------------------ run folder
     def _check_run_dir(self, resume: bool, overwrite: bool) -> None:

@@ -397,3 +397,152 @@ def test_a_generic_backbone_in_a_spec_is_planned_with_its_record(tmp_path):
     assert warnings == [] and records["convnext"]["id"] == "convnext" and records["convnext"]["arch"] == "test_convnext"
     run = next(r for r in build_plan(s, tmp_path / "out") if r.kind == "classify")
     assert run.args[run.args.index("--backbone") + 1] == "timm:test_convnext"
+
+
+# ------------------------------------------------------------------------------------ on a cluster
+def test_jobs_with_gpus_get_their_own_devices_and_matching_processes(monkeypatch):
+    """Defect 6: --jobs 2 --gpus-per-node 8 gave each job 4 GPUs and started torchrun --nproc-per-node 8."""
+    from droppos.bench.local import LocalExecutor
+    from droppos.errors import UserError
+
+    ex = LocalExecutor({}, jobs=2, launch=Launch(gpus=4))
+    monkeypatch.setattr(ex, "_gpu_count", lambda: 8)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert ex._env(0)["CUDA_VISIBLE_DEVICES"] == "0,1,2,3" and ex._env(1)["CUDA_VISIBLE_DEVICES"] == "4,5,6,7"
+    cmd = launch_command("pretrain", ["pretrain"], ex.launch, "py")
+    assert cmd[cmd.index("--nproc-per-node") + 1] == "4"
+    ex.check_devices()
+    monkeypatch.setattr(ex, "_gpu_count", lambda: 6)
+    with pytest.raises(UserError, match=r"--jobs 2 x --gpus-per-node 4 = 8 GPUs, but 6 are visible"):
+        ex.check_devices()
+    cpu = LocalExecutor({}, jobs=2, launch=Launch(gpus=2))
+    monkeypatch.setattr(cpu, "_gpu_count", lambda: 0)
+    cpu.check_devices()  # CPU processes need no GPU
+    assert "CUDA_VISIBLE_DEVICES" not in cpu._env(1) and cpu._env(1)["OMP_NUM_THREADS"] == str(
+        max(1, (__import__("os").cpu_count() or 1) // 4))
+
+
+def test_multi_node_jobs_take_their_port_from_the_job_id():
+    """Defect 8: every multi-node job used port 29500, so two jobs sharing a first node collided."""
+    from droppos.utils.dist import job_port
+
+    a, b = (launch_command("detect", ["detect", "x=1"], Launch(gpus=8, nodes=2, master_addr="n1",
+                                                               master_port=job_port(j)), "py") for j in ("101", "102"))
+    url_a, url_b = a[a.index("--dist-url") + 1], b[b.index("--dist-url") + 1]
+    assert url_a != url_b and url_a == f"tcp://n1:{job_port('101')}"
+
+
+def test_batches_that_do_not_divide_over_the_processes_are_refused_before_anything_starts(tmp_path, capsys):
+    """Defect 8: bench smoke --gpus-per-node 8 broke detectron2's batch divisibility, with no check before."""
+    pytest.importorskip("detectron2.config")
+    out = tmp_path / "o"
+    rc = main(["bench", "smoke", "--out", str(out), "--gpus-per-node", "8", "--only", "droppos/detection/*",
+               "scratch/detection/*"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 2
+    assert all("dataloader.train.total_batch_size=4 does not divide over 8 processes" in e for e in err)
+    assert err[0].startswith("droppos bench: error: droppos/detection/seed0:")
+    assert not (out / "plan.json").exists() and not (out / "droppos").exists()  # nothing started
+    assert main(["bench", "smoke", "--out", str(out), "--gpus-per-node", "2", "--only", "scratch/detection/*",
+                 "--dry-run"]) == 0
+
+
+SLOW = """\
+name: slow
+seeds: [0]
+data:
+  imagefolder: {{path: {data}, build: false}}
+backbones:
+  - name: dp
+    pretrain: {{method: mae, model: tiny, patch_size: 4, img_size: 16, epochs: 150, warmup_epochs: 0,
+               batch_size: 6, workers: 0, log_every: 1, decoder_dim: 32, decoder_heads: 2, decoder_depth: 1}}
+tasks:
+  - {{name: knn, kind: classify, protocol: knn, options: {{k: 3, batch_size: 16, workers: 0}}}}
+"""
+
+
+def _kill_tree(pid: int) -> None:
+    """SIGKILL a process and every process it started (a job lost with its node)."""
+    import os
+    import signal
+    from pathlib import Path
+
+    def children(p):
+        out = []
+        for task in Path(f"/proc/{p}/task").glob("*"):
+            try:
+                out += [int(c) for c in (task / "children").read_text().split()]
+            except OSError:
+                pass
+        return out
+
+    todo, seen = [pid], []
+    while todo:
+        p = todo.pop()
+        seen.append(p)
+        todo += children(p)
+    for p in seen:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_slurm_submission_is_idempotent(tiny, tmp_path, capsys, monkeypatch):
+    """Defect 7: running bench --slurm again submitted every queued run again. Through submitit's local
+    executor: a job still running is not submitted again, and a run that needs it waits for it; a job that
+    died is submitted again, and the bench says so; a finished run is skipped."""
+    import time
+
+    pytest.importorskip("submitit")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    spec = write_spec(tmp_path, SLOW.format(data=tiny.parent / "imgs"), "slow.yaml")
+    out = tmp_path / "out"
+    bench = ["bench", str(spec), "--out", str(out), "--slurm", "--slurm-cluster", "local", "--no-results"]
+    record = out / "dp" / "pretrain" / "run.json"
+
+    assert main([*bench, "--only", "dp/pretrain"]) == 0
+    first = json.loads(record.read_text())["job_id"]
+    capsys.readouterr()
+    assert main([*bench, "--only", "dp/pretrain"]) == 0
+    assert f"dp/pretrain: job {first} is RUNNING, not submitted again" in capsys.readouterr().out
+    assert json.loads(record.read_text())["job_id"] == first
+
+    _kill_tree(int(first))
+    for _ in range(100):
+        try:
+            import os
+
+            os.waitpid(int(first), os.WNOHANG)
+        except ChildProcessError:
+            pass
+        if _gone(int(first)):
+            break
+        time.sleep(0.1)
+    assert main([*bench, "--only", "dp/pretrain"]) == 0
+    said = capsys.readouterr().out
+    assert f"dp/pretrain: job {first} ended GONE without finishing the run: submitting it again" in said
+    second = json.loads(record.read_text())["job_id"]
+    assert second != first
+
+    assert main([*bench, "--wait"]) == 0  # knn needs the live pretraining job: it waits for it, then runs
+    said = capsys.readouterr().out
+    assert f"dp/pretrain: job {second} is RUNNING, not submitted again" in said
+    assert json.loads((out / "dp" / "knn" / "seed0" / "metrics.json").read_text())["status"] == "finished"
+    assert json.loads((out / "dp" / "pretrain" / "metrics.json").read_text())["status"] == "finished"
+    assert main(bench) == 0
+    said = capsys.readouterr().out
+    assert "dp/pretrain: done, not submitted" in said and "dp/knn/seed0: done, not submitted" in said
+
+
+def _gone(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().split(") ")[1][0] == "Z"

@@ -157,3 +157,24 @@ def open_run(folder: str | Path, kind: str, info, device, *, check: Callable[[],
     if error is not None:
         raise error
     return result
+
+
+def together(info, device, fn: Callable[[], Any]) -> Any:
+    """``fn()`` on every process (set-up work without collectives: reading files, checking inputs); when it
+    fails on any process, every process ends with the first failure's line (printed once per machine), so no
+    process is left waiting for the others at their next collective."""
+    from droppos.utils import dist as du
+
+    error, result = None, None
+    try:
+        result = fn()
+    except UserError as e:
+        error = e
+    if du.world_size() > 1:
+        messages = du.all_gather_object(str(error) if error is not None else None, device)
+        first = next((m for m in messages if m is not None), None)
+        if first is not None:
+            raise JoinError(first, quiet=not info.is_local_main)
+    if error is not None:
+        raise error
+    return result

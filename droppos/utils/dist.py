@@ -133,13 +133,16 @@ def init_distributed(device: str = "auto", backend: str | None = None) -> DistIn
 
     srun tasks get torchrun's variables first (:func:`slurm_rendezvous`), so every engine (mmengine's
     and detectron2's included) sees one kind of environment. The backend is NCCL on GPUs and gloo on
-    CPUs (``DROPPOS_DIST_BACKEND`` overrides it); a GPU process is bound to its device first.
+    CPUs (``DROPPOS_DIST_BACKEND`` overrides it); a GPU process is bound to its device first. A torchrun
+    worker dies with its agent (:func:`die_with_parent`).
     """
     info = env_dist_info()
     if not info.distributed or dist.is_initialized():
         return info
     if info.launcher == SLURM:
         os.environ.update(slurm_rendezvous())
+    elif info.launcher == TORCHRUN:
+        die_with_parent()
     dev = get_device(info, device)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
@@ -147,6 +150,22 @@ def init_distributed(device: str = "auto", backend: str | None = None) -> DistIn
     kwargs = {"device_id": dev} if backend == "nccl" else {}
     dist.init_process_group(backend=backend, timeout=timedelta(minutes=30), **kwargs)
     return info
+
+
+def die_with_parent() -> None:
+    """Ask Linux to end this process when the one that started it (torchrun's agent) dies: a killed agent
+    (``kill -9``, a lost node) must not leave its workers training on, and writing, without it."""
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    parent = os.getppid()
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def get_device(info: DistInfo, device: str = "auto") -> torch.device:

@@ -19,7 +19,7 @@ import torch
 
 from droppos.errors import UserError
 from droppos.utils import dist as du
-from droppos.runs import open_run, write_metrics
+from droppos.runs import open_run, together, write_metrics
 from droppos.utils.checkpoint import atomic_save, safe_load
 from droppos.utils.config import write_config
 from droppos.utils.logging import RunLogger
@@ -60,8 +60,6 @@ class Setup:
 
 def prepare(cfg: CommonConfig, protocol: str, resume: bool = False, overwrite: bool = False) -> Setup:
     """Check the run folder, start the processes, read the backbone, check the data, save the config."""
-    from droppos.tools.convert.arch import grid_of
-
     if not cfg.backbone:
         raise InputError("no --backbone given: pass a checkpoint (encoder.pth, an official release, timm weights) "
                          "or scratch:<size>_p<patch>_<img>")
@@ -72,6 +70,20 @@ def prepare(cfg: CommonConfig, protocol: str, resume: bool = False, overwrite: b
     torch.manual_seed(cfg.seed + info.rank)
     random.seed(cfg.seed + info.rank)
     np.random.seed(cfg.seed + info.rank)
+    # checked on every process; one line (once per machine) when any fails
+    s, log_bytes = together(info, device, lambda: _setup(cfg, protocol, info, device, run_dir, resume))
+    s.logger = RunLogger(run_dir, enabled=info.is_main, keep_bytes=log_bytes)
+    if info.is_main:
+        write_config(cfg, run_dir)
+        for note in s.backbone.notes:
+            print(f"backbone: {note}")
+    return s
+
+
+def _setup(cfg: CommonConfig, protocol: str, info: du.DistInfo, device: torch.device, run_dir: Path,
+           resume: bool) -> tuple[Setup, int | None]:
+    """The backbone, the data and, for ``resume``, the whole request checked against the checkpoint."""
+    from droppos.tools.convert.arch import grid_of
 
     try:
         bb = cfg.read()
@@ -93,12 +105,7 @@ def prepare(cfg: CommonConfig, protocol: str, resume: bool = False, overwrite: b
         _check_resumable(ck.get("meta", {}), s)
         check_world_size(ck, info.world_size, s.ckpt_path)
         log_bytes = ck.get("log_bytes")
-    s.logger = RunLogger(run_dir, enabled=info.is_main, keep_bytes=log_bytes)
-    if info.is_main:
-        write_config(cfg, run_dir)
-        for note in bb.notes:
-            print(f"backbone: {note}")
-    return s
+    return s, log_bytes
 
 
 def _open_run_dir(run_dir: Path, info: du.DistInfo, device: torch.device, resume: bool, overwrite: bool,
