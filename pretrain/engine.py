@@ -37,7 +37,7 @@ from droppos.utils.cost import backbone_cost
 from droppos.utils.logging import RunLogger, progress
 from droppos.utils.metrics import backbone_record
 from droppos.utils.optim import clip_gradients, cosine_lr, set_lr
-from droppos.utils.rng import check_world_size, gather_rng_states, restore_rng_state
+from droppos.utils.rng import check_world_size, gather_rng_states, restore_rng_state, saved_world_size
 
 from .build import build_method, decay_groups
 from .config import PretrainConfig
@@ -144,7 +144,7 @@ class PretrainRun:
 
     def _load_checkpoint(self) -> int | None:
         ck = safe_load(self.ckpt_path)
-        check_world_size(ck, self.info.world_size, self.ckpt_path)
+        elastic = check_world_size(ck, self.info.world_size, self.ckpt_path, self._why_not_elastic(ck))
         meta = ck.get("meta", {})
         if meta.get("method") != self.cfg.method or meta.get("arch") != self.encoder.arch_args():
             raise UserError(
@@ -155,6 +155,12 @@ class PretrainRun:
         self.scaler.load_state_dict(ck["scaler"])
         p = ck["progress"]
         self.epoch, self.iter_in_epoch, self.step = p["epoch"], p["iter_in_epoch"], p["step"]
+        if elastic:  # the same optimiser steps, counted in this layout's micro-batches
+            saved_accum = int(meta.get("config", {}).get("accum_iter", 1))
+            self.iter_in_epoch = self.iter_in_epoch // saved_accum * self.cfg.accum_iter
+            if self.info.is_main:
+                print(f"resuming a run of {saved_world_size(ck)} process(es) with {self.info.world_size}: exact (the "
+                      "same global batch and sample order, and every random draw is per sample)")
         self.epoch_sums = dict(p.get("epoch_sums") or {})
         self.epoch_count = p.get("epoch_count", 0)
         self.skipped = torch.as_tensor(p.get("skipped", 0), dtype=torch.long).to(self.device)
@@ -162,6 +168,24 @@ class PretrainRun:
         if self.info.is_main:
             print(f"resumed {self.ckpt_path} at epoch {self.epoch}, iteration {self.iter_in_epoch}, step {self.step}")
         return p.get("log_bytes")
+
+    def _why_not_elastic(self, ck: dict) -> str | None:
+        """None when this checkpoint continues exactly on this number of processes (see the module docstring), else
+        why not."""
+        saved = ck.get("meta", {}).get("config", {})
+        world = saved_world_size(ck)
+        batch, accum = int(saved.get("batch_size", 0)), int(saved.get("accum_iter", 1))
+        cfg = self.cfg
+        if cfg.drop_path > 0 or (cfg.method == "supervised" and (cfg.mixup > 0 or cfg.cutmix > 0)):
+            return "stochastic depth and mixup draw per process"
+        old, new = batch * accum * world, cfg.batch_size * cfg.accum_iter * self.info.world_size
+        if old != new:
+            return (f"its global batch would change ({batch} x {accum} x {world} = {old} -> {cfg.batch_size} x "
+                    f"{cfg.accum_iter} x {self.info.world_size} = {new}; keep batch x accum x processes equal)")
+        steps_then = iters_per_epoch(len(self.dataset), world, batch, accum) // accum
+        if steps_then != self.steps:
+            return f"its steps per epoch would change ({steps_then} -> {self.steps}: the last partial batch differs)"
+        return None
 
     # ------------------------------------------------------------------ training
     def _batches(self):

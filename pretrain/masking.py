@@ -50,7 +50,7 @@ def random_masking(n: int, length: int, n_keep: int, device: torch.device | str,
     ids_restore = torch.argsort(ids_shuffle, dim=1)
     ids_keep = ids_shuffle[:, :n_keep]
     mask = torch.ones(n, length, dtype=torch.bool, device=device)
-    mask.scatter_(1, ids_keep, False)
+    mask.scatter_(1, ids_keep, torch.zeros_like(ids_keep, dtype=torch.bool))  # (a tensor source: traceable)
     return ids_keep, ids_restore, mask
 
 

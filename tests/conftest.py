@@ -18,3 +18,14 @@ def _no_handlers_on_closed_streams():
             stream = getattr(h, "stream", None)
             if isinstance(h, logging.StreamHandler) and stream is not None and getattr(stream, "closed", False):
                 logger.removeHandler(h)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``rehearsal`` (minutes each, real-size models) run only when asked for by name
+    (``-m rehearsal``), as ``.ci/run`` does after the main suite when time allows."""
+    if "rehearsal" in (config.option.markexpr or ""):
+        return
+    keep = [it for it in items if it.get_closest_marker("rehearsal") is None]
+    if len(keep) != len(items):
+        config.hook.pytest_deselected(items=[it for it in items if it.get_closest_marker("rehearsal") is not None])
+        items[:] = keep

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import time
 
 import pytest
@@ -186,3 +187,33 @@ def test_helpers_wait_all_reports_a_hang(tmp_path):
     p = start([sys.executable, "-c", "import time; print('waiting', flush=True); time.sleep(60)"], env(), log)
     with pytest.raises(AssertionError, match="timed out after 2 s"):
         wait_all([p], [log], timeout=2)
+
+
+def test_a_resume_on_another_number_of_processes_is_exact_where_nothing_is_drawn_per_process(tmp_path):
+    """DropPos without drop path draws every mask and crop per sample: 2 processes of batch 2 killed and resumed
+    by 1 process of batch 4 (the same global batch, the same sample order) continue the same run."""
+    import subprocess
+
+    data = make_colour_imagefolder(tmp_path / "imgs", n_train=24, n_val=2, size=16, classes=2)
+    common = ["--data", str(data), "--epochs", "3", "--save-every-iters", "1", *PRETRAIN, *METHODS["droppos"]]
+    (full,) = run_two([torchrun(["pretrain", "--output", str(tmp_path / "full"), "--batch-size", "2", *common])],
+                      [env()], tmp_path, name="full")
+    assert full.returncode == 0, full.out[-3000:]
+    out = tmp_path / "killed"
+    _kill_after_checkpoint(torchrun(["pretrain", "--output", str(out), "--batch-size", "2", *common]), out, tmp_path,
+                           random.Random(7), "killed")
+    other = tmp_path / "other"
+    shutil.copytree(out, other)
+    res = subprocess.run([*CLI, "pretrain", "--resume", "--output", str(out), "--batch-size", "4", *common], env=env(),
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "resuming a run of 2 process(es) with 1: exact" in res.stdout
+    a = torch.load(tmp_path / "full" / "encoder.pth", weights_only=True)["state_dict"]
+    b = torch.load(out / "encoder.pth", weights_only=True)["state_dict"]
+    assert_close_states(a, b, atol=2e-5)
+    # with another global batch it would not be the same run: refused, naming both numbers and why
+    res = subprocess.run([*CLI, "pretrain", "--resume", "--output", str(other), "--batch-size", "2", *common], env=env(),
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2
+    assert "written by a run of 2 process(es), resumed with 1: its global batch would change (2 x 1 x 2 = 4 -> " \
+           "2 x 1 x 1 = 2" in res.stderr

@@ -8,6 +8,7 @@ Examples::
     droppos bench my_spec.yaml --out runs/mine --jobs 2
     droppos bench paper --slurm --partition gpu --gpus-per-node 8 --nodes 1 --timeout 4320
     droppos bench paper --recipe-card        # every setting beside the published recipe it follows
+    droppos bench paper --rehearse           # every run, a few iterations at full size, 2 CPU processes
 
 SPEC is a spec file or the name of a shipped one (``droppos/bench/specs``: ``smoke``, the
 default, ``paper`` and ``fair``); its format is documented in :mod:`droppos.bench.spec`. Runs go to
@@ -49,6 +50,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--recipe-card", action="store_true",
                         help="write OUT/recipe_card.md (+ .json): each run's settings beside the published recipe "
                              "it names, with sources; exit 1 when a field differs without a declared reason")
+    r = parser.add_argument_group("rehearsal (droppos.bench.rehearse): every run for a few iterations, here")
+    r.add_argument("--rehearse", action="store_true",
+                   help="run every planned run for a few iterations at its real size and input on synthetic data in "
+                        "the real layouts, through its launcher with --processes CPU processes: start, checkpoint, "
+                        "SIGKILL, resume, evaluate; write OUT/rehearsal.md (default OUT: runs/rehearse/<spec name>)")
+    r.add_argument("--processes", type=int, default=2, help="processes of each rehearsed run (default: %(default)s)")
+    r.add_argument("--rehearse-budget", type=float, default=20.0, metavar="GIB",
+                   help="memory of all processes of a run (default: %(default)s GiB; the machine's 24 less a margin)")
+    r.add_argument("--gpu", choices=("A100", "H100", "H200", "V100"), default="A100",
+                   help="the GPU the GPU-hour estimates are for (default: %(default)s)")
+    r.add_argument("--mfu", type=float, default=0.4,
+                   help="fraction of the GPU's bf16 peak assumed for the estimates (default: %(default)s)")
     g = parser.add_argument_group("SLURM (through submitit, pip install 'droppos-bench[cluster]')")
     g.add_argument("--slurm", action="store_true", help="submit every run as a SLURM job (datasets are built here first)")
     g.add_argument("--nodes", type=int, default=None, help="nodes per job (default: 1); torchrun spans them")
@@ -74,6 +87,10 @@ def _check_args(args) -> str | None:
             return f"{', '.join('--' + n.replace('_', '-') for n in given)} appl{'ies' if len(given) == 1 else 'y'} to --slurm only"
     elif args.jobs != 1:
         return "--jobs applies to local runs; with --slurm every run is its own job"
+    if args.rehearse and (args.slurm or args.dry_run or args.recipe_card):
+        return "--rehearse runs here: not with --slurm, --dry-run or --recipe-card"
+    if args.processes < 1 or args.rehearse_budget <= 0 or not 0 < args.mfu <= 1:
+        return "need --processes >= 1, --rehearse-budget > 0 and 0 < --mfu <= 1"
     if args.nodes is not None and args.nodes < 1:
         return f"--nodes must be >= 1, got {args.nodes}"
     return None
@@ -117,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
         spec = load_spec(resolve_spec_path(args.spec))
         from .plan import build_plan, select
 
-        out = args.out or Path("runs") / "bench" / spec.name
+        out = args.out or Path("runs") / ("rehearse" if args.rehearse else "bench") / spec.name
         runs = select(build_plan(spec, out), args.only)
     except SpecError as e:
         print(f"droppos bench: error: {e}", file=sys.stderr)
@@ -129,6 +146,12 @@ def run(args: argparse.Namespace) -> int:
 
     from .table import plan_table, write_plan_json
 
+    if args.rehearse:
+        from .rehearse import RehearsalOptions, rehearse
+
+        _lock(out)
+        return rehearse(spec, out, RehearsalOptions(processes=args.processes, budget_gib=args.rehearse_budget,
+                                                    gpu=args.gpu, mfu=args.mfu), only=args.only)
     if args.recipe_card:
         from .card import write_card
 

@@ -49,22 +49,34 @@ def gather_rng_states(device) -> list[dict]:
 
 def restore_rng_state(states: list[dict] | dict, rank: int) -> None:
     """Restore this process's own states from a checkpoint's ``rng`` (a list per process; older checkpoints
-    hold one dict, the only process's)."""
-    set_rng_state(states[rank] if isinstance(states, list) else states)
+    hold one dict, the only process's). A process the checkpoint did not have (a run resumed on more
+    processes, where nothing is drawn per process) takes process 0's."""
+    if isinstance(states, list):
+        set_rng_state(states[rank] if rank < len(states) else states[0])
+    else:
+        set_rng_state(states)
 
 
-def check_world_size(ck: dict, world_size: int, path) -> None:
-    """One line when a checkpoint was written by another number of processes than resume it: each process's
-    random streams (and, for the engines, its share of every batch) belong to its rank, so such a resume
-    would not continue the same run."""
+def saved_world_size(ck: dict) -> int:
+    rng = ck.get("rng")
+    return int(ck.get("world_size", len(rng) if isinstance(rng, list) else 1))
+
+
+def check_world_size(ck: dict, world_size: int, path, why_not_exact: str | None = "") -> bool:
+    """Whether a checkpoint resumes with another number of processes than wrote it (True), which is allowed only
+    where the continuation stays exact (``why_not_exact`` None: the same global batch and sample order, and no
+    draw made per process); otherwise one line naming both numbers and the reason."""
     from droppos.errors import UserError
 
-    rng = ck.get("rng")
-    saved = ck.get("world_size", len(rng) if isinstance(rng, list) else 1)
-    if saved != world_size:
-        raise UserError(f"{path}: written by a run of {saved} process(es), resumed with {world_size}: resume it with "
-                        f"{saved} (torchrun --nproc-per-node / --nnodes, or srun --ntasks {saved}), or start over with "
-                        "--overwrite")
+    saved = saved_world_size(ck)
+    if saved == world_size:
+        return False
+    if why_not_exact is not None:
+        reason = why_not_exact or "each process's random streams and share of every batch belong to its rank"
+        raise UserError(f"{path}: written by a run of {saved} process(es), resumed with {world_size}: {reason}; resume "
+                        f"it with {saved} (torchrun --nproc-per-node / --nnodes, or srun --ntasks {saved}), or start "
+                        "over with --overwrite")
+    return True
 
 
 # ---------------------------------------------------------------------------------------- per-sample streams

@@ -23,7 +23,7 @@ from droppos.runs import open_run, together, write_metrics
 from droppos.utils.checkpoint import atomic_save, safe_load
 from droppos.utils.config import write_config
 from droppos.utils.logging import RunLogger
-from droppos.utils.rng import check_world_size, gather_rng_states, restore_rng_state
+from droppos.utils.rng import check_world_size, gather_rng_states, restore_rng_state, saved_world_size
 
 from .config import CommonConfig
 from .data import check_imagefolder, dataset_name, resolve_data
@@ -103,7 +103,7 @@ def _setup(cfg: CommonConfig, protocol: str, info: du.DistInfo, device: torch.de
     if resume and s.ckpt_path.is_file():  # the whole --resume request is checked before anything is written
         ck = safe_load(s.ckpt_path)
         _check_resumable(ck.get("meta", {}), s)
-        check_world_size(ck, info.world_size, s.ckpt_path)
+        check_world_size(ck, info.world_size, s.ckpt_path, why_not_elastic(ck, s))
         log_bytes = ck.get("log_bytes")
     return s, log_bytes
 
@@ -131,8 +131,9 @@ def save_checkpoint(s: Setup, payload: dict) -> None:
     """Write ``checkpoint.pth`` with every process's RNG states (a collective: every process calls it)."""
     rng = gather_rng_states(s.device)
     if s.info.is_main:
-        atomic_save({"meta": run_meta(s), "rng": rng, "world_size": s.info.world_size, "log_bytes": s.logger.size,
-                     **payload}, s.ckpt_path)
+        atomic_save({"meta": run_meta(s), "rng": rng, "world_size": s.info.world_size,
+                     "global_batch": s.cfg.batch_size * s.info.world_size, "log_bytes": s.logger.size, **payload},
+                    s.ckpt_path)
 
 
 def load_checkpoint(s: Setup) -> dict | None:
@@ -142,9 +143,25 @@ def load_checkpoint(s: Setup) -> dict | None:
         return None
     ck = safe_load(s.ckpt_path)
     _check_resumable(ck.get("meta", {}), s)
-    check_world_size(ck, s.info.world_size, s.ckpt_path)
+    if check_world_size(ck, s.info.world_size, s.ckpt_path, why_not_elastic(ck, s)) and s.info.is_main:
+        print(f"resuming a run of {saved_world_size(ck)} process(es) with {s.info.world_size}: exact (the same "
+              "global batch and sample order, and every random draw is per sample)")
     restore_rng_state(ck["rng"], s.info.rank)
     return ck
+
+
+def why_not_elastic(ck: dict, s: Setup) -> str | None:
+    """None when a checkpoint written by another number of processes continues exactly here (checkpoints are at
+    epoch ends: the same global batch gives the same sample order), else why not."""
+    cfg = s.cfg
+    draws = [n for n in ("drop_path", "mixup", "cutmix") if getattr(cfg, n, 0) > 0]
+    if draws:
+        return f"{', '.join(draws)} draw per process (stochastic depth and mixup take one draw per batch)"
+    old, new = ck.get("global_batch"), cfg.batch_size * s.info.world_size
+    if old != new:
+        return (f"its global batch would change ({old} -> {cfg.batch_size} x {s.info.world_size} = {new}; keep "
+                "--batch-size x processes equal)")
+    return None
 
 
 def encoder_cost(s: Setup) -> dict:
