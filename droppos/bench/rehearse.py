@@ -23,7 +23,8 @@ line that says why; seconds per iteration here (from the engine's own log); the 
 of the largest process; and the estimated GPU-hours of the real run (:mod:`.estimate`: fvcore FLOPs
 of the whole model at the real input x the images of the real schedule, at ``--mfu`` of the named
 ``--gpu``'s bf16 peak). Identical commands (same options, same backbone file) are rehearsed once per
-output folder, so rehearsing ``paper`` then ``fair`` into one folder reuses what they share.
+output folder (the memory measurements too), so rehearsing ``paper`` then ``fair`` into one folder reuses what
+they share; a run both name alike with different commands is then refused in one line.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import statistics
 import sys
 import time
@@ -38,6 +40,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from droppos.errors import UserError
+from droppos.utils.files import atomic_write_json, atomic_write_text, read_json
 
 from .commands import Launch, launch_command
 from .guard import Guarded, run_guarded
@@ -244,7 +247,7 @@ class Row:
     peak_gib: float | None = None
     resume: str = ""
     images: str = ""
-    gflops: float | None = None
+    gmac: float | None = None  # per image, the whole model at the real input (fvcore counts multiply-adds)
     gpu_hours: float | None = None
     seconds: float = 0.0
     note: str = ""
@@ -262,11 +265,8 @@ def seconds_per_iteration(run: Run, processes: int) -> float | None:
                     batch = json.loads((folder / "config.json").read_text())["batch_size"]
                     images = batch * (processes if run.kind == "pretrain" else 1)
                     values.append(images / rec["img_per_s"])
-        elif run.kind == "detect":
-            for line in (folder / "events.json").read_text().splitlines():
-                rec = json.loads(line)
-                if "time" in rec:
-                    values.append(float(rec["time"]))
+        elif run.kind == "detect":  # detectron2 times no iteration before its 3rd: read its log's timestamps
+            values = _detectron2_iterations((folder / "log.txt").read_text())
         elif run.kind == "segment":
             for scalars in folder.glob("*/vis_data/scalars.json"):
                 for line in scalars.read_text().splitlines():
@@ -276,6 +276,26 @@ def seconds_per_iteration(run: Run, processes: int) -> float | None:
     except (OSError, ValueError, KeyError):
         return None
     return round(statistics.median(values), 2) if values else None
+
+
+_D2_LINE = re.compile(r"^\[(\d\d)/(\d\d) (\d\d):(\d\d):(\d\d)\] \S+ [A-Z]+: (.*)$")  # detectron2 log.txt
+
+
+def _detectron2_iterations(log: str) -> list[float]:
+    """Seconds of each training iteration of a run that checkpoints every iteration: from "Starting training" or
+    one iteration's checkpoint to the next one's, in detectron2's ``log.txt``."""
+    out, last = [], None
+    for line in log.splitlines():
+        m = _D2_LINE.match(line)
+        if m is None:
+            continue
+        t, text = (int(m[3]) * 60 + int(m[4])) * 60 + int(m[5]), m[6]  # seconds of the day: no iteration lasts a day
+        if text.startswith("Starting training from iteration"):
+            last = t
+        elif re.match(r"Saving checkpoint to .*model_\d+\.pth$", text) and last is not None:
+            out.append(float((t - last) % 86400))
+            last = t
+    return out
 
 
 def _error(run: Run, g: Guarded, log: Path, offset: int, opts: RehearsalOptions) -> str:
@@ -333,7 +353,7 @@ def _estimate(row: Row, run: Run, real: Run | None, spec: Spec, opts: RehearsalO
         key = (real.kind, _model_key(real))
         if key not in cache:
             cache[key] = _gflops(real, run)
-        row.gflops = None if cache[key] is None else round(cache[key], 1)
+        row.gmac = None if cache[key] is None else round(cache[key], 1)
     except Exception as e:  # noqa: BLE001 - an estimate that cannot be made says why, the run stands
         cache[key] = None
         row.note = (row.note + "; " if row.note else "") + f"no FLOP count ({type(e).__name__}: {str(e)[:120]})"
@@ -342,7 +362,7 @@ def _estimate(row: Row, run: Run, real: Run | None, spec: Spec, opts: RehearsalO
     images, how = est.schedule_images(real.kind, real.args[1] if real.kind in ("classify", "probe") else None,
                                       real.plan.get("schedule"), real.plan.get("dataset", ""), batch, options)
     row.images = how
-    hours = est.gpu_hours(row.gflops, images, opts.gpu, opts.mfu)
+    hours = est.gpu_hours(row.gmac, images, opts.gpu, opts.mfu)
     row.gpu_hours = None if hours is None else round(hours, 1)
 
 
@@ -424,16 +444,16 @@ def report_markdown(rows: list[Row], spec: Spec, opts: RehearsalOptions, notes: 
     ok = sum(r.result == "rehearsed" for r in rows)
     lines = [f"# Rehearsal of `{spec.name}` ({spec.file})", "",
              f"{ok} of {len(rows)} runs rehearsed with {opts.processes} CPU processes in {seconds / 60:.1f} min "
-             f"(memory budget {opts.budget_gib:g} GiB). GPU-hours: fvcore FLOPs of the whole model at the real input "
-             f"x the images of the real schedule, at {opts.mfu:.0%} of one {opts.gpu}'s dense bf16 peak "
+             f"(memory budget {opts.budget_gib:g} GiB). GPU-hours: 2 x fvcore's multiply-adds of the whole model at "
+             f"the real input x the images of the real schedule (x 3 where it trains), at {opts.mfu:.0%} of one {opts.gpu}'s dense bf16 peak "
              f"({__import__('droppos.bench.estimate', fromlist=['GPUS']).GPUS[opts.gpu] / 1e12:g} TFLOP/s).", "",
              "| run | result | input px | batch here / real | s / iter here | peak GiB / process | resume | "
-             "GFLOPs / image | real schedule (images) | est. GPU-h | note |",
+             "GMAC / image | real schedule (images) | est. GPU-h | note |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         result = r.result if not r.error else f"{r.result}: {r.error}"
         lines.append(f"| {r.run} | {result.replace('|', '/')} | {r.input} | {r.batch} | {f(r.s_per_iter)} | "
-                     f"{f(r.peak_gib)} | {r.resume} | {f(r.gflops, '{:.1f}')} | {r.images} | "
+                     f"{f(r.peak_gib)} | {r.resume} | {f(r.gmac, '{:.1f}')} | {r.images} | "
                      f"{f(r.gpu_hours, '{:,.1f}')} | {r.note} |")
     total = sum(r.gpu_hours or 0 for r in rows)
     lines += ["", f"Estimated total: {total:,.0f} {opts.gpu}-hours at {opts.mfu:.0%} MFU.", ""]
@@ -483,12 +503,12 @@ def rehearse(spec: Spec, out: Path, opts: RehearsalOptions, only: list[str] | No
         if run.kind in ("detect", "segment"):
             config = run.args[run.args.index("--config-file" if run.kind == "detect" else "--config") + 1]
             if config not in sizes:
-                echo(f"{prefix}: measuring memory at smaller inputs ...")
-                sizes[config] = plan_size(run, out, opts, env)
+                sizes[config] = _size_plan(run, config, out, opts, env, lambda: echo(
+                    f"{prefix}: measuring memory at smaller inputs ..."))
             size = sizes[config]
             run = _with_size(run, config, size.used)
-        if finished(run) and (run.folder / "rehearsal.json").is_file():
-            row = Row(**json.loads((run.folder / "rehearsal.json").read_text()))
+        row = _cached(run)
+        if row is not None:
             echo(f"{prefix}: rehearsed before ({row.result}), kept")
         else:
             echo(f"{prefix}: ...")
@@ -498,9 +518,7 @@ def rehearse(spec: Spec, out: Path, opts: RehearsalOptions, only: list[str] | No
             if size is not None and size.note:
                 row.note = size.note
             _estimate(row, run, real.get(run.id), spec, opts, flops)
-            from droppos.utils.files import atomic_write_json
-
-            atomic_write_json(run.folder / "rehearsal.json", asdict(row))
+            atomic_write_json(run.folder / "rehearsal.json", {"command": list(run.args), "row": asdict(row)})
         if row.result != "rehearsed":
             failed.add(run.id)
         rows.append(row)
@@ -509,8 +527,6 @@ def rehearse(spec: Spec, out: Path, opts: RehearsalOptions, only: list[str] | No
              f"peak {row.peak_gib} GiB/process)")
     seconds = time.monotonic() - t0
     md = report_markdown(rows, spec, opts, notes, seconds)
-    from droppos.utils.files import atomic_write_json, atomic_write_text
-
     atomic_write_text(out / "rehearsal.md", md)
     atomic_write_json(out / "rehearsal.json", {"spec": str(spec.file), "processes": opts.processes,
                                                 "budget_gib": opts.budget_gib, "gpu": opts.gpu, "mfu": opts.mfu,
@@ -518,6 +534,36 @@ def rehearse(spec: Spec, out: Path, opts: RehearsalOptions, only: list[str] | No
     echo(md)
     echo(f"report: {out / 'rehearsal.md'}")
     return 0 if all(r.result == "rehearsed" for r in rows) else 1
+
+
+def _cached(run: Run) -> Row | None:
+    """The row of an earlier rehearsal of this very command in this folder; one line when the folder holds a
+    rehearsal of another command (a spec that names the same run differently)."""
+    path = run.folder / "rehearsal.json"
+    if not path.is_file():
+        return None
+    saved = read_json(path)
+    if not isinstance(saved, dict) or "row" not in saved:
+        return None  # unreadable (a write cut short): rehearsed again
+    if saved.get("command") != list(run.args):
+        raise UserError(f"{run.folder} holds a rehearsal of another command for {run.id}; rehearse this spec into "
+                        "another --out (each spec has its own by default: runs/rehearse/<spec>)")
+    return Row(**saved["row"]) if finished(run) else None
+
+
+def _size_plan(run: Run, config: str, out: Path, opts: RehearsalOptions, env: dict, announce) -> SizePlan:
+    """The input size of ``config``'s check, measured once per output folder, processes and budget."""
+    path = out / "_probes" / f"{Path(config).stem}.json"
+    key = {"processes": opts.processes, "budget_gib": opts.budget_gib}
+    saved = read_json(path)
+    if isinstance(saved, dict) and saved.get("key") == key:
+        plan = SizePlan(**saved["plan"])
+        plan.measured = {int(k): v for k, v in plan.measured.items()}
+        return plan
+    announce()
+    plan = plan_size(run, out, opts, env)
+    atomic_write_json(path, {"key": key, "plan": asdict(plan)})
+    return plan
 
 
 def _with_size(run: Run, config: str, size: int) -> Run:
