@@ -252,3 +252,14 @@ def test_bench_paper_rehearses_the_droppos_vit_b_runs(tmp_path):
     assert rows["droppos/segmentation/seed0"]["input"] == "512"
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert res.returncode == 0 and res.stdout.count("rehearsed before") == 8, res.stdout[-3000:]
+
+
+def test_the_memory_probe_overrides_come_after_the_runs_own_options():
+    """mmengine's --cfg-options: the later of two equal keys wins; a probe of one iteration must not run two."""
+    from droppos.bench.rehearse import _append_cfg_options
+    from droppos.transfer.segmentation.config import parse_cfg_options
+
+    args = ["segment", "--cfg-options", "train_cfg.max_iters=2", "randomness.seed=0", "--resume"]
+    new = _append_cfg_options(args, ["train_cfg.max_iters=1"])
+    assert new[-1] == "--resume"
+    assert parse_cfg_options(new[new.index("--cfg-options") + 1:-1])["train_cfg.max_iters"] == 1

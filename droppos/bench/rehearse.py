@@ -223,9 +223,8 @@ def _probe(run: Run, folder: Path, size_opts: dict, opts: RehearsalOptions, env:
         args += overrides({**size_opts, "train.max_iter": 1, "train.checkpointer.period": 100,
                            "dataloader.train.total_batch_size": 1})
     else:
-        n = args.index("--cfg-options") + 1
-        args[n:n] = overrides({**size_opts, "train_cfg.max_iters": 1, "train_cfg.val_interval": 100,
-                               "default_hooks.checkpoint.interval": 100})
+        args = _append_cfg_options(args, overrides({**size_opts, "train_cfg.max_iters": 1, "train_cfg.val_interval": 100,
+                                                    "default_hooks.checkpoint.interval": 100}))
     import shutil
 
     shutil.rmtree(folder, ignore_errors=True)
@@ -566,6 +565,14 @@ def _size_plan(run: Run, config: str, out: Path, opts: RehearsalOptions, env: di
     return plan
 
 
+def _append_cfg_options(args: list[str], items: list[str]) -> list[str]:
+    """``items`` after the last of ``--cfg-options``'s values (mmengine: the later of two equal keys wins)."""
+    n = args.index("--cfg-options") + 1
+    while n < len(args) and not args[n].startswith("--"):
+        n += 1
+    return [*args[:n], *items, *args[n:]]
+
+
 def _with_size(run: Run, config: str, size: int) -> Run:
     from .commands import overrides
 
@@ -575,8 +582,7 @@ def _with_size(run: Run, config: str, size: int) -> Run:
     if run.kind == "detect":
         args += extra
     else:
-        n = args.index("--cfg-options") + 1
-        args[n:n] = extra
+        args = _append_cfg_options(args, extra)
     return Run(**{**run.__dict__, "args": args})
 
 
