@@ -98,7 +98,7 @@ def rehearsal_spec(spec: Spec, out: Path, opts: RehearsalOptions) -> tuple[Spec,
     """The spec as rehearsed: synthetic data, stand-in checkpoints, the tiny schedules. Returns it and notes."""
     from droppos.runs.tasks import task_kind
 
-    from .synthetic import write_checkpoint
+    from .synthetic import timm_name, write_checkpoint
 
     r = copy.deepcopy(spec)
     notes = []
@@ -114,9 +114,9 @@ def rehearsal_spec(spec: Spec, out: Path, opts: RehearsalOptions) -> tuple[Spec,
             continue
         stand_in = out / "checkpoints" / Path(src).name
         if not stand_in.exists():
-            model = write_checkpoint(stand_in, bb.fmt or "timm", bb.arch)
-            notes.append(f"{bb.name}: {src} is not here: random {model} weights in its '{bb.fmt}' layout, "
-                         f"{stand_in}")
+            write_checkpoint(stand_in, bb.fmt or "timm", bb.arch)
+        notes.append(f"{bb.name}: {src} is not here: random {timm_name(src, bb.arch)} weights in its "
+                     f"'{bb.fmt or 'timm'}' layout, {stand_in}")
         bb.checkpoint = str(stand_in)
     for t in r.tasks:
         for tv in (t, *t.variants.values()):
@@ -436,16 +436,20 @@ def _real_batch(run: Run, spec: Spec) -> str:
 
 
 # ---------------------------------------------------------------------------------------- the report
-def report_markdown(rows: list[Row], spec: Spec, opts: RehearsalOptions, notes: list[str], seconds: float) -> str:
+def report_markdown(rows: list[Row], spec: Spec, opts: RehearsalOptions, notes: list[str], seconds: float,
+                    left_out: list[str] = ()) -> str:
     def f(v, fmt="{:.2f}"):
         return "–" if v is None else fmt.format(v)
 
+    from .estimate import GPUS
+
     ok = sum(r.result == "rehearsed" for r in rows)
-    lines = [f"# Rehearsal of `{spec.name}` ({spec.file})", "",
-             f"{ok} of {len(rows)} runs rehearsed with {opts.processes} CPU processes in {seconds / 60:.1f} min "
-             f"(memory budget {opts.budget_gib:g} GiB). GPU-hours: 2 x fvcore's multiply-adds of the whole model at "
-             f"the real input x the images of the real schedule (x 3 where it trains), at {opts.mfu:.0%} of one {opts.gpu}'s dense bf16 peak "
-             f"({__import__('droppos.bench.estimate', fromlist=['GPUS']).GPUS[opts.gpu] / 1e12:g} TFLOP/s).", "",
+    lines = [f"# Rehearsal of `{spec.name}` ({Path(spec.file).name})", "",
+             f"{ok} of {len(rows)} runs rehearsed with {opts.processes} CPU processes: "
+             f"{sum(r.seconds for r in rows) / 60:.0f} min of runs (memory probes not counted; this invocation "
+             f"{seconds / 60:.1f} min), memory budget {opts.budget_gib:g} GiB. GPU-hours: 2 x fvcore's multiply-adds "
+             f"of the whole model at the real input x the images of the real schedule (x 3 where it trains), at "
+             f"{opts.mfu:.0%} of one {opts.gpu}'s dense bf16 peak ({GPUS[opts.gpu] / 1e12:g} TFLOP/s).", "",
              "| run | result | input px | batch here / real | s / iter here | peak GiB / process | resume | "
              "GMAC / image | real schedule (images) | est. GPU-h | note |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -456,6 +460,9 @@ def report_markdown(rows: list[Row], spec: Spec, opts: RehearsalOptions, notes: 
                      f"{f(r.gpu_hours, '{:,.1f}')} | {r.note} |")
     total = sum(r.gpu_hours or 0 for r in rows)
     lines += ["", f"Estimated total: {total:,.0f} {opts.gpu}-hours at {opts.mfu:.0%} MFU.", ""]
+    if left_out:
+        lines += [f"Not rehearsed in this report (left out by --only): {len(left_out)} runs of the plan, "
+                  f"{', '.join(left_out)}.", ""]
     if notes:
         lines += ["Stand-ins:", *[f"- {n}" for n in notes], ""]
     return "\n".join(lines)
@@ -474,7 +481,10 @@ def rehearse(spec: Spec, out: Path, opts: RehearsalOptions, only: list[str] | No
            "CUDA_VISIBLE_DEVICES": ""}
     r_spec, notes = rehearsal_spec(spec, out, opts)
     real = {r.id: r for r in build_plan(spec, Path("runs") / "bench" / spec.name)}
-    runs = select(build_plan(r_spec, out), only)
+    plan = build_plan(r_spec, out)
+    runs = select(plan, only)
+    chosen = {r.id for r in runs}
+    left_out = [r.id for r in plan if r.id not in chosen and r.kind != "data"]
     for n in notes:
         echo(f"stand-in: {n}")
     rows, sizes, flops = [], {}, {}
@@ -525,7 +535,7 @@ def rehearse(spec: Spec, out: Path, opts: RehearsalOptions, only: list[str] | No
              f" ({row.seconds:.0f} s, {f'{row.s_per_iter:.2f} s/iter, ' if row.s_per_iter else ''}"
              f"peak {row.peak_gib} GiB/process)")
     seconds = time.monotonic() - t0
-    md = report_markdown(rows, spec, opts, notes, seconds)
+    md = report_markdown(rows, spec, opts, notes, seconds, left_out)
     atomic_write_text(out / "rehearsal.md", md)
     atomic_write_json(out / "rehearsal.json", {"spec": str(spec.file), "processes": opts.processes,
                                                 "budget_gib": opts.budget_gib, "gpu": opts.gpu, "mfu": opts.mfu,
