@@ -25,7 +25,7 @@ import torch
 
 
 def build(kind: str):
-    from droppos.tools.convert.sources import load_backbone
+    from droppos.backbones.source import load_backbone
 
     from droppos.backbones.generic import load_generic
 

@@ -16,11 +16,9 @@ from torch.utils.data import Dataset, Sampler
 
 from droppos.errors import UserError
 
-from .datapath import DECODERS, sample_crop, sample_seed, seeded
+from .datapath import DECODERS, IMAGENET_MEAN, IMAGENET_STD, sample_crop, sample_seed, seeded
 from .masking import sample_noise
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 

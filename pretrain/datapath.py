@@ -33,6 +33,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from timm.data import IMAGENET_DEFAULT_MEAN as IMAGENET_MEAN
+from timm.data import IMAGENET_DEFAULT_STD as IMAGENET_STD
+
 from droppos.errors import UserError
 from droppos.utils.rng import sample_seed, seeded  # noqa: F401 - the seed rule, re-exported
 
@@ -63,8 +66,6 @@ def decode_torch(path: Path, img_size: int, crop) -> tuple[torch.Tensor, int]:
     """The official transform on a PIL image: float32, normalised, flipped here (nothing left for the device)."""
     from PIL import Image
     from torchvision.transforms import functional as F
-
-    from .data import IMAGENET_MEAN, IMAGENET_STD
 
     with Image.open(path) as im:
         img = im.convert("RGB")
@@ -171,8 +172,6 @@ DECODERS = {"torch": decode_torch, "fast": decode_fast}
 def _scale_shift(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """ImageNet normalisation of 0-255 values as one multiply-add, ``x * scale + shift`` (scale =
     1 / (255 std), shift = -mean / std), made once per device (not a host-to-device copy per batch)."""
-    from .data import IMAGENET_MEAN, IMAGENET_STD
-
     mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float64).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, dtype=torch.float64).view(1, 3, 1, 1)
     return (1.0 / (255.0 * std)).float().to(device), (-mean / std).float().to(device)
@@ -265,7 +264,6 @@ class DaliBatches:
                 yield datas, anchors, shapes, flips
 
         gpu = self.device.type == "cuda"
-        from .data import IMAGENET_MEAN, IMAGENET_STD
 
         @self.pipeline_def(batch_size=self.batch_size, num_threads=self.threads,
                            device_id=(self.device.index or 0) if gpu else None, seed=self.seed,

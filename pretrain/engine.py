@@ -306,7 +306,7 @@ class PretrainRun:
     def _finish(self, last_epoch: dict) -> dict:
         if self.info.is_main:
             save_encoder(self.run_dir / "encoder.pth", self.encoder.state_dict(), self.meta())
-            from droppos.tools.convert.sources import default_name
+            from droppos.backbones.source import default_name
 
             encoder_file = str(self.run_dir / "encoder.pth")  # named as every transfer run of it names it
             bb = backbone_record(self.cfg.method, self.encoder.arch_args(), self.cfg.epochs, source=encoder_file,

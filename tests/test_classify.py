@@ -37,7 +37,7 @@ def classify(protocol, encoder_file, data, out, *extra):
 
 @pytest.mark.slow
 def test_finetune_end_to_end(tmp_path, data, encoder_file):
-    from droppos.tools.convert.sources import default_name
+    from droppos.backbones.source import default_name
     from droppos.transfer.classification.classifier import load_classifier
 
     from droppos.runs.records import read_metrics
@@ -149,7 +149,7 @@ def test_knn_classify_on_known_neighbours():
 
 
 def test_extract_features_order_and_pools(data, encoder_file):
-    from droppos.tools.convert.sources import load_backbone
+    from droppos.backbones.source import load_backbone
     from droppos.transfer.classification.data import build_transform, check_imagefolder, image_folder
     from droppos.transfer.classification.features import extract_features
     from torch.utils.data import DataLoader
@@ -169,7 +169,7 @@ def test_extract_features_order_and_pools(data, encoder_file):
 
 
 def test_classifier_holds_the_backbone_weights(encoder_file):
-    from droppos.tools.convert.sources import load_backbone
+    from droppos.backbones.source import load_backbone
     from droppos.transfer.classification.finetune import build_classifier
 
     bb = load_backbone(encoder_file)
@@ -245,7 +245,7 @@ def test_resume_with_another_backbone_of_the_same_shape_is_refused(tmp_path, dat
 
 def _extract_worker(rank, world, port, data, encoder_file, out):
     import torch.distributed as dist
-    from droppos.tools.convert.sources import load_backbone
+    from droppos.backbones.source import load_backbone
     from droppos.transfer.classification.data import build_transform, check_imagefolder, eval_loader, image_folder
     from droppos.transfer.classification.features import extract_features
 
@@ -265,7 +265,7 @@ def test_extract_features_gathers_shards_in_dataset_order(tmp_path, data, encode
     import socket
 
     import torch.multiprocessing as mp
-    from droppos.tools.convert.sources import load_backbone
+    from droppos.backbones.source import load_backbone
     from droppos.transfer.classification.data import build_transform, check_imagefolder, image_folder
     from droppos.transfer.classification.features import extract_features
     from torch.utils.data import DataLoader

@@ -7,7 +7,8 @@ import json
 import pytest
 import torch
 from convert_helpers import tiny_encoder, write_droppos_official
-from droppos.tools.convert import ConversionError, convert_backbone, load_backbone
+from droppos.backbones.convert import ConversionError, convert_backbone
+from droppos.backbones.source import load_backbone
 
 from droppos.cli import main
 

@@ -15,8 +15,8 @@ import torch
 import torch.nn as nn
 from convert_helpers import HEADS, tiny_encoder, vitdet_reference, write_droppos_official
 
-from droppos.tools.convert import convert
-from droppos.tools.convert.targets import detectron2_kwargs
+from droppos.backbones.convert import convert
+from droppos.backbones.targets import detectron2_kwargs
 
 pytest.importorskip("detectron2.modeling.backbone.vit", reason="detectron2 is not installed")
 pytestmark = pytest.mark.detectron2

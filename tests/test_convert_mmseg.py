@@ -12,8 +12,8 @@ import pytest
 import torch
 from convert_helpers import HEADS, mmseg_reference, tiny_encoder, write_droppos_official, write_mae_official
 
-from droppos.tools.convert import convert
-from droppos.tools.convert.targets import mmseg_kwargs
+from droppos.backbones.convert import convert
+from droppos.backbones.targets import mmseg_kwargs
 
 pytest.importorskip("mmseg", reason="mmsegmentation is not installed")
 pytestmark = pytest.mark.mmseg

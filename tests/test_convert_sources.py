@@ -1,4 +1,4 @@
-"""Reading every source format (tools/convert/sources.py), its traps, and bad inputs."""
+"""Reading every source format (droppos/backbones/source.py and readers/), its traps, and bad inputs."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from convert_helpers import (
     write_mae_official,
 )
 from droppos.pretrain.droppos import DropPos
-from droppos.tools.convert.sources import detect_format, load_backbone
+from droppos.backbones.readers import detect_layout as detect_format
+from droppos.backbones.source import load_backbone
 
 from droppos.models.pos_embed import sincos_2d
 from droppos.utils.checkpoint import save_encoder
@@ -203,7 +204,7 @@ def test_bad_files_get_one_line_errors(tmp_path):
     torch.save([1, 2, 3], tmp_path / "list.pth")
     torch.save({"epoch": 3, "note": "hi"}, tmp_path / "dict.pth")
     (tmp_path / "bad.safetensors").write_bytes(b"garbage")
-    cases = {"text.pth": "not a readable PyTorch checkpoint", "cnn.pth": "no ViT encoder left after the timm layout",
+    cases = {"text.pth": "not a readable PyTorch checkpoint", "cnn.pth": "a ResNet (key layer1.0.conv1.weight), not a ViT; read it as a generic backbone through timm: --backbone timm:resnet50:",
              "truncated.pth": "not a readable PyTorch checkpoint", "list.pth": "holds a list, not a checkpoint",
              "dict.pth": "no ViT encoder in this file (top-level keys: epoch, note)", "bad.safetensors": "not a readable safetensors",
              "absent.pth": "no such checkpoint file"}
@@ -246,3 +247,23 @@ def test_backbone_encoder_resamples(tmp_path):
     with pytest.raises(ValueError, match="not divisible by the patch size 4"):
         bb.encoder(img_size=30)
     assert PATCH == 4
+
+
+@pytest.mark.parametrize("model, family, timm_source", [
+    ("swin_tiny_patch4_window7_224", "a Swin Transformer", "timm:swin_base_patch4_window7_224:"),
+    ("convnext_atto", "a ConvNeXt", "timm:convnext_base:"),
+    ("resnet18", "a ResNet", "timm:resnet50:"),
+])
+@pytest.mark.parametrize("wrap", ["flat", "model", "state_dict"])
+def test_non_vit_files_name_their_family_and_the_generic_source(tmp_path, model, family, timm_source, wrap):
+    """A Swin, ConvNeXt or ResNet file in timm's names (bare, or as DeiT / iBOT wrap it) is named as such, with
+    the generic source that reads it; a Swin is not "BEiT relative position bias"."""
+    import timm
+
+    sd = timm.create_model(model, pretrained=False).state_dict()
+    path = tmp_path / f"{model}.pth"
+    torch.save(sd if wrap == "flat" else {wrap: sd}, path)
+    with pytest.raises(ValueError) as info:
+        load_backbone(path)
+    text = str(info.value)
+    assert f"{family} (key " in text and f"{timm_source}{path}" in text and "BEiT" not in text, text

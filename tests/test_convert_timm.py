@@ -6,8 +6,9 @@ import pytest
 import torch
 from convert_helpers import HEADS, tiny_encoder, write_droppos_official, write_mae_official
 
-from droppos.tools.convert import convert, convert_backbone, load_backbone
-from droppos.tools.convert.targets import timm_kwargs
+from droppos.backbones.convert import convert, convert_backbone
+from droppos.backbones.source import load_backbone
+from droppos.backbones.targets import timm_kwargs
 
 
 def timm_vit(arch: dict, sd: dict):

@@ -80,7 +80,7 @@ def test_converted_weights_land_in_the_model(encoder, tmp_path):
 
 
 def test_a_ready_detectron2_file_is_used_as_is(encoder, tmp_path):
-    from droppos.tools.convert.main import convert
+    from droppos.backbones.convert import convert
 
     path, enc = encoder
     convert(path, "detectron2", tmp_path / "d2.pth", img_size=128)
@@ -135,7 +135,7 @@ def test_following_the_patch_size_advice_loads(tmp_path):
     ({"depth": 1}, r"backbone weights are not in the file: backbone.net.blocks.1"),
 ])
 def test_a_detectron2_file_of_the_wrong_size_is_an_error(tmp_path, change, message):
-    from droppos.tools.convert.main import convert
+    from droppos.backbones.convert import convert
     from droppos.transfer.detection.init import InitError
 
     write_encoder(tmp_path / "enc.pth", **change)
@@ -145,7 +145,7 @@ def test_a_detectron2_file_of_the_wrong_size_is_an_error(tmp_path, change, messa
 
 
 def test_unexpected_and_missing_backbone_keys_are_errors(encoder, tmp_path):
-    from droppos.tools.convert.main import convert
+    from droppos.backbones.convert import convert
     from droppos.transfer.detection.init import InitError
 
     from droppos.utils.checkpoint import safe_load

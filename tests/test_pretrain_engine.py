@@ -185,7 +185,7 @@ def test_supervised_pretraining_learns_keeps_its_head_aside_and_names_itself(tmp
     """The DeiT recipe on labelled images: the encoder file holds the encoder only, method 'supervised'."""
     from imagefolders import make_colour_imagefolder
 
-    from droppos.tools.convert.sources import load_backbone
+    from droppos.backbones.source import load_backbone
 
     data = make_colour_imagefolder(tmp_path / "imgs", n_train=16, n_val=2)
     out = tmp_path / "sup"

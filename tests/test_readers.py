@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 import torch
 from convert_helpers import mmseg_reference, vitdet_reference
-from droppos.tools.convert.main import ConversionError, convert_backbone
-from droppos.tools.convert.sources import load_backbone
+from droppos.backbones.convert import ConversionError, convert_backbone
+from droppos.backbones.source import load_backbone
 from layout_files import (
     IMG,
     timm_vit,
@@ -232,7 +232,7 @@ def test_read_layouts_give_equal_features_in_detectron2_and_mmseg(tmp_path, writ
     pytest.importorskip("detectron2.modeling.backbone.vit")
     pytest.importorskip("mmseg")
     from detectron2.modeling.backbone.vit import ViT
-    from droppos.tools.convert.targets import detectron2_kwargs, mmseg_kwargs
+    from droppos.backbones.targets import detectron2_kwargs, mmseg_kwargs
     from droppos.transfer.segmentation.mmcv_ops import ensure_mmcv_ops
 
     path = tmp_path / ("src.safetensors" if writer in (write_hf, write_dinov2_timm) else "src.pth")

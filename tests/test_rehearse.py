@@ -90,7 +90,7 @@ def test_stand_ins_are_read_by_the_readers_as_the_timm_model_they_were_made_of(t
     import timm
 
     from droppos.bench.synthetic import write_checkpoint
-    from tools.convert.sources import load_backbone
+    from droppos.backbones.source import load_backbone
 
     path = tmp_path / file
     assert write_checkpoint(path, fmt, seed=3) == "vit_tiny_patch16_224"

@@ -208,7 +208,7 @@ def test_cost_columns_per_backbone():
 
 def test_vit_b_gflops_match_the_published_count():
     """fvcore on this project's ViT-B/16 at 224 px: 17.6 GFLOPs in the DeiT / ViTDet tables' convention."""
-    from droppos.tools.convert.sources import load_backbone
+    from droppos.backbones.source import load_backbone
 
     from droppos.utils.cost import backbone_cost
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 pytest.importorskip("mmseg")
-pytest.importorskip("droppos.tools.convert.targets")
+pytest.importorskip("droppos.backbones.targets")
 
 from segmentation_helpers import DEPTH, HEADS, WIDTH, build_tiny_dataset, tiny_run_options  # noqa: E402
 

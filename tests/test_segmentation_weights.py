@@ -67,7 +67,7 @@ def test_mmseg_backbone_file_lands_whatever_its_prefix(tmp_path, model_and_cfg, 
 
 def test_converted_pretraining_encoder_lands_in_the_model(tmp_path, model_and_cfg):
     """A droppos encoder.pth (another grid: 64 px) converted on the fly for the 128 px config."""
-    pytest.importorskip("droppos.tools.convert.targets")
+    pytest.importorskip("droppos.backbones.targets")
     from droppos.models.pos_embed import resample_pos_embed
     from droppos.models.vit import VisionTransformer
     from droppos.utils.checkpoint import save_encoder
@@ -169,7 +169,7 @@ def test_not_a_checkpoint_and_scratch(tmp_path):
 
 
 def test_converted_source_of_another_architecture_names_the_fix(tmp_path, model_and_cfg):
-    pytest.importorskip("droppos.tools.convert.targets")
+    pytest.importorskip("droppos.backbones.targets")
     from droppos.transfer.segmentation.config import load_config
     from segmentation_helpers import TINY_MODEL
 

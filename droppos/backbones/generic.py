@@ -30,6 +30,10 @@ from pathlib import Path
 import torch
 
 from droppos.errors import UserError
+from droppos.utils.checkpoint import safe_load
+from droppos.utils.metrics import backbone_record
+
+from .source import default_name, file_hash
 
 ENTRY_POINT_GROUP = "droppos.backbones"
 _REGISTRY: dict[str, Callable[..., torch.nn.Module]] = {}
@@ -131,9 +135,6 @@ def _timm_builder(model_name: str) -> Callable[..., torch.nn.Module]:
 def load_generic(src: str, trust_pickle: bool = False, allow_nonfinite: bool = False, name: str | None = None,
                  method: str | None = None, epochs: int | None = None) -> GenericBackbone:
     """Read ``timm:<model>[:<weights>]`` or ``<plugin>:<weights>`` (see the module docstring)."""
-    from droppos.tools.convert.sources import default_name, file_hash
-    from droppos.utils.metrics import backbone_record
-
     kind, rest = src.split(":", 1)
     if kind == "timm":
         model_name, _, weights = rest.partition(":")
@@ -185,8 +186,6 @@ def _input_size(model) -> tuple[int, int]:
 
 
 def _read_weights(path: Path, trust_pickle: bool) -> dict[str, torch.Tensor]:
-    from droppos.utils.checkpoint import safe_load
-
     if not path.is_file():
         raise UserError(f"{path}: no such weights file")
     if path.suffix == ".safetensors":

@@ -11,7 +11,7 @@ recipe initialises itself, and how to recognise a file already in the engine's n
 * ``scratch``: nothing is loaded, the engine's own random initialisation;
 * a file in the engine's own names (``{"model": {"backbone.net.*": ...}}`` of detectron2, an mmseg
   segmentor or ``MAE``-backbone state dict): used as is (whole model or backbone only);
-* anything the readers read (:mod:`droppos.tools.convert.layouts`), or ``scratch:<spec>``: checked
+* anything the readers read (:mod:`droppos.backbones.readers`), or ``scratch:<spec>``: checked
   against the config's architecture (a mismatch is one line with the overrides that fit), then
   converted (position embedding resampled to the config's size).
 
@@ -35,8 +35,14 @@ from pathlib import Path
 import torch
 
 from droppos.errors import UserError
+from droppos.runs import InitRecord
+from droppos.utils.checkpoint import atomic_save, safe_load
+from droppos.utils.metrics import backbone_record
 
+from .convert import ConversionError, convert_backbone
+from .generic import is_generic
 from .options import BackboneOptions
+from .source import file_hash
 
 INIT_JSON = "init.json"
 ARCH_FIELDS = ("embed_dim", "depth", "num_heads", "patch_size", "mlp_ratio")
@@ -123,8 +129,6 @@ def _keys(keys: list[str], n: int = 4) -> str:
 # ---------------------------------------------------------------------------------------- resolve
 def resolve(opts: BackboneOptions, target: EngineTarget) -> Init:
     """``--backbone`` (and its flags) as an :class:`Init` for ``target`` (see the module docstring)."""
-    from droppos.utils.metrics import backbone_record
-
     src = opts.backbone
     if not src:
         raise InitError("no --backbone given: a checkpoint in any layout the readers know, 'scratch' (the engine's "
@@ -132,8 +136,6 @@ def resolve(opts: BackboneOptions, target: EngineTarget) -> Init:
     if src == "scratch":
         record = backbone_record("scratch", target.arch, 0, f"scratch ({target.name} init)", id=opts.name or "scratch")
         return Init(src, "scratch", record)
-    from .generic import is_generic
-
     if is_generic(src):
         raise InitError(f"{src}: generic backbones ({src.split(':')[0]}:) do not run in {target.name} yet (the issue "
                         "'Any architecture as a backbone'); use a ViT checkpoint, or convert the model to one")
@@ -142,8 +144,6 @@ def resolve(opts: BackboneOptions, target: EngineTarget) -> Init:
         return native
     bb = opts.read()
     check_arch(bb.arch, target, src)
-    from droppos.tools.convert.main import ConversionError, convert_backbone
-
     try:
         sd, report = convert_backbone(bb, target.name, img_size=target.arch["img_size"], **target.convert_kwargs)
     except ConversionError as e:
@@ -154,10 +154,6 @@ def resolve(opts: BackboneOptions, target: EngineTarget) -> Init:
 
 def _native(src: str, opts: BackboneOptions, target: EngineTarget) -> Init | None:
     """A file already in the engine's names, or None (``--from`` other than the engine's: never native)."""
-    from droppos.tools.convert.sources import file_hash
-    from droppos.utils.checkpoint import safe_load
-    from droppos.utils.metrics import backbone_record
-
     path = Path(src)
     forced = opts.source_format == target.name
     if (opts.source_format is not None and not forced) or src.startswith("scratch:") or path.suffix in (".safetensors",
@@ -294,9 +290,6 @@ def save(run_dir: str | Path, init: Init, report: LoadReport | None = None, worl
     the engine loads ("" for scratch), the converter's key report, the load report and the number of
     processes the run starts with. Returns the weights file (None unless converted).
     """
-    from droppos.runs import InitRecord
-    from droppos.utils.checkpoint import atomic_save
-
     run_dir = Path(run_dir)
     path = None
     if init.state_dict is not None and init.kind == "converted":
@@ -310,8 +303,6 @@ def save(run_dir: str | Path, init: Init, report: LoadReport | None = None, worl
 
 def record_load(run_dir: str | Path, report: LoadReport) -> None:
     """Add the load report to ``run_dir/init.json`` (written by :func:`save`)."""
-    from droppos.runs import InitRecord
-
     record = InitRecord.read(run_dir)
     if record is not None:
         record.load_report = report.to_dict()
@@ -320,7 +311,5 @@ def record_load(run_dir: str | Path, report: LoadReport) -> None:
 
 def read(run_dir: str | Path) -> dict:
     """A run folder's ``init.json`` as a dict ({} when absent or unreadable)."""
-    from droppos.runs import InitRecord
-
     record = InitRecord.read(run_dir)
     return record.to_dict() if record is not None else {}

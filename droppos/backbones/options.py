@@ -4,7 +4,7 @@
 inherit it into their configs, ``detect``, ``segment`` and ``convert`` add its flags with
 :func:`add_backbone_arguments`. The flags::
 
-    --backbone SRC          a file any reader reads (see droppos.tools.convert.layouts), or
+    --backbone SRC          a file any reader reads (see droppos.backbones.readers), or
                             scratch:<size>_p<patch>_<img>[_s<seed>]  (detect/segment: also 'scratch',
                             the engine's own random init, or a file in the engine's own names)
     --from FMT              force the layout instead of recognising it
@@ -53,11 +53,11 @@ class BackboneOptions:
                                       metavar="N", ge=0)
 
     def read(self, **overrides):
-        """The backbone these options name: a :class:`~droppos.tools.convert.sources.Backbone` (a ViT in
+        """The backbone these options name: a :class:`~droppos.backbones.source.Backbone` (a ViT in
         any release layout), or a :class:`~droppos.backbones.generic.GenericBackbone` for
         ``timm:<model>[:<weights>]`` and registered plug-ins."""
         from droppos.backbones.generic import is_generic, load_generic
-        from droppos.tools.convert.sources import load_backbone
+        from droppos.backbones.source import load_backbone
 
         if is_generic(self.backbone):
             for flag, value in (("--from", self.source_format), ("--arch", self.arch), ("--part", self.part)):

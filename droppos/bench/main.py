@@ -106,11 +106,19 @@ def _lock(out: Path) -> None:
 
 
 def _aggregate(out: Path, reference: list[str]) -> int:
-    from droppos.cli import main as cli
+    """``droppos results OUT --out OUT/results``, in this process; its user error is its one line and exit code."""
+    from droppos.errors import UserError, print_user_error
+    from droppos.results import main as results
 
-    args = ["results", str(out), "--out", str(out / "results")] + (["--reference", *reference] if reference else [])
-    print(f"\n$ droppos {' '.join(args)}", flush=True)
-    rc = cli(args)
+    args = [str(out), "--out", str(out / "results")] + (["--reference", *reference] if reference else [])
+    print(f"\n$ droppos results {' '.join(args)}", flush=True)
+    parser = argparse.ArgumentParser(prog="droppos results")
+    results.add_arguments(parser)
+    try:
+        rc = int(results.run(parser.parse_args(args)) or 0)
+    except UserError as e:
+        print_user_error("results", e)
+        rc = e.exit_code
     md, png = out / "results" / "results.md", out / "results" / "results.png"
     if md.is_file():
         print(f"table:  {md}")

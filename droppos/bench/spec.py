@@ -322,7 +322,7 @@ def _load_backbone(c: _Checker, raw, i: int, data: dict[str, DataSpec]) -> Backb
         return BackboneSpec(name=name, pretrain=pt, recipe=recipe, deviations=deviations)
     fmt = raw.get("from")
     if fmt is not None:
-        from droppos.tools.convert.sources import FORMATS  # imports torch: only when needed
+        from droppos.backbones.source import FORMATS  # imports torch: only when needed
 
         if fmt not in FORMATS:
             c.fail(f"{key}.from", f"{fmt!r} is not a converter format; choose one of {list(FORMATS)}")

@@ -42,7 +42,7 @@ class Setup:
     device: torch.device
     amp: torch.dtype | None
     run_dir: Path
-    backbone: object  # droppos.tools.convert.sources.Backbone
+    backbone: object  # droppos.backbones.source.Backbone
     img_size: int
     data_root: Path
     classes: list[str]
@@ -83,7 +83,7 @@ def prepare(cfg: CommonConfig, protocol: str, resume: bool = False, overwrite: b
 def _setup(cfg: CommonConfig, protocol: str, info: du.DistInfo, device: torch.device, run_dir: Path,
            resume: bool) -> tuple[Setup, int | None]:
     """The backbone, the data and, for ``resume``, the whole request checked against the checkpoint."""
-    from droppos.tools.convert.arch import grid_of
+    from droppos.backbones.arch import grid_of
 
     try:
         bb = cfg.read()

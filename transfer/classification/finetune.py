@@ -39,7 +39,7 @@ def build_classifier(bb, img_size: int, num_classes: int, global_pool: str = "av
             raise InputError(f"{where}--head-init source: a generic backbone keeps no classifier head")
         return bb.model(img_size, num_classes, drop_path_rate=drop_path)
 
-    from droppos.tools.convert.arch import grid_of
+    from droppos.backbones.arch import grid_of
 
     from droppos.models.vit import VisionTransformer
 

@@ -29,6 +29,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from droppos.errors import UserError
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -66,102 +68,9 @@ def check_launch(args) -> None:
         raise InitError("several machines need --dist-url tcp://HOST:PORT of machine 0")
 
 
-def prepare(args) -> tuple[dict, list[str]]:
-    """The main process's work once the folder is claimed: config, data checks, initial weights.
-
-    Returns what the run starts from, in ``init.json``'s shape (:class:`droppos.runs.InitRecord`:
-    ``source``, ``kind``, ``backbone``, ``checkpoint``), and the config overrides every process adds
-    (a generic backbone's source).
-    """
-    from droppos.backbones import init as binit
-    from droppos.backbones.options import backbone_options
-    from droppos.utils.metrics import backbone_record
-
-    from .config import load_config
-    from .datasets import check_datasets
-    from droppos.backbones.generic import is_generic
-
-    from .init import InitError, generic_net, target
-
-    cfg = load_config(args)
-    for line in check_datasets(cfg.datasets.prefix, cfg.datasets.root, cfg.model.roi_heads.num_classes):
-        print(line)
-    state = binit.read(args.output)
-    _check_world(args, state)
-    opts = backbone_options(args)
-    net_key = generic_net(cfg)
-    if net_key is not None or is_generic(opts.backbone or ""):
-        return _prepare_generic(args, opts, cfg, net_key, state)
-    tgt = target(cfg)
-    if args.eval_only:
-        if not opts.backbone:  # the run's own last checkpoint
-            record = state.get("backbone") or backbone_record("unknown", tgt.arch, None, str(args.output))
-            return {"source": state.get("source", ""), "kind": "run", "backbone": record, "checkpoint": ""}, []
-        init = binit.resolve(opts, tgt)
-        if init.kind != "native":
-            raise InitError(f"--eval-only needs a trained detector in detectron2 names (e.g. a run's model_final.pth); "
-                            f"{opts.backbone} is {'scratch' if init.kind == 'scratch' else 'a backbone'}")
-        return {"source": init.source, "kind": init.kind, "backbone": init.record, "checkpoint": init.source}, []
-    if args.resume and (args.output / "last_checkpoint").is_file() and state:
-        print(f"resuming {args.output} (initialised from {state['source']}); --backbone is not used")
-        return state, []
-    if not opts.backbone:
-        raise InitError("training needs --backbone SRC: a checkpoint, or 'scratch' for detectron2's random init")
-    init = binit.resolve(opts, tgt)
-    for line in init.notes:
-        print(line)
-    # detectron2 starts its model from a file (train.init_checkpoint, read by its checkpointer in every
-    # process): the converted weights are written once, here, and every process reads them back
-    path = binit.save(args.output, init, world_size=world_size(args))
-    return binit.read(args.output) | {"checkpoint": str(path) if path else (init.source if init.kind == "native" else "")}, []
-
-
-def world_size(args) -> int:
-    return args.num_gpus * args.num_machines
-
-
-def _check_world(args, state: dict) -> None:
-    """A run resumes with the processes it started with (detectron2 splits the global batch over them and
-    draws per process): else one line naming both."""
-    from .init import InitError
-
-    started = state.get("world_size")
-    if args.resume and started and started != world_size(args) and (args.output / "last_checkpoint").is_file():
-        raise InitError(f"{args.output}: the run started on {started} process(es), this resume has "
-                        f"{world_size(args)} (--num-gpus x --num-machines): resume with {started}, or start over "
-                        "in another --output")
-
-
-def _prepare_generic(args, opts, cfg, net_key: str | None, state: dict) -> tuple[dict, list[str]]:
-    """``--backbone timm:...`` / a plug-in with a ``mask_rcnn_timm_*`` config: the source goes into the
-    config's ``TimmBackbone``, which reads and strictly loads the weights when the model is built."""
-    from droppos.backbones import init as binit
-    from droppos.backbones.generic import is_generic, load_generic
-
-    from .init import InitError
-
-    if net_key is None:
-        raise InitError(f"{opts.backbone}: a generic backbone needs a generic config: mask_rcnn_timm_plain_fmnist "
-                        "(one stride, e.g. ViTs) or mask_rcnn_timm_fpn_fmnist (strides 4-32), or their COCO versions")
-    if args.resume and (args.output / "last_checkpoint").is_file() and state:
-        print(f"resuming {args.output} (initialised from {state['source']}); --backbone is not used")
-        return state, [f"{net_key}.source={state['source']}"]
-    src = opts.backbone or str(cfg.model.backbone[net_key.rsplit(".", 1)[1]].source)
-    if not is_generic(src):
-        raise InitError(f"{src}: this config builds a generic backbone: give --backbone timm:<model>[:<weights>] or "
-                        "<plugin>:<weights> (a ViT checkpoint goes with the mask_rcnn_vitdet_* configs)")
-    bb = load_generic(src, trust_pickle=opts.trust_pickle, allow_nonfinite=opts.allow_nonfinite, name=opts.name,
-                      method=opts.method, epochs=opts.pretrain_epochs)  # checked here once, one line if it fails
-    extra = [f"{net_key}.source={src}", f"{net_key}.trust_pickle={opts.trust_pickle}"]
-    init = binit.Init(src, "generic", bb.backbone, notes=bb.notes)
-    if not args.eval_only:
-        binit.save(args.output, init, world_size=world_size(args))
-    return {"source": src, "kind": "generic", "backbone": bb.backbone, "checkpoint": "", "notes": bb.notes}, extra
-
-
 def run(args: argparse.Namespace) -> int:
     """Start the processes (detectron2's ``launch``); in them, process 0 claims the run folder and prepares
-    the run (:func:`prepare`), the others join it (:func:`droppos.runs.open_run`)."""
+    the run (:func:`.prepare.prepare`), the others join it (:func:`droppos.runs.open_run`)."""
     from .config import resolve_config_file
 
     check_launch(args)
@@ -181,10 +90,8 @@ def launch_workers(launch, worker, args) -> int:
         launch(worker, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
                dist_url=args.dist_url, args=(args,))
     except ProcessExitedException as e:
-        if e.exit_code == USER_ERROR_EXIT:
-            return USER_ERROR_EXIT
+        if e.exit_code == UserError.exit_code:
+            return UserError.exit_code
         raise
     return 0
 
-
-USER_ERROR_EXIT = 2

@@ -209,7 +209,7 @@ def worker(args) -> int:
 
 
 def join_run(args):
-    """Process 0 claims ``--output`` and prepares the run (:func:`.main.prepare`); every process gets what the
+    """Process 0 claims ``--output`` and prepares the run (:func:`.prepare.prepare`); every process gets what the
     run starts from and this process's device. A failure ends every process with the one line (printed once
     per machine); in a spawned process it is printed here and the process exits with 2."""
     import sys
@@ -221,7 +221,7 @@ def join_run(args):
     from droppos.runs import JoinError, open_run
     from droppos.utils.dist import DistInfo
 
-    from .main import USER_ERROR_EXIT, prepare
+    from .prepare import prepare
 
     info = DistInfo(comm.get_rank(), comm.get_world_size(), comm.get_local_rank(), comm.get_local_size(),
                     args.machine_rank, "detectron2")
@@ -235,6 +235,6 @@ def join_run(args):
             raise
         if not (isinstance(e, JoinError) and e.quiet):
             print_user_error("detect", e)
-        sys.exit(USER_ERROR_EXIT)
+        sys.exit(UserError.exit_code)
     args.opts = [*args.opts, *extra]
     return init, device

@@ -41,9 +41,9 @@ import torch
 from droppos.errors import UserError
 
 from .arch import encoder_shapes, grid_of
-from .layouts import GENERIC_PATH
 from .report import KeyReport
-from .sources import Backbone
+from .readers.common import generic_path
+from .source import Backbone
 
 TARGETS = ("timm", "detectron2", "mmseg")
 D2_PREFIX = "backbone.net."
@@ -100,7 +100,7 @@ def _convert(bb: Backbone, target: str, rules: list[Rule], expected: set[str], i
 
     if bb.arch.get("reg_tokens") and target != "timm":
         raise UserError(f"{bb.meta.get('source', '?')}: a ViT with {bb.arch['reg_tokens']} register tokens (DINOv2 style): "
-                        f"{target}'s plain ViT has none; " + GENERIC_PATH)
+                        f"{target}'s plain ViT has none; " + generic_path(bb.meta.get('source', '?') + ": "))
     report = KeyReport(source=bb.meta.get("source", "?"), target=target, dropped=list(bb.dropped), notes=list(bb.notes))
     old_grid, new_grid = grid_of(bb.arch), grid_of(bb.arch, img_size)
     compiled = [(re.compile(p), t, why) for p, t, why in rules]

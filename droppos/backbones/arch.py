@@ -17,7 +17,7 @@ A state dict in this project's encoder names (= official MAE/DropPos = timm name
 Everything but the number of heads follows from the shapes. Heads are never guessed; they come, in
 this order, from an explicit ``--arch`` override, the file (a model name such as
 ``vit_base_patch16`` in an official checkpoint, an AugReg array shape, an ``encoder.pth`` meta),
-the table of the layout's family (:data:`HEADS_BY_FAMILY`: MoCo v3's ViT-S has 12 heads where
+the table of the layout's family (registered by its reader, :mod:`.readers`: MoCo v3's ViT-S has 12 heads where
 DeiT's and DINO's have 6), or, for a file of unknown family, a width on which every family agrees;
 otherwise inference stops and asks for ``--arch num_heads=H``.
 
@@ -30,6 +30,7 @@ with key one of ``embed_dim depth num_heads patch_size img_size in_chans mlp_rat
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import torch
 
@@ -37,18 +38,6 @@ from droppos.errors import UserError
 
 ARCH_KEYS = ("img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads", "mlp_ratio", "reg_tokens")
 
-#: width -> heads of each ViT family whose releases the readers know (from their model definitions)
-HEADS_BY_FAMILY: dict[str, dict[int, int]] = {
-    "deit": {192: 3, 384: 6, 768: 12},                        # DeiT, timm vit_{tiny,small,base}
-    "timm": {192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16},
-    "mae": {768: 12, 1024: 16, 1280: 16},                     # MAE / DropPos models_mae.py
-    "dino": {384: 6, 768: 12},                                # DINO vision_transformer.py
-    "ibot": {384: 6, 768: 12, 1024: 16},
-    "mocov3": {384: 12, 768: 12},                             # MoCo v3 vits.py: vit_small has 12 heads
-    "dinov2": {384: 6, 768: 12, 1024: 16, 1536: 24},
-    "torchvision": {768: 12, 1024: 16, 1280: 16},
-    "droppos": {192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16},  # this project's VIT_SIZES
-}
 _MODEL_NAME = re.compile(r"vit_(tiny|small|base|large|huge)_patch(\d+)(?:_(\d+))?")
 
 
@@ -56,16 +45,6 @@ def _sizes() -> dict[str, tuple[int, int, int]]:
     from droppos.models.vit import VIT_SIZES  # imports timm: only when needed
 
     return VIT_SIZES
-
-
-def heads_for(width: int, family: str | None) -> tuple[int | None, str]:
-    """(heads, why) for a width from the family's table, or from the agreement of every family."""
-    if family in HEADS_BY_FAMILY and width in HEADS_BY_FAMILY[family]:
-        return HEADS_BY_FAMILY[family][width], f"the {family} family's value for width {width}"
-    known = {f: t[width] for f, t in HEADS_BY_FAMILY.items() if width in t}
-    if family is None and known and len(set(known.values())) == 1:
-        return next(iter(known.values())), f"every known ViT family has {next(iter(known.values()))} heads at width {width}"
-    return None, ", ".join(f"{f} {h}" for f, h in sorted(known.items()))
 
 
 def encoder_shapes(arch: dict) -> dict[str, tuple[int, ...]]:
@@ -149,11 +128,13 @@ def arch_from_name(name: str) -> dict | None:
 
 
 def infer_arch(sd: dict[str, torch.Tensor], hint: dict | None = None, where: str = "",
-               family: str | None = None) -> tuple[dict, list[str]]:
+               heads_for: Callable[[int], tuple[int | None, str]] | None = None) -> tuple[dict, list[str]]:
     """Architecture of an encoder state dict -> (arch, notes saying what was inferred and how).
 
     ``hint`` holds fields from the file or ``--arch``; shape-derived fields must agree with it
     (except ``img_size``, which only sets the grid when the position embedding does not).
+    ``heads_for(width) -> (heads or None, why)``: the head count of the file's family (the readers'
+    family tables, :func:`droppos.backbones.readers.heads_for`), used when the hint has none.
     """
     hint = dict(hint or {})
     need = ["cls_token", "pos_embed", "patch_embed.proj.weight"]
@@ -196,7 +177,7 @@ def infer_arch(sd: dict[str, torch.Tensor], hint: dict | None = None, where: str
     if "num_heads" in hint:
         heads = int(hint["num_heads"])
     else:
-        heads, why = heads_for(int(d), family)
+        heads, why = heads_for(int(d)) if heads_for is not None else (None, "")
         if heads is None:
             known = f" (known families: {why})" if why else ""
             raise UserError(f"{where}cannot tell the number of attention heads of a width-{d} ViT{known}; "

@@ -1,7 +1,7 @@
 """Read a ViT backbone from any supported source into this project's encoder key names.
 
 ``load_backbone(src)`` recognises the layout by the file's content (``fmt`` / ``--from`` forces
-one); :mod:`.layouts` has the table of layouts (this project's ``encoder.pth`` and
+one); :mod:`.readers` has the table of layouts (this project's ``encoder.pth`` and
 ``checkpoint.pth``, the official DropPos and MAE releases, DeiT, DINO, iBOT, MoCo v3, DINOv2,
 Hugging Face, torchvision, AugReg ``.npz``, plain timm state dicts and ``.safetensors``) and how
 each is recognised. ``scratch:<size>_p<patch>_<img>[_s<seed>]`` is a random initialisation::
@@ -18,7 +18,7 @@ teacher/student pair) is dropped and listed; a classifier head is kept aside as
 into the projections, a ViT without qkv bias gets an exact zero bias, a position table without a
 [cls] row gets a zero row. The head count is never guessed: it comes from ``--arch``, the file
 (a model name, an AugReg array shape, an ``encoder.pth`` meta) or the table of the layout's
-family (:data:`.arch.HEADS_BY_FAMILY`), and where families disagree for a width the reader stops
+family (registered with its reader, :mod:`.readers`), and where families disagree for a width the reader stops
 and asks for ``--arch num_heads=N``. Non-finite weights are an error unless ``allow_nonfinite``.
 
 The result, a :class:`Backbone`, holds the encoder state dict (``VisionTransformer(**arch)``
@@ -40,10 +40,10 @@ from droppos.utils.checkpoint import safe_load
 from droppos.utils.metrics import backbone_record
 
 from .arch import check_shapes, infer_arch, parse_arch_override
-from .layouts import PARTS, READERS, detect_layout, read_augreg
+from .readers import PARTS, READERS, by_suffix, detect_layout, formats, heads_for
 
-FORMATS = ("encoder", "checkpoint", "droppos", "mae", "deit", "timm", "dino", "ibot", "mocov3", "dinov2", "hf",
-           "torchvision", "augreg", "scratch")
+#: every layout ``--from`` takes (the registered readers, then ``scratch``)
+FORMATS = formats()
 
 _ENCODER_KEY = re.compile(
     r"^(cls_token|reg_token|pos_embed|patch_embed\.proj\.(weight|bias)|norm\.(weight|bias)|"
@@ -142,9 +142,10 @@ def _load_file(path: Path, fmt: str | None, trust_pickle: bool, hint: dict, part
     where = f"{path}: "
     if not path.is_file():
         raise UserError(f"{path}: no such checkpoint file")
-    if fmt == "augreg" or (fmt is None and path.suffix == ".npz"):
-        raw, info = read_augreg(path, where)
-        fmt = "augreg"
+    reader = READERS[fmt] if fmt is not None else by_suffix(path.suffix)
+    if reader is not None and reader.suffix:  # a reader of its own file format (AugReg .npz)
+        raw, info = reader.read(path, where, part)
+        fmt = reader.name
     else:
         obj = _read(path, trust_pickle)
         if not isinstance(obj, dict):
@@ -152,7 +153,7 @@ def _load_file(path: Path, fmt: str | None, trust_pickle: bool, hint: dict, part
         forced = fmt is not None
         fmt = fmt or detect_layout(obj, where)
         try:
-            raw, info = READERS[fmt](obj, where, part)
+            raw, info = READERS[fmt].read(obj, where, part)
         except (KeyError, TypeError, AttributeError, StopIteration) as e:
             if not forced:
                 raise
@@ -162,11 +163,6 @@ def _load_file(path: Path, fmt: str | None, trust_pickle: bool, hint: dict, part
             raise UserError(f"{where}--part {part}: this {fmt} file holds one network; drop --part")
     info["sha256"] = file_hash(path)
     return _finish(raw, hint, fmt, str(path), info, where, allow_nonfinite)
-
-
-def detect_format(obj: dict, where: str = "") -> str:
-    """The layout of a loaded checkpoint dict (see :mod:`.layouts`)."""
-    return detect_layout(obj, where)
 
 
 def file_hash(path: str | Path) -> str:
@@ -249,7 +245,7 @@ def _finish(raw: dict, hint: dict, fmt: str, source: str, info: dict, where: str
     if cast:
         notes.append(f"cast {len(cast)} tensors from {sd[cast[0]].dtype} to float32")
     sd = {k: (v.float() if v.is_floating_point() else v) for k, v in sd.items()}
-    arch, arch_notes = infer_arch(sd, hint, where, family=info.get("family"))
+    arch, arch_notes = infer_arch(sd, hint, where, heads_for=lambda width: heads_for(width, info.get("family")))
     check_shapes(sd, arch, where)
     meta = {"method": info.get("method") or "unknown", "epochs": info.get("epochs"), "source": source, "format": fmt}
     for k in ("model_name", "config", "family", "part", "data", "sha256", "name"):
