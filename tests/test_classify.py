@@ -170,15 +170,14 @@ def test_extract_features_order_and_pools(data, encoder_file):
 
 def test_classifier_holds_the_backbone_weights(encoder_file):
     from droppos.backbones.source import load_backbone
-    from droppos.transfer.classification.finetune import build_classifier
 
     bb = load_backbone(encoder_file)
-    model = build_classifier(bb, 16, 5, "avg")
+    model = bb.classifier(16, 5, "avg")
     for k, v in bb.state_dict.items():
         if not k.startswith("norm."):
             assert torch.equal(model.state_dict()[k], v), k
     assert model.head.weight.abs().max() < 1e-3 and model.pos_embed.requires_grad
-    big = build_classifier(bb, 32, 5, "token", train_pos_embed=False)
+    big = bb.classifier(32, 5, "token", train_pos_embed=False)
     assert big.pos_embed.shape == (1, 65, 64) and not big.pos_embed.requires_grad
     assert torch.equal(big.norm.weight, bb.state_dict["norm.weight"])
 

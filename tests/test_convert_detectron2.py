@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 from convert_helpers import HEADS, tiny_encoder, vitdet_reference, write_droppos_official
 
+from droppos.backbones.arch import ViTArch
 from droppos.backbones.convert import convert
 from droppos.backbones.targets import detectron2_kwargs
 
@@ -66,7 +67,7 @@ def test_vitdet_features_match_source(tmp_path, caplog):
     loaded = torch.load(tmp_path / "d2.pth", weights_only=True)
     assert list(loaded) == ["model"] and all(isinstance(v, torch.Tensor) for v in loaded["model"].values())
     assert all(k.startswith("backbone.net.") for k in loaded["model"])
-    net = ViT(**detectron2_kwargs(enc.arch_args()))
+    net = ViT(**detectron2_kwargs(ViTArch.from_dict(enc.arch_args())))
     net = load_with_checkpointer(net, tmp_path / "d2.pth", caplog)
     check_features(enc, net, 32)
 
@@ -83,7 +84,7 @@ def test_vitdet_resampled_pretrain_grid(tmp_path, caplog):
     torch.save(enc.state_dict(), tmp_path / "plain.pth")
     convert(tmp_path / "plain.pth", "detectron2", tmp_path / "d2.pth", img_size=64, arch="num_heads=2")
     arch = {**enc.arch_args(), "img_size": [64, 64]}
-    net = load_with_checkpointer(ViT(**detectron2_kwargs(arch)), tmp_path / "d2.pth", caplog)
+    net = load_with_checkpointer(ViT(**detectron2_kwargs(ViTArch.from_dict(arch))), tmp_path / "d2.pth", caplog)
     torch.testing.assert_close(net.pos_embed.data, resample_pos_embed(enc.pos_embed.data, (16, 16)))
     big = tiny_encoder(seed=8, img=64)
     big.load_state_dict({**enc.state_dict(), "pos_embed": net.pos_embed.data})

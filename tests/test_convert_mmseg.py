@@ -12,6 +12,7 @@ import pytest
 import torch
 from convert_helpers import HEADS, mmseg_reference, tiny_encoder, write_droppos_official, write_mae_official
 
+from droppos.backbones.arch import ViTArch
 from droppos.backbones.convert import convert
 from droppos.backbones.targets import mmseg_kwargs
 
@@ -29,7 +30,7 @@ def mmseg_mae():
 
 
 def build_loaded(MAE, arch, path, final_norm=False):
-    kw = mmseg_kwargs(arch)
+    kw = mmseg_kwargs(ViTArch.from_dict(arch))
     kw.update(init_values=0.1, final_norm=final_norm)  # mmseg's default layer scale: the file must override it
     model = MAE(**kw, init_cfg=dict(type="Pretrained", checkpoint=str(path)))
     for layer in model.layers:  # non-identity starting values, as BEiT's init would leave them

@@ -38,7 +38,7 @@ def test_own_encoder_file(tmp_path):
     bb = load_backbone(tmp_path / "encoder.pth")
     assert bb.meta["format"] == "encoder" and bb.meta["method"] == "mae"
     assert bb.meta["epochs"] == 4  # an interrupted run's encoder is named by what it did
-    assert bb.arch == enc.arch_args() and bb.dropped == []
+    assert bb.arch.to_dict() == enc.arch_args() and bb.dropped == []
     assert bb.backbone["id"] == "test_own_encoder_file0"  # named after the run folder (encoder.pth is generic)
     assert bb.backbone["method"] == "mae" and bb.backbone["epochs"] == 4 and bb.backbone["arch"] == "vit_d64x2_p4"
     assert len(bb.backbone["sha256"]) == 16
@@ -117,10 +117,10 @@ def test_heads_from_the_standard_table_and_model_name(tmp_path):
     torch.save({"model": enc.state_dict(), "args": argparse.Namespace(model="mae_vit_tiny_patch4", input_size=IMG,
                                                                      epochs=5)}, tmp_path / "m.pth")
     bb = load_backbone(tmp_path / "m.pth")
-    assert bb.arch["num_heads"] == 3 and bb.arch["depth"] == 1 and bb.arch["img_size"] == [IMG, IMG]
+    assert bb.arch.num_heads == 3 and bb.arch.depth == 1 and bb.arch.img_size == (IMG, IMG)
     torch.save(enc.state_dict(), tmp_path / "plain.pth")
     bb = load_backbone(tmp_path / "plain.pth")
-    assert bb.arch["num_heads"] == 3 and any("every known ViT family has 3 heads at width 192" in n for n in bb.notes)
+    assert bb.arch.num_heads == 3 and any("every known ViT family has 3 heads at width 192" in n for n in bb.notes)
 
 
 def test_head_count_is_never_guessed_where_families_disagree(tmp_path):
@@ -129,7 +129,7 @@ def test_head_count_is_never_guessed_where_families_disagree(tmp_path):
     with pytest.raises(ValueError, match=r"vit_s.pth: cannot tell the number of attention heads of a width-384 ViT "
                                          r"\(known families: .*mocov3 12.*--arch num_heads=N"):
         load_backbone(tmp_path / "vit_s.pth")
-    assert load_backbone(tmp_path / "vit_s.pth", arch="num_heads=6").arch["num_heads"] == 6
+    assert load_backbone(tmp_path / "vit_s.pth", arch="num_heads=6").arch.num_heads == 6
 
 
 def test_arch_override_must_agree_with_shapes(tmp_path):
@@ -221,7 +221,7 @@ def test_scratch_is_deterministic_and_mae_initialised():
     a = load_backbone("scratch:tiny_p4_32")
     b = load_backbone("scratch:tiny_p4_32")
     c = load_backbone("scratch:tiny_p4_32_s1")
-    assert a.arch == dict(img_size=[32, 32], patch_size=4, in_chans=3, embed_dim=192, depth=12, num_heads=3, mlp_ratio=4.0)
+    assert a.arch.to_dict() == dict(img_size=[32, 32], patch_size=4, in_chans=3, embed_dim=192, depth=12, num_heads=3, mlp_ratio=4.0)
     assert a.meta["method"] == "scratch" and a.backbone["id"] == "scratch-tiny_p4_32"
     assert a.backbone["arch"] == "vit_tiny_p4"
     assert all(torch.equal(a.state_dict[k], b.state_dict[k]) for k in a.state_dict)

@@ -6,6 +6,7 @@ import pytest
 import torch
 from convert_helpers import HEADS, tiny_encoder, write_droppos_official, write_mae_official
 
+from droppos.backbones.arch import ViTArch
 from droppos.backbones.convert import convert, convert_backbone
 from droppos.backbones.source import load_backbone
 from droppos.backbones.targets import timm_kwargs
@@ -14,7 +15,7 @@ from droppos.backbones.targets import timm_kwargs
 def timm_vit(arch: dict, sd: dict):
     from timm.models.vision_transformer import VisionTransformer
 
-    model = VisionTransformer(**timm_kwargs(arch)).eval()
+    model = VisionTransformer(**timm_kwargs(ViTArch.from_dict(arch))).eval()
     model.load_state_dict(sd, strict=True)
     return model
 

@@ -53,7 +53,7 @@ def dropped(bb) -> set[str]:
 def test_dino_full_checkpoint_teacher_by_default_student_on_request(tmp_path):
     refs = write_dino_full(tmp_path / "checkpoint.pth")
     bb = load_backbone(tmp_path / "checkpoint.pth")
-    assert bb.meta["format"] == "dino" and bb.meta["part"] == "teacher" and bb.arch["num_heads"] == 6
+    assert bb.meta["format"] == "dino" and bb.meta["part"] == "teacher" and bb.arch.num_heads == 6
     assert any("read the teacher (default; --part student picks the other)" in n for n in bb.notes)
     assert {"head.mlp.0.weight", "head.last_layer.weight_g"} <= dropped(bb)
     assert bb.backbone["epochs"] == 100  # the file's own 'epoch' (DINO saves epoch + 1)
@@ -80,12 +80,12 @@ def test_ibot_full_and_teacher_files(tmp_path):
 def test_mocov3_has_12_heads_at_vit_s(tmp_path):
     ref = write_mocov3(tmp_path / "vit-s-300ep.pth.tar")
     bb = load_backbone(tmp_path / "vit-s-300ep.pth.tar")
-    assert bb.meta["format"] == "mocov3" and bb.arch["num_heads"] == 12
+    assert bb.meta["format"] == "mocov3" and bb.arch.num_heads == 12
     assert any("mocov3 family" in n for n in bb.notes)
     assert {k for k in dropped(bb) if "momentum_encoder" in k} and "module.predictor.0.weight" in dropped(bb)
     assert "module.base_encoder.head.0.weight" in dropped(bb)
     assert_features(bb, ref)
-    assert load_backbone(tmp_path / "vit-s-300ep.pth.tar", part="momentum").arch["num_heads"] == 12
+    assert load_backbone(tmp_path / "vit-s-300ep.pth.tar", part="momentum").arch.num_heads == 12
 
 
 def test_mocov3_deit_converted_form_asks_for_heads(tmp_path):
@@ -99,7 +99,7 @@ def test_mocov3_deit_converted_form_asks_for_heads(tmp_path):
 def test_official_deit_keeps_its_head_aside(tmp_path):
     ref = write_deit(tmp_path / "deit_tiny_patch16_224.pth")
     bb = load_backbone(tmp_path / "deit_tiny_patch16_224.pth")
-    assert bb.meta["format"] == "deit" and bb.arch["num_heads"] == 3
+    assert bb.meta["format"] == "deit" and bb.arch.num_heads == 3
     assert bb.head["weight"].shape == (10, 192) and dropped(bb) == {"head.weight", "head.bias"}
     assert_features(bb, ref)
 
@@ -108,8 +108,8 @@ def test_official_deit_keeps_its_head_aside(tmp_path):
 def test_dinov2_timm_layer_scale_folded_registers_kept(tmp_path, reg):
     ref = write_dinov2_timm(tmp_path / "model.safetensors", reg)
     bb = load_backbone(tmp_path / "model.safetensors")
-    assert bb.meta["format"] == "dinov2" and bb.arch["num_heads"] == 6
-    assert bb.arch.get("reg_tokens", 0) == reg
+    assert bb.meta["format"] == "dinov2" and bb.arch.num_heads == 6
+    assert bb.arch.reg_tokens == reg
     assert any("layer scale folded" in n for n in bb.notes)
     assert_features(bb, ref)
 
@@ -117,7 +117,7 @@ def test_dinov2_timm_layer_scale_folded_registers_kept(tmp_path, reg):
 def test_dinov2_hub_names(tmp_path):
     ref = write_dinov2_hub(tmp_path / "dinov2_vits14_reg4_pretrain.pth")
     bb = load_backbone(tmp_path / "dinov2_vits14_reg4_pretrain.pth")
-    assert bb.arch["reg_tokens"] == 4 and "mask_token" in dropped(bb)
+    assert bb.arch.reg_tokens == 4 and "mask_token" in dropped(bb)
     assert_features(bb, ref)
 
 
@@ -133,7 +133,7 @@ def test_registers_refused_by_plain_vit_engines_with_one_line(tmp_path):
 def test_hugging_face_vit_and_vitmae(tmp_path, mae):
     ref = write_hf(tmp_path / "model.safetensors", mae=mae)
     bb = load_backbone(tmp_path / "model.safetensors")
-    assert bb.meta["format"] == "hf" and bb.arch["num_heads"] == 3
+    assert bb.meta["format"] == "hf" and bb.arch.num_heads == 3
     x = x64()
     with torch.no_grad():
         kw = {"noise": torch.arange(16.0, dtype=torch.float64).expand(2, 16)} if mae else {}
@@ -146,7 +146,7 @@ def test_hugging_face_vit_and_vitmae(tmp_path, mae):
 def test_torchvision_vit(tmp_path):
     ref = write_torchvision(tmp_path / "vit_b_16.pth").double()
     bb = load_backbone(tmp_path / "vit_b_16.pth")
-    assert bb.meta["format"] == "torchvision" and bb.arch["num_heads"] == 12 and bb.head["weight"].shape == (10, 768)
+    assert bb.meta["format"] == "torchvision" and bb.arch.num_heads == 12 and bb.head["weight"].shape == (10, 768)
     x = x64()
     with torch.no_grad():
         seq = ref._process_input(x)
@@ -157,7 +157,7 @@ def test_torchvision_vit(tmp_path):
 def test_augreg_npz_through_timm_loader(tmp_path):
     ref = write_augreg(tmp_path / "augreg.npz")
     bb = load_backbone(tmp_path / "augreg.npz")
-    assert bb.meta["format"] == "augreg" and bb.arch["num_heads"] == 3 and bb.head["weight"].shape == (10, 192)
+    assert bb.meta["format"] == "augreg" and bb.arch.num_heads == 3 and bb.head["weight"].shape == (10, 192)
     assert_features(bb, ref)
 
 
@@ -175,7 +175,7 @@ def test_non_square_position_grid(tmp_path):
     with pytest.raises(UserError, match=r"32 patch positions \(not a square grid\).*--arch img_size=HxW"):
         load_backbone(tmp_path / "wide.pth")
     bb = load_backbone(tmp_path / "wide.pth", arch="img_size=32x64")
-    assert bb.arch["img_size"] == [32, 64]
+    assert bb.arch.img_size == (32, 64)
     assert_features(bb, ref, x64(32, 64))
 
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -41,25 +42,113 @@ ARCH_KEYS = ("img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_he
 _MODEL_NAME = re.compile(r"vit_(tiny|small|base|large|huge)_patch(\d+)(?:_(\d+))?")
 
 
+@dataclass(frozen=True)
+class ViTArch:
+    """This project's ViT encoder: ``VisionTransformer(**arch.to_dict())`` (timm's names and layout).
+
+    Every field is checked where it enters (a file, ``--arch``, a config): sizes are positive, the patch
+    divides the image size and the heads divide the width, else one line naming the value.
+    """
+
+    img_size: tuple[int, int]  # the position embedding's grid times the patch (pretraining size)
+    patch_size: int
+    embed_dim: int
+    depth: int
+    num_heads: int
+    in_chans: int = 3
+    mlp_ratio: float = 4.0
+    reg_tokens: int = 0  # DINOv2 register tokens (after [cls], no position)
+
+    def __post_init__(self):
+        size = self.img_size
+        hw = (size, size) if isinstance(size, int) else tuple(size)
+        if len(hw) != 2 or not all(_is_int(v) for v in hw):
+            raise UserError(f"img_size={size!r}: expected an integer or HxW")
+        object.__setattr__(self, "img_size", (int(hw[0]), int(hw[1])))
+        for name in ("patch_size", "embed_dim", "depth", "num_heads", "in_chans"):
+            value = getattr(self, name)
+            if not _is_int(value) or value < 1:
+                raise UserError(f"{name}={value!r}: expected a positive integer")
+        if not _is_int(self.reg_tokens) or self.reg_tokens < 0:
+            raise UserError(f"reg_tokens={self.reg_tokens!r}: expected an integer >= 0")
+        if isinstance(self.mlp_ratio, bool) or not isinstance(self.mlp_ratio, (int, float)) or not self.mlp_ratio > 0:
+            raise UserError(f"mlp_ratio={self.mlp_ratio!r}: expected a positive number")
+        object.__setattr__(self, "mlp_ratio", float(self.mlp_ratio))
+        if min(self.img_size) < 1:
+            raise UserError(f"img_size={self.img_size[0]}x{self.img_size[1]}: expected positive sizes")
+        self.grid_at(self.img_size)
+        if self.embed_dim % self.num_heads:
+            raise UserError(f"embed_dim={self.embed_dim} is not divisible by num_heads={self.num_heads}")
+
+    @classmethod
+    def from_dict(cls, fields: dict) -> ViTArch:
+        """From ``VisionTransformer`` arguments (a checkpoint's ``meta["arch"]``, ``arch_args()``)."""
+        unknown = sorted(set(fields) - set(ARCH_KEYS))
+        if unknown:
+            raise UserError(f"unknown architecture field(s) {unknown}; valid: {', '.join(ARCH_KEYS)}")
+        need = sorted({"img_size", "patch_size", "embed_dim", "depth", "num_heads"} - set(fields))
+        if need:
+            raise UserError(f"the architecture lacks {need}")
+        return cls(**fields)
+
+    def to_dict(self) -> dict:
+        """``VisionTransformer`` arguments, as checkpoints and records store them (``reg_tokens`` only when set)."""
+        out = {"img_size": list(self.img_size), "patch_size": self.patch_size, "in_chans": self.in_chans,
+               "embed_dim": self.embed_dim, "depth": self.depth, "num_heads": self.num_heads,
+               "mlp_ratio": self.mlp_ratio}
+        if self.reg_tokens:
+            out["reg_tokens"] = self.reg_tokens
+        return out
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """The position embedding's patch grid (gh, gw)."""
+        return self.img_size[0] // self.patch_size, self.img_size[1] // self.patch_size
+
+    @property
+    def mlp_hidden(self) -> int:
+        return int(round(self.embed_dim * self.mlp_ratio))
+
+    def grid_at(self, img_size: int | tuple[int, int] | list) -> tuple[int, int]:
+        """The patch grid of an input of ``img_size``; one line when the patch does not divide it."""
+        h, w = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+        if h < 1 or w < 1:
+            raise UserError(f"image size {h}x{w}: expected positive sizes")
+        if h % self.patch_size or w % self.patch_size:
+            raise UserError(f"image size {h}x{w} is not divisible by the patch size {self.patch_size}; "
+                            f"choose a multiple of {self.patch_size}")
+        return h // self.patch_size, w // self.patch_size
+
+    def at(self, img_size: int | tuple[int, int] | list | None) -> ViTArch:
+        """The same ViT with its position embedding resampled to ``img_size`` (None: unchanged)."""
+        if img_size is None:
+            return self
+        gh, gw = self.grid_at(img_size)
+        return replace(self, img_size=(gh * self.patch_size, gw * self.patch_size))
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
 def _sizes() -> dict[str, tuple[int, int, int]]:
     from droppos.models.vit import VIT_SIZES  # imports timm: only when needed
 
     return VIT_SIZES
 
 
-def encoder_shapes(arch: dict) -> dict[str, tuple[int, ...]]:
-    """Every encoder key of ``arch`` (``VisionTransformer(**arch)``) -> its shape."""
-    d, depth, p, c = arch["embed_dim"], arch["depth"], arch["patch_size"], arch.get("in_chans", 3)
-    h = int(round(d * arch.get("mlp_ratio", 4.0)))
-    gh, gw = grid_of(arch)
+def encoder_shapes(arch: ViTArch) -> dict[str, tuple[int, ...]]:
+    """Every encoder key of ``arch`` (``VisionTransformer(**arch.to_dict())``) -> its shape."""
+    d, p, c, h = arch.embed_dim, arch.patch_size, arch.in_chans, arch.mlp_hidden
+    gh, gw = arch.grid
     shapes: dict[str, tuple[int, ...]] = {
         "cls_token": (1, 1, d),
-        **({"reg_token": (1, arch["reg_tokens"], d)} if arch.get("reg_tokens") else {}),
+        **({"reg_token": (1, arch.reg_tokens, d)} if arch.reg_tokens else {}),
         "pos_embed": (1, 1 + gh * gw, d),
         "patch_embed.proj.weight": (d, c, p, p),
         "patch_embed.proj.bias": (d,),
     }
-    for i in range(depth):
+    for i in range(arch.depth):
         b = f"blocks.{i}."
         shapes.update({
             b + "norm1.weight": (d,), b + "norm1.bias": (d,),
@@ -71,17 +160,6 @@ def encoder_shapes(arch: dict) -> dict[str, tuple[int, ...]]:
         })
     shapes.update({"norm.weight": (d,), "norm.bias": (d,)})
     return shapes
-
-
-def grid_of(arch: dict, img_size: int | tuple[int, int] | list | None = None) -> tuple[int, int]:
-    """Patch grid (gh, gw) of ``img_size`` (default: the arch's own); errors if not divisible."""
-    size = arch["img_size"] if img_size is None else img_size
-    hw = (size, size) if isinstance(size, int) else tuple(size)
-    p = arch["patch_size"]
-    if hw[0] % p or hw[1] % p:
-        raise UserError(f"image size {hw[0]}x{hw[1]} is not divisible by the patch size {p}; "
-                         f"choose a multiple of {p}")
-    return hw[0] // p, hw[1] // p
 
 
 def parse_arch_override(text: str | None) -> dict:
@@ -102,6 +180,10 @@ def parse_arch_override(text: str | None) -> dict:
             except ValueError:
                 raise UserError(f"--arch {key}={value}: expected {'a number' if key == 'mlp_ratio' else 'an integer'}"
                                 f"{' or HxW' if key == 'img_size' else ''}") from None
+            least = 0 if key == "reg_tokens" else 1
+            values = out[key] if isinstance(out[key], list) else [out[key]]
+            if not all(v > 0 if key == "mlp_ratio" else v >= least for v in values):
+                raise UserError(f"--arch {key}={value}: expected {'a positive number' if key == 'mlp_ratio' else f'an integer >= {least}'}")
         else:
             named = arch_from_name(item)
             if named is None:
@@ -128,7 +210,7 @@ def arch_from_name(name: str) -> dict | None:
 
 
 def infer_arch(sd: dict[str, torch.Tensor], hint: dict | None = None, where: str = "",
-               heads_for: Callable[[int], tuple[int | None, str]] | None = None) -> tuple[dict, list[str]]:
+               heads_for: Callable[[int], tuple[int | None, str]] | None = None) -> tuple[ViTArch, list[str]]:
     """Architecture of an encoder state dict -> (arch, notes saying what was inferred and how).
 
     ``hint`` holds fields from the file or ``--arch``; shape-derived fields must agree with it
@@ -188,10 +270,13 @@ def infer_arch(sd: dict[str, torch.Tensor], hint: dict | None = None, where: str
     arch = dict(img_size=img_size, num_heads=heads, **shape_arch)
     if "reg_token" in sd:
         arch["reg_tokens"] = int(sd["reg_token"].shape[1])
-    return {k: arch[k] for k in ARCH_KEYS if k in arch}, notes
+    try:
+        return ViTArch(**{k: arch[k] for k in ARCH_KEYS if k in arch}), notes
+    except UserError as e:
+        raise UserError(f"{where}{e}") from None
 
 
-def check_shapes(sd: dict[str, torch.Tensor], arch: dict, where: str = "") -> None:
+def check_shapes(sd: dict[str, torch.Tensor], arch: ViTArch, where: str = "") -> None:
     """Every encoder key present with its shape; raises naming the first few problems."""
     expected = encoder_shapes(arch)
     missing = sorted(set(expected) - set(sd))

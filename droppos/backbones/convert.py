@@ -2,7 +2,7 @@
 
     from droppos.backbones.source import load_backbone
     from droppos.backbones.convert import convert_backbone
-    bb = load_backbone("runs/pt/encoder.pth")             # Backbone: state_dict, arch, meta, ...
+    bb = load_backbone("runs/pt/encoder.pth")             # ViTBackbone: state_dict, arch, meta, ...
     sd, report = convert_backbone(bb, "detectron2", img_size=1024)
 
 :func:`convert` writes ``DST`` and ``DST.json``: the report, the target architecture, the source's
@@ -21,7 +21,7 @@ from droppos.utils.checkpoint import atomic_save
 
 from .options import BackboneOptions
 from .report import KeyReport
-from .source import Backbone
+from .source import ViTBackbone
 from .targets import CONVERTERS, TARGETS, target_arch
 
 
@@ -34,7 +34,7 @@ class ConversionError(UserError):
         self.report = report
 
 
-def convert_backbone(bb: Backbone, to: str, img_size: int | None = None, final_norm: bool = False) -> tuple[dict, KeyReport]:
+def convert_backbone(bb: ViTBackbone, to: str, img_size: int | None = None, final_norm: bool = False) -> tuple[dict, KeyReport]:
     """``(state_dict, report)`` of ``bb`` in the key names of ``to``; raises :class:`ConversionError`."""
     if to not in TARGETS:
         raise ValueError(f"unknown target {to!r}; choose one of {', '.join(TARGETS)}")
@@ -78,7 +78,7 @@ def convert(src: str | Path, to: str, out: str | Path, fmt: str | None = None, i
     bb = opts.read()
     sd, report = convert_backbone(bb, to, img_size, final_norm)
     out = save_converted(sd, to, out)
-    sidecar = {"target": to, "file": out.name, "arch": target_arch(bb, img_size), "source_arch": bb.arch,
+    sidecar = {"target": to, "file": out.name, "arch": target_arch(bb, img_size).to_dict(), "source_arch": bb.arch.to_dict(),
                "meta": {k: v for k, v in bb.meta.items() if k != "config"}, "backbone": bb.backbone,
                "report": report.to_dict()}
     if to == "mmseg":

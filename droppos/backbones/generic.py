@@ -71,14 +71,29 @@ def is_generic(src: str) -> bool:
     return ":" in str(src) and not Path(src).exists() and (head == "timm" or head in providers())
 
 
+@dataclass(frozen=True)
+class GenericArch:
+    """What a generic model is: its name, its input size (from its pretrained config or patch embedding),
+    its feature width and its parameter count."""
+
+    model: str
+    img_size: tuple[int, int]
+    num_features: int
+    params: int
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "img_size": list(self.img_size), "num_features": self.num_features,
+                "params": self.params}
+
+
 @dataclass
 class GenericBackbone:
-    """A generic backbone: how to build it, its weights, and its record (as :class:`Backbone` has)."""
+    """A generic backbone: how to build it, its weights, and its record (as :class:`~.source.ViTBackbone` has)."""
 
     name: str  # timm model name or plug-in name
     build: Callable[..., torch.nn.Module]
     state_dict: dict[str, torch.Tensor] | None
-    arch: dict
+    arch: GenericArch
     meta: dict
     notes: list[str] = field(default_factory=list)
     dropped: list[tuple[str, str]] = field(default_factory=list)
@@ -95,6 +110,21 @@ class GenericBackbone:
     def encoder(self, img_size: int | None = None, **kwargs) -> torch.nn.Module:
         """The feature extractor (no classifier head): ``forward_head(.., pre_logits=True)`` is its feature."""
         return self.model(img_size, 0, **kwargs)
+
+    def classifier(self, img_size: int, num_classes: int, global_pool: str = "avg", drop_path: float = 0.0,
+                   train_pos_embed: bool = True, head_init: str = "new") -> torch.nn.Module:
+        """The model itself with a new ``num_classes`` head (its own pooling: ``global_pool`` and
+        ``train_pos_embed`` are this project's ViT's options)."""
+        if head_init == "source":
+            raise UserError(f"{self.meta.get('source', self.name)}: --head-init source: a generic backbone keeps no "
+                            "classifier head")
+        return self.model(img_size, num_classes, drop_path_rate=drop_path)
+
+    def input_size(self, requested: int | None = None) -> int:
+        """The run's input size: ``requested`` or the model's own (the model checks what it accepts)."""
+        if requested is not None and requested < 1:
+            raise UserError(f"image size {requested}: expected a positive size")
+        return requested or self.arch.img_size[0]
 
 
 def _call(builder, **kwargs) -> torch.nn.Module:
@@ -167,7 +197,7 @@ def load_generic(src: str, trust_pickle: bool = False, allow_nonfinite: bool = F
         sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
     size = _input_size(model)
     params = sum(p.numel() for p in model.parameters())
-    arch = {"model": model_name, "img_size": list(size), "num_features": int(model.num_features), "params": params}
+    arch = GenericArch(model_name, (int(size[0]), int(size[1])), int(model.num_features), params)
     record = backbone_record(meta["method"], model_name, epochs if weights else 0, src,
                              id=name or default_name(src.replace(":", "_")), sha256=meta.get("sha256"))
     record["params_M"] = round(params / 1e6, 3)

@@ -41,6 +41,7 @@ from droppos.utils.metrics import backbone_record
 
 from .convert import ConversionError, convert_backbone
 from .generic import is_generic
+from .arch import ViTArch
 from .options import BackboneOptions
 from .source import file_hash
 
@@ -58,8 +59,8 @@ class EngineTarget:
 
     name: str  # converter target: "detectron2" | "mmseg"
     prefix: str  # where the backbone's keys sit in the whole model: "backbone.net." | "backbone."
-    arch: dict  # the config's ViT: embed_dim, depth, num_heads, patch_size, img_size [, mlp_ratio]
-    overrides: Callable[[dict], list[str]]  # config overrides that make the config fit a source architecture
+    arch: ViTArch | None  # the config's ViT (None: a config of a generic backbone)
+    overrides: Callable[[ViTArch], list[str]]  # config overrides that make the config fit a source architecture
     native: Callable[[object], dict | None]  # a loaded file in the engine's names -> whole-model state dict
     recipe_init: dict[str, str] = field(default_factory=dict)  # regex over model keys -> how the recipe sets it
     convert_kwargs: dict = field(default_factory=dict)
@@ -134,7 +135,8 @@ def resolve(opts: BackboneOptions, target: EngineTarget) -> Init:
         raise InitError("no --backbone given: a checkpoint in any layout the readers know, 'scratch' (the engine's "
                         "random init) or scratch:<size>_p<patch>_<img>")
     if src == "scratch":
-        record = backbone_record("scratch", target.arch, 0, f"scratch ({target.name} init)", id=opts.name or "scratch")
+        record = backbone_record("scratch", _arch_name(target), 0, f"scratch ({target.name} init)",
+                                 id=opts.name or "scratch")
         return Init(src, "scratch", record)
     if is_generic(src):
         raise InitError(f"{src}: generic backbones ({src.split(':')[0]}:) do not run in {target.name} yet (the issue "
@@ -145,7 +147,7 @@ def resolve(opts: BackboneOptions, target: EngineTarget) -> Init:
     bb = opts.read()
     check_arch(bb.arch, target, src)
     try:
-        sd, report = convert_backbone(bb, target.name, img_size=target.arch["img_size"], **target.convert_kwargs)
+        sd, report = convert_backbone(bb, target.name, img_size=target.arch.img_size, **target.convert_kwargs)
     except ConversionError as e:
         raise InitError(f"{src}: {e}") from None
     sd = {k if k.startswith(target.prefix) else target.prefix + k: v for k, v in sd.items()}
@@ -175,7 +177,7 @@ def _native(src: str, opts: BackboneOptions, target: EngineTarget) -> Init | Non
                             "to read it with the readers")
         return None
     side = _sidecar(path)  # a converted file's or a run's record: the backbone it came from
-    record = dict(side.get("backbone") or backbone_record(opts.method or "unknown", target.arch, opts.pretrain_epochs,
+    record = dict(side.get("backbone") or backbone_record(opts.method or "unknown", _arch_name(target), opts.pretrain_epochs,
                                                           src, sha256=file_hash(path)))
     if opts.name:
         record["id"] = opts.name
@@ -194,13 +196,18 @@ def _sidecar(path: Path) -> dict:
     return {}
 
 
-def check_arch(src_arch: dict, target: EngineTarget, src: str) -> None:
+def _arch_name(target: EngineTarget) -> dict | str:
+    return target.arch.to_dict() if target.arch is not None else "unknown"
+
+
+def check_arch(src_arch: ViTArch, target: EngineTarget, src: str) -> None:
     """One line with the overrides that fit when the source's ViT is not the config's."""
-    diff = [k for k in ARCH_FIELDS if k in target.arch and src_arch.get(k) is not None
-            and float(src_arch[k]) != float(target.arch[k])]
+    if target.arch is None:
+        raise InitError(f"{src}: the config builds a generic backbone; a ViT checkpoint goes with a ViT config")
+    diff = [k for k in ARCH_FIELDS if float(getattr(src_arch, k)) != float(getattr(target.arch, k))]
     if diff:
-        have = ", ".join(f"{k}={src_arch[k]}" for k in diff)
-        want = ", ".join(f"{k}={target.arch[k]}" for k in diff)
+        have = ", ".join(f"{k}={getattr(src_arch, k)}" for k in diff)
+        want = ", ".join(f"{k}={getattr(target.arch, k)}" for k in diff)
         raise InitError(f"{src}: the weights are a ViT with {have} but the config builds {want}; use a matching "
                         f"config or pass {target.override_flag}{' '.join(target.overrides(src_arch))}")
 
@@ -236,9 +243,9 @@ def explain(rep: LoadReport, target: EngineTarget) -> str:
     hints = []
     w = next((a for k, a in shapes.items() if k.endswith("patch_embed.proj.weight") or k.endswith(
         "patch_embed.projection.weight")), None)
-    if w is not None:
+    if w is not None and target.arch is not None:
         hints.append(f"the file's patch embedding is {tuple(w)} (width {w[0]}, patch {w[-1]}), the config's ViT has "
-                     f"embed_dim={target.arch['embed_dim']}, patch_size={target.arch['patch_size']}")
+                     f"embed_dim={target.arch.embed_dim}, patch_size={target.arch.patch_size}")
     elif rep.wrong_shape:
         k, a, b = rep.wrong_shape[0]
         hints.append(f"{len(rep.wrong_shape)} shape mismatches, e.g. {k} file {tuple(a)} vs model {tuple(b)}")

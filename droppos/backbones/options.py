@@ -53,7 +53,7 @@ class BackboneOptions:
                                       metavar="N", ge=0)
 
     def read(self, **overrides):
-        """The backbone these options name: a :class:`~droppos.backbones.source.Backbone` (a ViT in
+        """The backbone these options name: a :class:`~droppos.backbones.source.ViTBackbone` (a ViT in
         any release layout), or a :class:`~droppos.backbones.generic.GenericBackbone` for
         ``timm:<model>[:<weights>]`` and registered plug-ins."""
         from droppos.backbones.generic import is_generic, load_generic

@@ -14,14 +14,14 @@ each is recognised. ``scratch:<size>_p<patch>_<img>[_s<seed>]`` is a random init
 
 What is not part of the encoder (pretext heads, projection heads, the other network of a
 teacher/student pair) is dropped and listed; a classifier head is kept aside as
-:attr:`Backbone.head`. Exact transformations keep the same network: DINOv2 layer scale is folded
+:attr:`ViTBackbone.head`. Exact transformations keep the same network: DINOv2 layer scale is folded
 into the projections, a ViT without qkv bias gets an exact zero bias, a position table without a
 [cls] row gets a zero row. The head count is never guessed: it comes from ``--arch``, the file
 (a model name, an AugReg array shape, an ``encoder.pth`` meta) or the table of the layout's
 family (registered with its reader, :mod:`.readers`), and where families disagree for a width the reader stops
 and asks for ``--arch num_heads=N``. Non-finite weights are an error unless ``allow_nonfinite``.
 
-The result, a :class:`Backbone`, holds the encoder state dict (``VisionTransformer(**arch)``
+The result, a :class:`ViTBackbone`, holds the encoder state dict (``VisionTransformer(**arch)``
 loads it strictly), its architecture, what was dropped and why, and a ``backbone`` record for
 ``metrics.json``. Errors are one-line :class:`~droppos.errors.UserError` naming the file.
 """
@@ -39,7 +39,7 @@ from droppos.errors import UserError
 from droppos.utils.checkpoint import safe_load
 from droppos.utils.metrics import backbone_record
 
-from .arch import check_shapes, infer_arch, parse_arch_override
+from .arch import ViTArch, check_shapes, infer_arch, parse_arch_override
 from .readers import PARTS, READERS, by_suffix, detect_layout, formats, heads_for
 
 #: every layout ``--from`` takes (the registered readers, then ``scratch``)
@@ -61,12 +61,12 @@ _REFUSED = (
 
 
 @dataclass
-class Backbone:
+class ViTBackbone:
     """A ViT encoder read from some source.
 
     Attributes:
         state_dict: encoder weights in this project's (= timm / official MAE) key names.
-        arch: ``VisionTransformer(**arch)`` arguments (img_size = the position embedding's grid).
+        arch: the ViT (:class:`~.arch.ViTArch`; img_size = the position embedding's grid).
         meta: ``{"method", "epochs", "source", "format", ...}``.
         dropped: (original key, reason) of every weight left out (pretext heads, classifier head).
         head: the classifier head of a supervised source (``{"weight": (K, D), "bias": (K,)}``), else {}.
@@ -75,7 +75,7 @@ class Backbone:
     """
 
     state_dict: dict[str, torch.Tensor]
-    arch: dict
+    arch: ViTArch
     meta: dict
     dropped: list[tuple[str, str]] = field(default_factory=list)
     head: dict[str, torch.Tensor] = field(default_factory=dict)
@@ -87,23 +87,66 @@ class Backbone:
         from droppos.models.pos_embed import resample_pos_embed
         from droppos.models.vit import VisionTransformer
 
-        from .arch import grid_of
-
-        arch = dict(self.arch)
+        arch = self.arch.at(img_size)
         sd = dict(self.state_dict)
-        if img_size is not None:
-            new = grid_of(arch, img_size)
-            sd["pos_embed"] = resample_pos_embed(sd["pos_embed"], new, 1, grid_of(arch))
-            arch["img_size"] = [new[0] * arch["patch_size"], new[1] * arch["patch_size"]]
-        model = VisionTransformer(**arch, **kwargs)
+        if arch.grid != self.arch.grid:
+            sd["pos_embed"] = resample_pos_embed(sd["pos_embed"], arch.grid, 1, self.arch.grid)
+        model = VisionTransformer(**arch.to_dict(), **kwargs)
         model.load_state_dict(sd, strict=True)
         return model
+
+    def classifier(self, img_size: int, num_classes: int, global_pool: str = "avg", drop_path: float = 0.0,
+                   train_pos_embed: bool = True, head_init: str = "new"):
+        """This project's ``VisionTransformer`` classifier holding these encoder weights (MAE's fine-tuning model).
+
+        The weights load with exactly the expected keys missing (``head.*``; ``fc_norm.*`` with average
+        pooling) and unused (``norm.*`` with average pooling), anything else is an error; the head gets
+        MAE's init (trunc-normal std 2e-5), or the file's own head with ``head_init="source"``.
+        """
+        import torch.nn as nn
+        from timm.layers import trunc_normal_
+
+        from droppos.models.pos_embed import resample_pos_embed
+        from droppos.models.vit import VisionTransformer
+
+        where = f"{self.meta.get('source', '?')}: "
+        arch = self.arch.at(img_size)
+        model = VisionTransformer(**arch.to_dict(), num_classes=num_classes, global_pool=global_pool,
+                                  drop_path_rate=drop_path, train_pos_embed=train_pos_embed)
+        sd = dict(self.state_dict)
+        sd["pos_embed"] = resample_pos_embed(sd["pos_embed"], arch.grid, 1, self.arch.grid)
+        result = model.load_state_dict(sd, strict=False)
+        avg = global_pool == "avg"
+        want_missing = {"head.weight", "head.bias"} | ({"fc_norm.weight", "fc_norm.bias"} if avg else set())
+        want_unused = {"norm.weight", "norm.bias"} if avg else set()
+        if set(result.missing_keys) != want_missing or set(result.unexpected_keys) != want_unused:
+            raise UserError(f"{where}backbone weights do not fit the classifier: missing "
+                            f"{sorted(set(result.missing_keys) - want_missing)}, unused "
+                            f"{sorted(set(result.unexpected_keys) - want_unused)}")
+        with torch.no_grad():
+            if head_init == "source":
+                if not self.head:
+                    raise UserError(f"{where}--head-init source: the backbone file has no classifier head")
+                k = self.head["weight"].shape[0]
+                if k != num_classes:
+                    raise UserError(f"{where}its classifier head has {k} classes, the data has {num_classes}; "
+                                    "use --head-init new (a fresh head) or data with the head's classes")
+                model.head.weight.copy_(self.head["weight"])
+                model.head.bias.copy_(self.head["bias"])
+            else:
+                trunc_normal_(model.head.weight, std=2e-5)
+                nn.init.zeros_(model.head.bias)
+        return model
+
+    def input_size(self, requested: int | None = None) -> int:
+        """The run's input size: ``requested`` (checked against the patch) or the pretraining size."""
+        return self.arch.at(requested).img_size[0]
 
 
 def load_backbone(src: str | Path, fmt: str | None = None, trust_pickle: bool = False, arch: str | dict | None = None,
                   part: str | None = None, allow_nonfinite: bool = False, name: str | None = None,
-                  method: str | None = None, epochs: int | None = None) -> Backbone:
-    """Read ``src`` (a file path or ``scratch:<spec>``) as a :class:`Backbone`.
+                  method: str | None = None, epochs: int | None = None) -> ViTBackbone:
+    """Read ``src`` (a file path or ``scratch:<spec>``) as a :class:`ViTBackbone`.
 
     Args:
         src: checkpoint file (.pth/.pt/.bin/.tar/.safetensors/.npz) or ``scratch:<size>_p<patch>_<img>[_s<seed>]``.
@@ -127,7 +170,7 @@ def load_backbone(src: str | Path, fmt: str | None = None, trust_pickle: bool = 
         bb = _scratch(src, hint)
     else:
         bb = _load_file(Path(src), fmt, trust_pickle, hint, part, allow_nonfinite)
-    bb.backbone = backbone_record(method or bb.meta["method"], bb.arch, epochs if epochs is not None else bb.meta["epochs"],
+    bb.backbone = backbone_record(method or bb.meta["method"], bb.arch.to_dict(), epochs if epochs is not None else bb.meta["epochs"],
                                   src, id=name or bb.meta.get("name") or default_name(src), data=bb.meta.get("data"),
                                   sha256=bb.meta.get("sha256"))
     if method:
@@ -138,7 +181,7 @@ def load_backbone(src: str | Path, fmt: str | None = None, trust_pickle: bool = 
 
 
 def _load_file(path: Path, fmt: str | None, trust_pickle: bool, hint: dict, part: str | None,
-               allow_nonfinite: bool) -> Backbone:
+               allow_nonfinite: bool) -> ViTBackbone:
     where = f"{path}: "
     if not path.is_file():
         raise UserError(f"{path}: no such checkpoint file")
@@ -207,7 +250,7 @@ def _read(path: Path, trust_pickle: bool):
 
 # ---------------------------------------------------------------------------------------- common
 def _finish(raw: dict, hint: dict, fmt: str, source: str, info: dict, where: str,
-            allow_nonfinite: bool = False) -> Backbone:
+            allow_nonfinite: bool = False) -> ViTBackbone:
     """Split keys (encoder / dropped / refused), make exact fixes, infer and check the architecture."""
     sd, dropped, head, unknown = {}, [], {}, []
     for k, (v, reason) in raw.items():
@@ -251,7 +294,7 @@ def _finish(raw: dict, hint: dict, fmt: str, source: str, info: dict, where: str
     for k in ("model_name", "config", "family", "part", "data", "sha256", "name"):
         if info.get(k):
             meta[k] = info[k]
-    return Backbone(state_dict=sd, arch=arch, meta=meta, dropped=dropped, head=head, notes=notes + arch_notes)
+    return ViTBackbone(state_dict=sd, arch=arch, meta=meta, dropped=dropped, head=head, notes=notes + arch_notes)
 
 
 def _exact_fixes(sd: dict, hint: dict, notes: list[str]) -> None:
@@ -298,7 +341,7 @@ def _soft_hint(named: dict | None, name: str | None, sd: dict, hint: dict, notes
 _SCRATCH = re.compile(r"^(tiny|small|base|large|huge)(?:_p(\d+))?(?:_(\d+))?(?:_s(\d+))?$")
 
 
-def _scratch(src: str, hint: dict) -> Backbone:
+def _scratch(src: str, hint: dict) -> ViTBackbone:
     """Random init of ``scratch:<size>_p<patch>_<img>[_s<seed>]`` (or ``--arch`` fields)."""
     from droppos.models.vit import VisionTransformer, vit_arch_args
 
@@ -315,11 +358,14 @@ def _scratch(src: str, hint: dict) -> Backbone:
     need = {"embed_dim", "depth", "num_heads", "patch_size", "img_size"} - set(arch)
     if need:
         raise UserError(f"{src}: the scratch architecture lacks {sorted(need)}; use scratch:<size>_p<patch>_<img>")
+    try:
+        vit = ViTArch.from_dict(arch)
+    except UserError as e:
+        raise UserError(f"{src}: {e}") from None
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = VisionTransformer(**arch)
+        model = VisionTransformer(**vit.to_dict())
     sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    arch = model.arch_args()
     meta = {"method": "scratch", "epochs": 0, "source": src, "format": "scratch", "seed": seed}
-    return Backbone(state_dict=sd, arch=arch, meta=meta, notes=[f"random MAE-style init, seed {seed}"],
-                    backbone=backbone_record("scratch", arch, 0, src))
+    return ViTBackbone(state_dict=sd, arch=vit, meta=meta, notes=[f"random MAE-style init, seed {seed}"],
+                    backbone=backbone_record("scratch", vit.to_dict(), 0, src))

@@ -1,4 +1,4 @@
-"""Write a :class:`~.sources.Backbone` in the key names of each downstream framework.
+"""Write a :class:`~.source.ViTBackbone` in the key names of each downstream framework.
 
 Each ``to_<target>(bb, img_size=None)`` returns ``(state_dict, KeyReport)``. The position
 embedding is bicubically resampled to ``img_size // patch_size`` (default: the source's grid);
@@ -40,10 +40,10 @@ import torch
 
 from droppos.errors import UserError
 
-from .arch import encoder_shapes, grid_of
+from .arch import ViTArch, encoder_shapes
 from .report import KeyReport
 from .readers.common import generic_path
-from .source import Backbone
+from .source import ViTBackbone
 
 TARGETS = ("timm", "detectron2", "mmseg")
 D2_PREFIX = "backbone.net."
@@ -74,17 +74,17 @@ def _mmseg_rules(final_norm: bool) -> list[Rule]:
 
 
 # ---------------------------------------------------------------------------------------- expected keys
-def timm_keys(arch: dict) -> set[str]:
+def timm_keys(arch: ViTArch) -> set[str]:
     return set(encoder_shapes(arch))
 
 
-def detectron2_keys(arch: dict) -> set[str]:
+def detectron2_keys(arch: ViTArch) -> set[str]:
     return {D2_PREFIX + k for k in encoder_shapes(arch) if k != "cls_token" and not k.startswith("norm.")}
 
 
-def mmseg_keys(arch: dict, final_norm: bool = False) -> set[str]:
+def mmseg_keys(arch: ViTArch, final_norm: bool = False) -> set[str]:
     keys = {"cls_token", "pos_embed", "patch_embed.projection.weight", "patch_embed.projection.bias"}
-    for i in range(arch["depth"]):
+    for i in range(arch.depth):
         for dst in _MMSEG_BLOCK.values():
             keys |= {f"layers.{i}.{dst}.weight", f"layers.{i}.{dst}.bias"}
         keys |= {f"layers.{i}.gamma_1", f"layers.{i}.gamma_2", f"layers.{i}.attn.relative_position_bias_table"}
@@ -94,15 +94,16 @@ def mmseg_keys(arch: dict, final_norm: bool = False) -> set[str]:
 
 
 # ---------------------------------------------------------------------------------------- conversion
-def _convert(bb: Backbone, target: str, rules: list[Rule], expected: set[str], img_size,
-             fill: Callable[[dict, dict], list[tuple[str, str]]] | None = None) -> tuple[dict, KeyReport]:
+def _convert(bb: ViTBackbone, target: str, rules: list[Rule], expected: set[str], img_size,
+             fill: Callable[[dict, ViTArch], list[tuple[str, str]]] | None = None) -> tuple[dict, KeyReport]:
     from droppos.models.pos_embed import resample_pos_embed  # droppos.models imports timm
 
-    if bb.arch.get("reg_tokens") and target != "timm":
-        raise UserError(f"{bb.meta.get('source', '?')}: a ViT with {bb.arch['reg_tokens']} register tokens (DINOv2 style): "
+    if bb.arch.reg_tokens and target != "timm":
+        raise UserError(f"{bb.meta.get('source', '?')}: a ViT with {bb.arch.reg_tokens} register tokens (DINOv2 style): "
                         f"{target}'s plain ViT has none; " + generic_path(bb.meta.get('source', '?') + ": "))
     report = KeyReport(source=bb.meta.get("source", "?"), target=target, dropped=list(bb.dropped), notes=list(bb.notes))
-    old_grid, new_grid = grid_of(bb.arch), grid_of(bb.arch, img_size)
+    new = bb.arch.at(img_size)
+    old_grid, new_grid = bb.arch.grid, new.grid
     compiled = [(re.compile(p), t, why) for p, t, why in rules]
     out: dict[str, torch.Tensor] = {}
     for key, value in bb.state_dict.items():
@@ -121,7 +122,7 @@ def _convert(bb: Backbone, target: str, rules: list[Rule], expected: set[str], i
         out[new_key] = value.detach().clone().contiguous()
         report.mapped.append((key, new_key))
     if fill is not None:
-        report.filled += fill(out, {"grid": new_grid, **bb.arch})
+        report.filled += fill(out, new)
     report.unmapped += sorted(set(out) - expected)  # a rule produced a name the target does not have
     report.missing = sorted(expected - set(out))
     for k in report.unmapped:
@@ -129,33 +130,29 @@ def _convert(bb: Backbone, target: str, rules: list[Rule], expected: set[str], i
     return out, report
 
 
-def to_timm(bb: Backbone, img_size: int | None = None) -> tuple[dict, KeyReport]:
+def to_timm(bb: ViTBackbone, img_size: int | None = None) -> tuple[dict, KeyReport]:
     """State dict for timm's ``VisionTransformer`` (see :func:`timm_kwargs`). With register tokens
     it is timm's DINOv2-with-registers form (``no_embed_class``: the [cls] position row is added
     to ``cls_token``, the table keeps the patch rows): the same network."""
-    arch = _resized(bb.arch, img_size)
-    sd, report = _convert(bb, "timm", _TIMM_RULES, timm_keys(arch), img_size)
-    if arch.get("reg_tokens") and "pos_embed" in sd:
+    sd, report = _convert(bb, "timm", _TIMM_RULES, timm_keys(bb.arch.at(img_size)), img_size)
+    if bb.arch.reg_tokens and "pos_embed" in sd:
         sd["cls_token"] = sd["cls_token"] + sd["pos_embed"][:, :1]
         sd["pos_embed"] = sd["pos_embed"][:, 1:].contiguous()
         report.notes.append("register tokens: written in timm's no_embed_class form ([cls] position folded into cls_token)")
     return sd, report
 
 
-def to_detectron2(bb: Backbone, img_size: int | None = None) -> tuple[dict, KeyReport]:
+def to_detectron2(bb: ViTBackbone, img_size: int | None = None) -> tuple[dict, KeyReport]:
     """``backbone.net.*`` keys of detectron2's ViTDet ``ViT`` (see :func:`detectron2_kwargs`)."""
-    arch = _resized(bb.arch, img_size)
-    return _convert(bb, "detectron2", _D2_RULES, detectron2_keys(arch), img_size)
+    return _convert(bb, "detectron2", _D2_RULES, detectron2_keys(bb.arch.at(img_size)), img_size)
 
 
-def to_mmseg(bb: Backbone, img_size: int | None = None, final_norm: bool = False) -> tuple[dict, KeyReport]:
+def to_mmseg(bb: ViTBackbone, img_size: int | None = None, final_norm: bool = False) -> tuple[dict, KeyReport]:
     """Keys of mmseg's ``MAE`` backbone (see :func:`mmseg_kwargs`)."""
-    arch = _resized(bb.arch, img_size)
-
-    def fill(out: dict, a: dict) -> list[tuple[str, str]]:
-        d, heads, (gh, gw) = a["embed_dim"], a["num_heads"], a["grid"]
+    def fill(out: dict, a: ViTArch) -> list[tuple[str, str]]:
+        d, heads, (gh, gw) = a.embed_dim, a.num_heads, a.grid
         filled = []
-        for i in range(a["depth"]):
+        for i in range(a.depth):
             for g in ("gamma_1", "gamma_2"):
                 out[f"layers.{i}.{g}"] = torch.ones(d)
                 filled.append((f"layers.{i}.{g}", "layer scale = 1 (the source has none)"))
@@ -164,56 +161,50 @@ def to_mmseg(bb: Backbone, img_size: int | None = None, final_norm: bool = False
             filled.append((k, "relative position bias = 0 (the source has none)"))
         return filled
 
-    return _convert(bb, "mmseg", _mmseg_rules(final_norm), mmseg_keys(arch, final_norm), img_size, fill)
+    return _convert(bb, "mmseg", _mmseg_rules(final_norm), mmseg_keys(bb.arch.at(img_size), final_norm), img_size,
+                    fill)
 
 
 CONVERTERS = {"timm": to_timm, "detectron2": to_detectron2, "mmseg": to_mmseg}
 
 
-def _resized(arch: dict, img_size) -> dict:
-    if img_size is None:
-        return arch
-    gh, gw = grid_of(arch, img_size)
-    return {**arch, "img_size": [gh * arch["patch_size"], gw * arch["patch_size"]]}
-
-
 # ---------------------------------------------------------------------------------------- model arguments
-def timm_kwargs(arch: dict) -> dict:
+def timm_kwargs(arch: ViTArch) -> dict:
     """Arguments of ``timm.models.vision_transformer.VisionTransformer`` for this architecture."""
     from functools import partial
 
     import torch.nn as nn
 
-    return dict(img_size=tuple(arch["img_size"]), patch_size=arch["patch_size"], in_chans=arch.get("in_chans", 3),
-                embed_dim=arch["embed_dim"], depth=arch["depth"], num_heads=arch["num_heads"],
-                mlp_ratio=arch.get("mlp_ratio", 4.0), qkv_bias=True, num_classes=0,
+    return dict(img_size=arch.img_size, patch_size=arch.patch_size, in_chans=arch.in_chans,
+                embed_dim=arch.embed_dim, depth=arch.depth, num_heads=arch.num_heads,
+                mlp_ratio=arch.mlp_ratio, qkv_bias=True, num_classes=0,
                 norm_layer=partial(nn.LayerNorm, eps=1e-6),
-                **({"reg_tokens": arch["reg_tokens"], "no_embed_class": True} if arch.get("reg_tokens") else {}))
+                **({"reg_tokens": arch.reg_tokens, "no_embed_class": True} if arch.reg_tokens else {}))
 
 
-def detectron2_kwargs(arch: dict) -> dict:
+def detectron2_kwargs(arch: ViTArch) -> dict:
     """Arguments of detectron2's ``ViT`` matching the converted weights (global attention, no rel-pos,
     LayerNorm eps 1e-6 as in detectron2's ``common/models/mask_rcnn_vitdet.py``)."""
     from functools import partial
 
     import torch.nn as nn
 
-    side = arch["img_size"][0] if not isinstance(arch["img_size"], int) else arch["img_size"]
-    return dict(img_size=side, patch_size=arch["patch_size"], in_chans=arch.get("in_chans", 3),
-                embed_dim=arch["embed_dim"], depth=arch["depth"], num_heads=arch["num_heads"],
-                mlp_ratio=arch.get("mlp_ratio", 4.0), qkv_bias=True, pretrain_img_size=side,
+    side = arch.img_size[0]
+    return dict(img_size=side, patch_size=arch.patch_size, in_chans=arch.in_chans,
+                embed_dim=arch.embed_dim, depth=arch.depth, num_heads=arch.num_heads,
+                mlp_ratio=arch.mlp_ratio, qkv_bias=True, pretrain_img_size=side,
                 pretrain_use_cls_token=True, window_size=0, use_rel_pos=False,
                 norm_layer=partial(nn.LayerNorm, eps=1e-6))
 
 
-def mmseg_kwargs(arch: dict) -> dict:
+def mmseg_kwargs(arch: ViTArch) -> dict:
     """Arguments of mmseg's ``MAE`` backbone matching the converted weights."""
-    return dict(img_size=tuple(arch["img_size"]), patch_size=arch["patch_size"], in_channels=arch.get("in_chans", 3),
-                embed_dims=arch["embed_dim"], num_layers=arch["depth"], num_heads=arch["num_heads"],
-                mlp_ratio=int(arch.get("mlp_ratio", 4)), norm_cfg=dict(type="LN", eps=1e-6), init_values=1.0,
-                out_indices=[arch["depth"] - 1])
+    return dict(img_size=arch.img_size, patch_size=arch.patch_size, in_channels=arch.in_chans,
+                embed_dims=arch.embed_dim, num_layers=arch.depth, num_heads=arch.num_heads,
+                mlp_ratio=int(arch.mlp_ratio), norm_cfg=dict(type="LN", eps=1e-6), init_values=1.0,
+                out_indices=[arch.depth - 1])
 
 
-def target_arch(bb: Backbone, img_size: int | None) -> dict:
+def target_arch(bb: ViTBackbone, img_size: int | None) -> ViTArch:
     """The architecture the converted weights describe (img_size = the resampled grid)."""
-    return _resized(bb.arch, img_size)
+    return bb.arch.at(img_size)

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from droppos.backbones.protocol import Backbone
 from droppos.errors import UserError
 from droppos.utils import dist as du
 from droppos.runs import open_run, together, write_metrics
@@ -42,7 +43,7 @@ class Setup:
     device: torch.device
     amp: torch.dtype | None
     run_dir: Path
-    backbone: object  # droppos.backbones.source.Backbone
+    backbone: Backbone
     img_size: int
     data_root: Path
     classes: list[str]
@@ -83,13 +84,9 @@ def prepare(cfg: CommonConfig, protocol: str, resume: bool = False, overwrite: b
 def _setup(cfg: CommonConfig, protocol: str, info: du.DistInfo, device: torch.device, run_dir: Path,
            resume: bool) -> tuple[Setup, int | None]:
     """The backbone, the data and, for ``resume``, the whole request checked against the checkpoint."""
-    from droppos.backbones.arch import grid_of
-
     try:
         bb = cfg.read()
-        img_size = cfg.img_size or int(bb.arch["img_size"][0])
-        if "patch_size" in bb.arch:
-            grid_of(bb.arch, img_size)  # a size the position embedding cannot be resampled to: error here
+        img_size = bb.input_size(cfg.img_size)  # a size the position embedding cannot be resampled to: error here
     except UserError:
         raise
     except (ValueError, FileNotFoundError) as e:
@@ -123,7 +120,7 @@ def _build_default_data(data: str) -> None:
 
 def run_meta(s: Setup, **extra) -> dict:
     """Description stored in checkpoints and classifier files (plain types only)."""
-    return {"protocol": s.protocol, "backbone": s.backbone.backbone, "arch": {**s.backbone.arch, "img_size": [s.img_size] * 2},
+    return {"protocol": s.protocol, "backbone": s.backbone.backbone, "arch": {**s.backbone.arch.to_dict(), "img_size": [s.img_size] * 2},
             "classes": list(s.classes), "num_classes": len(s.classes), "dataset": s.dataset, **extra}
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from droppos.models.pos_embed import resample_pos_embed
 
 from .classifier import save_classifier
 from .common import Setup, finish
@@ -26,50 +25,6 @@ from .config import FinetuneConfig
 from .data import build_transform, image_folder
 from .driver import fit
 from .errors import InputError
-
-
-def build_classifier(bb, img_size: int, num_classes: int, global_pool: str = "avg", drop_path: float = 0.0,
-                     train_pos_embed: bool = True, head_init: str = "new", where: str = ""):
-    """A ``VisionTransformer`` classifier holding ``bb``'s encoder weights (checked key by key); for a
-    generic backbone (``timm:``, plug-ins) the model itself with a new ``num_classes`` head."""
-    from timm.layers import trunc_normal_
-
-    if not hasattr(bb, "arch") or "patch_size" not in bb.arch:
-        if head_init == "source":
-            raise InputError(f"{where}--head-init source: a generic backbone keeps no classifier head")
-        return bb.model(img_size, num_classes, drop_path_rate=drop_path)
-
-    from droppos.backbones.arch import grid_of
-
-    from droppos.models.vit import VisionTransformer
-
-    arch = {**bb.arch, "img_size": img_size}
-    model = VisionTransformer(**arch, num_classes=num_classes, global_pool=global_pool, drop_path_rate=drop_path,
-                              train_pos_embed=train_pos_embed)
-    sd = dict(bb.state_dict)
-    sd["pos_embed"] = resample_pos_embed(sd["pos_embed"], grid_of(arch), 1, grid_of(bb.arch))
-    result = model.load_state_dict(sd, strict=False)
-    avg = global_pool == "avg"
-    want_missing = {"head.weight", "head.bias"} | ({"fc_norm.weight", "fc_norm.bias"} if avg else set())
-    want_unused = {"norm.weight", "norm.bias"} if avg else set()
-    if set(result.missing_keys) != want_missing or set(result.unexpected_keys) != want_unused:
-        raise InputError(f"{where}backbone weights do not fit the classifier: missing "
-                         f"{sorted(set(result.missing_keys) - want_missing)}, unused "
-                         f"{sorted(set(result.unexpected_keys) - want_unused)}")
-    with torch.no_grad():
-        if head_init == "source":
-            if not bb.head:
-                raise InputError(f"{where}--head-init source: the backbone file has no classifier head")
-            k = bb.head["weight"].shape[0]
-            if k != num_classes:
-                raise InputError(f"{where}its classifier head has {k} classes, the data has {num_classes}; "
-                                 "use --head-init new (a fresh head) or data with the head's classes")
-            model.head.weight.copy_(bb.head["weight"])
-            model.head.bias.copy_(bb.head["bias"])
-        else:
-            trunc_normal_(model.head.weight, std=2e-5)
-            nn.init.zeros_(model.head.bias)
-    return model
 
 
 def criterion_and_mixup(cfg: FinetuneConfig, num_classes: int):
@@ -93,8 +48,8 @@ def run_finetune(s: Setup) -> dict[str, float]:
 
     cfg: FinetuneConfig = s.cfg  # type: ignore[assignment]
     c = len(s.classes)
-    model = build_classifier(s.backbone, s.img_size, c, cfg.global_pool, cfg.drop_path, cfg.train_pos_embed,
-                             cfg.head_init, where=f"{cfg.backbone}: ").to(s.device)
+    model = s.backbone.classifier(s.img_size, c, cfg.global_pool, cfg.drop_path, cfg.train_pos_embed,
+                                  cfg.head_init).to(s.device)
     groups = param_groups_layer_decay(model, cfg.weight_decay, no_weight_decay_list=getattr(model, "no_weight_decay", set)(),
                                       layer_decay=cfg.layer_decay)
     world = s.info.world_size

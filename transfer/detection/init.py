@@ -11,17 +11,18 @@ recipe's init unless the file has them.
 
 from __future__ import annotations
 
+from droppos.backbones.arch import ViTArch
 from droppos.backbones.init import EngineTarget, InitError  # noqa: F401 - InitError re-exported for callers
 
 NET = "backbone.net."
 _TOP = ("backbone.", "proposal_generator.", "roi_heads.", "pixel_")
 
 
-def arch_of_config(net) -> dict:
-    """Architecture fields of the config's ``model.backbone.net`` (a ViT LazyCall node or module)."""
-    return {"embed_dim": int(net.embed_dim), "depth": int(net.depth), "num_heads": int(net.num_heads),
-            "patch_size": int(net.patch_size), "img_size": int(net.pretrain_img_size),
-            "mlp_ratio": float(net.get("mlp_ratio", 4.0) if hasattr(net, "get") else getattr(net, "mlp_ratio", 4.0))}
+def arch_of_config(net) -> ViTArch:
+    """The ViT of the config's ``model.backbone.net`` (a ViT LazyCall node or module)."""
+    return ViTArch(embed_dim=int(net.embed_dim), depth=int(net.depth), num_heads=int(net.num_heads),
+                   patch_size=int(net.patch_size), img_size=int(net.pretrain_img_size),
+                   mlp_ratio=float(net.get("mlp_ratio", 4.0) if hasattr(net, "get") else getattr(net, "mlp_ratio", 4.0)))
 
 
 def native_state(obj) -> dict | None:
@@ -36,11 +37,11 @@ def overrides(cfg):
     """``KEY=VALUE`` overrides that make the config's ViT (and its pyramid) fit a source architecture."""
     net = cfg.model.backbone.net
 
-    def fit(src: dict) -> list[str]:
-        out = [f"model.backbone.net.{k}={src[k]:g}" if k == "mlp_ratio" else f"model.backbone.net.{k}={int(src[k])}"
-               for k in ("embed_dim", "depth", "num_heads", "patch_size", "mlp_ratio")
-               if src.get(k) is not None and float(src[k]) != float(net.get(k, 4.0 if k == "mlp_ratio" else -1))]
-        new, old = int(src.get("patch_size") or net.patch_size), int(net.patch_size)
+    def fit(src: ViTArch) -> list[str]:
+        values = {k: getattr(src, k) for k in ("embed_dim", "depth", "num_heads", "patch_size", "mlp_ratio")}
+        out = [f"model.backbone.net.{k}={v:g}" if k == "mlp_ratio" else f"model.backbone.net.{k}={int(v)}"
+               for k, v in values.items() if float(v) != float(net.get(k, 4.0 if k == "mlp_ratio" else -1))]
+        new, old = src.patch_size, int(net.patch_size)
         if new != old:  # keep the pyramid's strides: each scale factor changes with the patch size
             scales = [float(s) * new / old for s in cfg.model.backbone.scale_factors]
             out.append(f"model.backbone.scale_factors=[{','.join(f'{s:g}' for s in scales)}]")
@@ -52,7 +53,7 @@ def overrides(cfg):
 def target(cfg) -> EngineTarget:
     """The :class:`EngineTarget` of a ViTDet config (of a generic config: for its own checkpoints only)."""
     if generic_net(cfg) is not None:
-        return EngineTarget(name="detectron2", prefix="backbone.", arch={}, overrides=lambda src: [],
+        return EngineTarget(name="detectron2", prefix="backbone.", arch=None, overrides=lambda src: [],
                             native=native_state, override_flag="")
     return EngineTarget(name="detectron2", prefix=NET, arch=arch_of_config(cfg.model.backbone.net),
                         overrides=overrides(cfg), native=native_state, override_flag="",

@@ -32,7 +32,7 @@ def prepare(args) -> tuple[dict, list[str]]:
     tgt = target(cfg)
     if args.eval_only:
         if not opts.backbone:  # the run's own last checkpoint
-            record = state.get("backbone") or backbone_record("unknown", tgt.arch, None, str(args.output))
+            record = state.get("backbone") or backbone_record("unknown", tgt.arch.to_dict() if tgt.arch else "unknown", None, str(args.output))
             return {"source": state.get("source", ""), "kind": "run", "backbone": record, "checkpoint": ""}, []
         init = binit.resolve(opts, tgt)
         if init.kind != "native":

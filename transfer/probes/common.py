@@ -53,11 +53,6 @@ def features(s: Setup, model: torch.nn.Module, dataset, fn: Callable) -> tuple[t
     return extract_features(model, loader, s.device, fn, s.amp)
 
 
-def is_generic(s: Setup) -> bool:
-    """Whether the run's backbone is a generic one (``timm:``, plug-ins: :mod:`.generic` views it)."""
-    return "patch_size" not in s.backbone.arch
-
-
 def finish(s: Setup, metrics: dict[str, float], **extra) -> Path:
     """Write ``metrics.json`` (task ``probe``, protocol = ``s.protocol``) and close the logger."""
     from droppos.transfer.classification.common import encoder_cost

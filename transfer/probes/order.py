@@ -179,11 +179,9 @@ def run_order_generic(s: Setup, encoder) -> dict[str, float]:
 
 
 def run_order(s: Setup) -> dict[str, float]:
-    from .common import is_generic
-
     cfg: OrderConfig = s.cfg  # type: ignore[assignment]
     encoder = s.backbone.encoder(img_size=s.img_size).to(s.device).eval().requires_grad_(False)
-    if is_generic(s):
+    if not tokens.has_token_entry_points(encoder):  # shuffled as an image (a jigsaw of the model's cells)
         return run_order_generic(s, encoder)
     val_ds = image_subset(s, "val", cfg.val_images)
     print(f"order probe: frozen {cfg.pool} features of {len(val_ds)} val images, original and shuffled")

@@ -29,7 +29,7 @@ from droppos.transfer.classification.common import Setup
 from droppos.transfer.classification.errors import InputError
 
 from . import tokens
-from .common import features, finish, image_subset, is_generic
+from .common import features, finish, image_subset
 from .config import PositionConfig
 from .generic import token_view
 from .head import predict, train_head
@@ -67,7 +67,7 @@ def token_samples(feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def run_position(s: Setup) -> dict[str, float]:
     cfg: PositionConfig = s.cfg  # type: ignore[assignment]
     encoder = s.backbone.encoder(img_size=s.img_size).to(s.device).eval().requires_grad_(False)
-    if is_generic(s):
+    if not tokens.has_token_entry_points(encoder):
         view = token_view(encoder)
         if view is None:
             raise InputError(f"{cfg.backbone}: {type(encoder).__name__} adds no absolute position table to patch tokens "

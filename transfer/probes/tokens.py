@@ -25,9 +25,16 @@ from __future__ import annotations
 
 import torch
 
+from droppos.models.vit import VisionTransformer
 from droppos.pretrain.masking import gather_tokens
 
 VIEWS = ("original", "no_pos", "shuffle_content", "shuffle_order")
+
+
+def has_token_entry_points(model: torch.nn.Module) -> bool:
+    """Whether the functions here run on ``model`` as it is (this project's ViT); other models need a view
+    (:func:`.generic.token_view`) or the image jigsaw."""
+    return isinstance(model, VisionTransformer)
 
 
 def permutations(n: int, length: int, generator: torch.Generator, device: torch.device | str = "cpu") -> torch.Tensor:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 
+from droppos.backbones.arch import ViTArch
 from droppos.backbones.init import EngineTarget, InitError  # noqa: F401 - InitError re-exported for callers
 
 PREFIX = "backbone."
@@ -44,34 +45,33 @@ def native_state(obj) -> dict | None:
     return None
 
 
-def arch_of_config(bb) -> dict:
-    """Architecture fields of the config's ``model.backbone`` (mmseg ``MAE``)."""
+def arch_of_config(bb) -> ViTArch:
+    """The ViT of the config's ``model.backbone`` (mmseg ``MAE``)."""
     size = bb.get("img_size", 224)
-    return {"embed_dim": int(bb.embed_dims), "depth": int(bb.num_layers), "num_heads": int(bb.num_heads),
-            "patch_size": int(bb.patch_size), "mlp_ratio": float(bb.get("mlp_ratio", 4)),
-            "img_size": (size, size) if isinstance(size, int) else tuple(size)}
+    return ViTArch(embed_dim=int(bb.embed_dims), depth=int(bb.num_layers), num_heads=int(bb.num_heads),
+                   patch_size=int(bb.patch_size), mlp_ratio=float(bb.get("mlp_ratio", 4)),
+                   img_size=size if isinstance(size, int) else tuple(size))
 
 
 _ARCH_FIELDS = (("embed_dim", "embed_dims"), ("depth", "num_layers"), ("num_heads", "num_heads"),
                 ("patch_size", "patch_size"), ("mlp_ratio", "mlp_ratio"))
 
 
-def arch_overrides(arch: dict, cfg) -> list[str]:
+def arch_overrides(arch: ViTArch, cfg) -> list[str]:
     """``--cfg-options`` items that make ``cfg``'s UperNet fit a ViT of ``arch`` (empty if it fits)."""
     bb = cfg.model.backbone
-    if all(arch.get(a) is None or float(arch[a]) == float(bb.get(b, 4 if b == "mlp_ratio" else -1))
-           for a, b in _ARCH_FIELDS):
+    if all(float(getattr(arch, a)) == float(bb.get(b, 4 if b == "mlp_ratio" else -1)) for a, b in _ARCH_FIELDS):
         return []
-    d, depth = int(arch["embed_dim"]), int(arch["depth"])
+    d, depth = arch.embed_dim, arch.depth
     out = []
     for a, b in _ARCH_FIELDS:
-        if arch.get(a) is not None:
-            out.append(f"model.backbone.{b}={float(arch[a]):g}" if a == "mlp_ratio" else f"model.backbone.{b}={int(arch[a])}")
+        v = getattr(arch, a)
+        out.append(f"model.backbone.{b}={float(v):g}" if a == "mlp_ratio" else f"model.backbone.{b}={int(v)}")
     if depth != int(bb.num_layers):
         quarter = [max(0, depth * k // 4 - 1) for k in (1, 2, 3, 4)]
         out += [f"model.backbone.out_indices=[{','.join(map(str, quarter))}]",
                 f"optim_wrapper.paramwise_cfg.num_layers={depth}"]
-    patch, old_patch = int(arch.get("patch_size") or bb.patch_size), int(bb.patch_size)
+    patch, old_patch = arch.patch_size, int(bb.patch_size)
     if patch != old_patch and cfg.model.get("neck", {}).get("rescales") is not None:
         # keep the pyramid's strides (e.g. 4..32): rescale by the change of patch size
         scaled = [r * patch / old_patch for r in cfg.model.neck.rescales]
@@ -86,7 +86,7 @@ def target(cfg) -> EngineTarget:
     """The :class:`EngineTarget` of a UperNet config with mmseg's ``MAE`` backbone (of a generic config:
     for its own checkpoints only)."""
     if generic_config(cfg):
-        return EngineTarget(name="mmseg", prefix=PREFIX, arch={}, overrides=lambda src: [], native=native_state,
+        return EngineTarget(name="mmseg", prefix=PREFIX, arch=None, overrides=lambda src: [], native=native_state,
                             override_flag="--cfg-options ")
     return EngineTarget(name="mmseg", prefix=PREFIX, arch=arch_of_config(cfg.model.backbone),
                         overrides=lambda src: arch_overrides(src, cfg), native=native_state,

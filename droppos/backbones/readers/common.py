@@ -64,7 +64,7 @@ def tensors(sd, where: str, what: str) -> dict[str, torch.Tensor]:
     return sd
 
 
-def timm_raw(sd: dict, pretext=(), head_reason="classifier head (kept as Backbone.head)") -> Raw:
+def timm_raw(sd: dict, pretext=(), head_reason="classifier head (kept as the backbone's head)") -> Raw:
     """A timm-named state dict: ``head.*`` kept aside, ``pretext`` key prefixes dropped."""
     raw: Raw = {}
     for k, v in sd.items():

@@ -18,7 +18,7 @@ _TV_RULES = [
     (r"^encoder\.pos_embedding$", "pos_embed", ""),
     (r"^conv_proj\.(weight|bias)$", r"patch_embed.proj.\1", ""),
     (r"^encoder\.ln\.(weight|bias)$", r"norm.\1", ""),
-    (r"^heads\.head\.(weight|bias)$", r"head.\1", "classifier head (kept as Backbone.head)"),
+    (r"^heads\.head\.(weight|bias)$", r"head.\1", "classifier head (kept as the backbone's head)"),
     (r"^heads\.", None, "pre-logits layer of the classifier"),
     (_TV_LAYER + r"ln_1\.(weight|bias)$", r"blocks.\1.norm1.\2", ""),
     (_TV_LAYER + r"ln_2\.(weight|bias)$", r"blocks.\1.norm2.\2", ""),
