@@ -33,6 +33,7 @@ from droppos.errors import UserError
 from droppos.utils.checkpoint import safe_load
 from droppos.utils.metrics import backbone_record
 
+from .report import KeyReport
 from .source import default_name, file_hash
 
 ENTRY_POINT_GROUP = "droppos.backbones"
@@ -190,7 +191,7 @@ def load_generic(src: str, trust_pickle: bool = False, allow_nonfinite: bool = F
             if bad:
                 raise UserError(f"{path}: non-finite weights (NaN/Inf) in {', '.join(bad[:3])}; the file is damaged "
                                 "(pass --allow-nonfinite to read it anyway)")
-        notes += _load(model, dict(sd), str(path), allow_missing_head=False)
+        notes += _load(model, dict(sd), str(path), allow_missing_head=False).notes
         meta["sha256"] = file_hash(path)
     else:
         notes.append(f"random init of {model_name} (seed 0): {kind} builds it without weights")
@@ -237,8 +238,8 @@ def _read_weights(path: Path, trust_pickle: bool) -> dict[str, torch.Tensor]:
     return obj
 
 
-def _load(model: torch.nn.Module, sd: dict, where: str, allow_missing_head: bool) -> list[str]:
-    """Through the family's timm ``checkpoint_filter_fn``, then strictly; returns notes, raises the report."""
+def _load(model: torch.nn.Module, sd: dict, where: str, allow_missing_head: bool) -> KeyReport:
+    """Through the family's timm ``checkpoint_filter_fn``, then strictly; returns the report, raises it in one line."""
     notes = []
     module = importlib.import_module(type(model).__module__)
     filter_fn = getattr(module, "checkpoint_filter_fn", None)
@@ -254,18 +255,26 @@ def _load(model: torch.nn.Module, sd: dict, where: str, allow_missing_head: bool
         sd.pop(k)
     if head:
         notes.append(f"dropped the file's classifier head: {', '.join(head[:4])}")
-    wrong = [f"{k} {tuple(v.shape)} vs model {tuple(own[k].shape)}" for k, v in sd.items()
-             if k in own and tuple(v.shape) != tuple(own[k].shape)]
-    missing = [k for k in own if k not in sd and not (allow_missing_head and k.split(".")[0] in ("head", "fc",
-                                                                                                 "classifier"))]
-    unexpected = [k for k in sd if k not in own]
-    if wrong or missing or unexpected:
-        parts = ([f"{len(missing)} model weights not in the file ({', '.join(missing[:3])})"] if missing else []) + \
-                ([f"{len(unexpected)} file weights with no place ({', '.join(unexpected[:3])})"] if unexpected else []) + \
-                ([f"{len(wrong)} shape mismatches ({', '.join(wrong[:2])})"] if wrong else [])
+    rep = KeyReport(source=where, target=type(model).__name__, stage="load", notes=notes,
+                    dropped=[(k, "the file's classifier head") for k in head])
+    rep.wrong_shape = [(k, tuple(v.shape), tuple(own[k].shape)) for k, v in sd.items()
+                       if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    rep.missing = [k for k in own if k not in sd and not (allow_missing_head and k.split(".")[0] in ("head", "fc",
+                                                                                                      "classifier"))]
+    rep.unmapped = [k for k in sd if k not in own]
+    if not rep.ok:
+        parts = []
+        if rep.missing:
+            parts.append(f"{len(rep.missing)} model weights not in the file ({', '.join(rep.missing[:3])})")
+        if rep.unmapped:
+            parts.append(f"{len(rep.unmapped)} file weights with no place ({', '.join(rep.unmapped[:3])})")
+        if rep.wrong_shape:
+            wrong = [f"{k} {a} vs model {b}" for k, a, b in rep.wrong_shape[:2]]
+            parts.append(f"{len(rep.wrong_shape)} shape mismatches ({', '.join(wrong)})")
         raise WeightsMismatch(f"{where}: the weights do not fit the model: {'; '.join(parts)}; check the model name")
     model.load_state_dict({**own, **sd}, strict=True)
-    return notes
+    rep.loaded = list(sd)
+    return rep
 
 
 # ---------------------------------------------------------------------------------------- dense features

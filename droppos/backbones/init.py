@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -43,6 +43,7 @@ from .convert import ConversionError, convert_backbone
 from .generic import is_generic
 from .arch import ViTArch
 from .options import BackboneOptions
+from .report import KeyReport, short
 from .source import file_hash
 
 INIT_JSON = "init.json"
@@ -77,54 +78,6 @@ class Init:
     state_dict: dict[str, torch.Tensor] | None = None
     conversion: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
-
-
-@dataclass
-class LoadReport:
-    """Which weights of the initial state dict landed in the model (``ok``: nothing lost)."""
-
-    source: str
-    loaded: list[str] = field(default_factory=list)
-    recipe_init: dict[str, str] = field(default_factory=dict)  # key -> how the recipe sets it (expected missing)
-    random_init: list[str] = field(default_factory=list)  # outside the backbone, not in the file
-    missing: list[str] = field(default_factory=list)  # backbone keys not in the file (error)
-    unexpected: list[str] = field(default_factory=list)  # file keys with no place in the model (error)
-    wrong_shape: list[tuple[str, tuple, tuple]] = field(default_factory=list)  # (key, file, model) (error)
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not (self.missing or self.unexpected or self.wrong_shape)
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["wrong_shape"] = [[k, list(a), list(b)] for k, a, b in self.wrong_shape]
-        d["ok"] = self.ok
-        return d
-
-    def lines(self) -> list[str]:
-        out = [f"init: {len(self.loaded)} tensors loaded from {self.source}"]
-        out += [f"  {n}" for n in self.notes]
-        kinds: dict[str, int] = {}
-        for how in self.recipe_init.values():
-            kinds[how] = kinds.get(how, 0) + 1
-        out += [f"  not in the file, set by the recipe: {n} x {how}" for how, n in kinds.items()]
-        if self.random_init:
-            tops = sorted({".".join(k.split(".")[:2]) for k in self.random_init})
-            out.append(f"  random init (not in the file): {len(self.random_init)} tensors of {', '.join(tops[:6])}")
-        if self.missing:
-            out.append(f"  ERROR backbone weights not in the file: {_keys(self.missing)}")
-        if self.unexpected:
-            out.append(f"  ERROR file weights with no place in the model: {_keys(self.unexpected)}")
-        out += [f"  ERROR shape mismatch {k}: file {tuple(a)}, model {tuple(b)}" for k, a, b in self.wrong_shape[:6]]
-        return out
-
-    def summary(self) -> str:
-        return "\n".join(self.lines())
-
-
-def _keys(keys: list[str], n: int = 4) -> str:
-    return ", ".join(keys[:n]) + (f" (+{len(keys) - n} more)" if len(keys) > n else "")
 
 
 # ---------------------------------------------------------------------------------------- resolve
@@ -213,11 +166,11 @@ def check_arch(src_arch: ViTArch, target: EngineTarget, src: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------- load
-def check(model_sd: dict[str, torch.Tensor], init: Init, target: EngineTarget) -> LoadReport:
-    """The :class:`LoadReport` of loading ``init`` into a model with state dict ``model_sd`` (nothing loaded)."""
+def check(model_sd: dict[str, torch.Tensor], init: Init, target: EngineTarget) -> KeyReport:
+    """The :class:`KeyReport` of loading ``init`` into a model with state dict ``model_sd`` (nothing loaded)."""
     sd = init.state_dict or {}
-    rep = LoadReport(source=init.source, notes=list(init.notes))
-    rep.unexpected = sorted(set(sd) - set(model_sd))
+    rep = KeyReport(source=init.source, target=target.name, stage="load", notes=list(init.notes))
+    rep.unmapped = sorted(set(sd) - set(model_sd))
     rep.wrong_shape = [(k, tuple(v.shape), tuple(model_sd[k].shape)) for k, v in sd.items()
                        if k in model_sd and tuple(v.shape) != tuple(model_sd[k].shape)]
     bad = {k for k, _, _ in rep.wrong_shape}
@@ -236,7 +189,7 @@ def check(model_sd: dict[str, torch.Tensor], init: Init, target: EngineTarget) -
     return rep
 
 
-def explain(rep: LoadReport, target: EngineTarget) -> str:
+def explain(rep: KeyReport, target: EngineTarget) -> str:
     """One line for a failed load: a width/depth/patch mismatch named as such, with the overrides."""
     p = target.prefix
     shapes = {k: a for k, a, _ in rep.wrong_shape}
@@ -249,21 +202,23 @@ def explain(rep: LoadReport, target: EngineTarget) -> str:
     elif rep.wrong_shape:
         k, a, b = rep.wrong_shape[0]
         hints.append(f"{len(rep.wrong_shape)} shape mismatches, e.g. {k} file {tuple(a)} vs model {tuple(b)}")
-    if rep.unexpected:
-        hints.append(f"{len(rep.unexpected)} file weights have no place in the model: {_keys(rep.unexpected, 3)}")
+    if rep.unmapped:
+        hints.append(f"{len(rep.unmapped)} file weights have no place in the model: {short(rep.unmapped, 3)}")
     if rep.missing:
-        hints.append(f"{len(rep.missing)} backbone weights are not in the file: {_keys(rep.missing, 3)}")
-    where = f" (the backbone's keys start with {p!r})" if rep.unexpected and not rep.loaded else ""
+        hints.append(f"{len(rep.missing)} backbone weights are not in the file: {short(rep.missing, 3)}")
+    where = f" (the backbone's keys start with {p!r})" if rep.unmapped and not rep.loaded else ""
     return (f"{rep.source}: does not fit the model: {'; '.join(hints)}{where}; use a matching config "
             f"(overrides: {target.override_flag}model...) or convert the source for it")
 
 
-def load(model: torch.nn.Module, init: Init, target: EngineTarget, require_full: bool = False) -> LoadReport:
+def load(model: torch.nn.Module, init: Init, target: EngineTarget, require_full: bool = False) -> KeyReport:
     """Check ``init`` against ``model`` and load it strictly; raises :class:`InitError` with one line."""
     if init.kind == "scratch":
-        return LoadReport(source=init.source, notes=[f"scratch: the whole model keeps {target.name}'s random init"])
+        return KeyReport(source=init.source, target=target.name, stage="load",
+                         notes=[f"scratch: the whole model keeps {target.name}'s random init"])
     if init.kind == "generic":  # the backbone read and strictly loaded its weights when it was built
-        return LoadReport(source=init.source, notes=["generic backbone: weights loaded when it was built", *init.notes,
+        return KeyReport(source=init.source, target=target.name, stage="load",
+                         notes=["generic backbone: weights loaded when it was built", *init.notes,
                                                      "random init: neck and heads"])
     own = model.state_dict()
     rep = check(own, init, target)
@@ -274,7 +229,7 @@ def load(model: torch.nn.Module, init: Init, target: EngineTarget, require_full:
         raise InitError(f"{init.source}: no weight of the file is in the model")
     if require_full and rep.random_init:
         raise InitError(f"{init.source}: holds no weights for {len(rep.random_init)} tensors of the model "
-                        f"({_keys(rep.random_init, 2)}); evaluation needs a trained model, e.g. a run's final checkpoint")
+                        f"({short(rep.random_init, 2)}); evaluation needs a trained model, e.g. a run's final checkpoint")
     merged = dict(own)
     merged.update({k: v.to(own[k].dtype) for k, v in init.state_dict.items()})
     model.load_state_dict(merged, strict=True)
@@ -282,7 +237,7 @@ def load(model: torch.nn.Module, init: Init, target: EngineTarget, require_full:
 
 
 def load_file(model: torch.nn.Module, path: str | Path, target: EngineTarget, require_full: bool = False,
-              trust_pickle: bool = False) -> LoadReport:
+              trust_pickle: bool = False) -> KeyReport:
     """:func:`load` of a file in the engine's names (e.g. the converted ``OUTPUT/init/backbone_*.pth``)."""
     init = _native(str(path), BackboneOptions(backbone=str(path), source_format=target.name,
                                               trust_pickle=trust_pickle), target)
@@ -290,7 +245,7 @@ def load_file(model: torch.nn.Module, path: str | Path, target: EngineTarget, re
 
 
 # ---------------------------------------------------------------------------------------- run folder
-def save(run_dir: str | Path, init: Init, report: LoadReport | None = None, world_size: int | None = None) -> Path | None:
+def save(run_dir: str | Path, init: Init, report: KeyReport | None = None, world_size: int | None = None) -> Path | None:
     """Write the converted weights (``init/backbone.pth``) and ``init.json`` into ``run_dir``.
 
     ``init.json`` is a :class:`droppos.runs.InitRecord`: source, kind, the backbone record, the weights file
@@ -308,7 +263,7 @@ def save(run_dir: str | Path, init: Init, report: LoadReport | None = None, worl
     return path
 
 
-def record_load(run_dir: str | Path, report: LoadReport) -> None:
+def record_load(run_dir: str | Path, report: KeyReport) -> None:
     """Add the load report to ``run_dir/init.json`` (written by :func:`save`)."""
     record = InitRecord.read(run_dir)
     if record is not None:
