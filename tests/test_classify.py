@@ -305,3 +305,20 @@ def test_finetune_crop_scale_reaches_timm():
         assert tuple(crop.scale) == (min_scale, 1.0)
     with pytest.raises(ValueError, match="min_scale must be in"):
         build_transform("finetune", 16, min_scale=0.0)
+
+
+def test_resume_of_another_kind_of_run_names_that_kind(tmp_path, capsys):
+    """A linear probe resumed on a fine-tuning folder says so (not "unknown option(s) ['aa', 'clip_grad', ...]")."""
+    from droppos.cli import main
+    from droppos.transfer.classification.config import FinetuneConfig
+    from droppos.utils.config import write_config
+
+    write_config(FinetuneConfig(backbone="enc.pth", data="data"), tmp_path / "ft")
+    assert main(["classify", "linear", "--output", str(tmp_path / "ft"), "--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"droppos classify: error: {tmp_path / 'ft'}: holds a classify finetune run, not linear; resume it "
+                   f"with `droppos classify finetune --output {tmp_path / 'ft'} --resume`, or give linear another --output")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "config.json").write_text('{"mask_ratio": 0.75, "epochs": 3}')
+    assert main(["classify", "knn", "--output", str(tmp_path / "other"), "--resume"]) == 2
+    assert "its config.json is not a classify run's (options no protocol has: mask_ratio)" in capsys.readouterr().err

@@ -18,8 +18,10 @@ writes ``metrics.json`` (top-1, top-5) into ``--output``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
+from droppos.errors import UserError
 from droppos.utils.config import add_dataclass_arguments, dataclass_from_args, load_mapping
 
 from .config import CONFIGS, PROTOCOLS
@@ -47,9 +49,26 @@ def run(args: argparse.Namespace) -> int:
         out = Path(args.output or cls().output)
         if (out / "config.json").is_file():
             base = load_mapping(out / "config.json")
+            check_run_kind(out, base, args.protocol)
     cfg = dataclass_from_args(cls, args, base=base)
     run_protocol(cfg, args.protocol, resume=args.resume, overwrite=args.overwrite)
     return 0
+
+
+def check_run_kind(out: Path, saved: dict, protocol: str) -> None:
+    """A folder of another kind of run is named as such before its options are read as this protocol's."""
+    def fits(name: str) -> bool:
+        return set(saved) <= {f.name for f in dataclasses.fields(CONFIGS[name])}
+
+    if fits(protocol):
+        return
+    other = next((name for name in CONFIGS if fits(name)), None)
+    if other is not None:
+        raise UserError(f"{out}: holds a classify {other} run, not {protocol}; resume it with `droppos classify {other} "
+                        f"--output {out} --resume`, or give {protocol} another --output")
+    foreign = sorted(set(saved) - set().union(*({f.name for f in dataclasses.fields(c)} for c in CONFIGS.values())))
+    raise UserError(f"{out}: its config.json is not a classify run's (options no protocol has: {', '.join(foreign[:5])}); "
+                    "give another --output")
 
 
 def run_protocol(cfg, protocol: str, resume: bool = False, overwrite: bool = False) -> dict[str, float]:
