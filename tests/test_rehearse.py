@@ -183,8 +183,8 @@ def test_the_rehearsed_spec_changes_the_schedule_data_and_missing_checkpoints_on
     r, notes = rehearsal_spec(spec, tmp_path, RehearsalOptions())
     assert {d.path for d in r.data.values()} == {str(tmp_path / "data" / n) for n in spec.data}
     mae = next(b for b in r.backbones if b.name == "mae")
-    assert Path(mae.checkpoint) == tmp_path / "checkpoints" / "mae_pretrain_vit_base.pth"
-    assert Path(mae.checkpoint).is_file() and any(n.startswith("mae:") for n in notes)
+    assert Path(mae.source.backbone) == tmp_path / "checkpoints" / "mae_pretrain_vit_base.pth"
+    assert Path(mae.source.backbone).is_file() and any(n.startswith("mae:") for n in notes)
     droppos = next(b for b in r.backbones if b.name == "droppos")
     orig = next(b for b in spec.backbones if b.name == "droppos")
     assert droppos.pretrain["epochs"] == 1 and droppos.pretrain["batch_size"] == 2

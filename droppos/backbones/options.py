@@ -26,7 +26,7 @@ import argparse
 from dataclasses import dataclass
 
 from droppos.errors import UserError
-from droppos.utils.config import DeprecatedAlias, opt
+from droppos.utils.config import DeprecatedAlias, opt, to_args
 
 
 @dataclass
@@ -51,6 +51,10 @@ class BackboneOptions:
                                    "else 'unknown')")
     pretrain_epochs: int | None = opt(None, "pretraining epochs for the backbone record (default: what the file says)",
                                       metavar="N", ge=0)
+
+    def args(self) -> list[str]:
+        """These options as the flags of every command (``--backbone SRC --from FMT ...``; defaults left out)."""
+        return to_args(self)
 
     def read(self, **overrides):
         """The backbone these options name: a :class:`~droppos.backbones.source.ViTBackbone` (a ViT in

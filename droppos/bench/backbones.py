@@ -28,15 +28,11 @@ def backbone_record_of(bb: BackboneSpec, out: Path) -> tuple[dict, str | None]:
         arch = vit_arch_args(cfg.model, patch_size=cfg.patch_size, img_size=cfg.img_size)
         return backbone_record(cfg.method, arch, cfg.epochs, source=str(out / bb.name / "pretrain" / "encoder.pth"),
                                id=bb.name), None
-    from droppos.backbones.options import BackboneOptions
-
-    opts = BackboneOptions(backbone=bb.checkpoint, source_format=bb.fmt, trust_pickle=bb.trust_pickle, arch=bb.arch,
-                           part=bb.part, name=bb.name, method=bb.method, pretrain_epochs=bb.epochs)
     try:
-        return dict(opts.read().backbone), None  # the one way every engine reads a backbone
+        return dict(bb.source.read().backbone), None  # the one way every engine reads a backbone
     except (ValueError, FileNotFoundError, OSError) as e:
-        return {"id": bb.name, "method": bb.method or "unknown", "arch": "unknown", "epochs": bb.epochs,
-                "source": bb.checkpoint}, str(e)
+        return {"id": bb.name, "method": bb.source.method or "unknown", "arch": "unknown",
+                "epochs": bb.source.pretrain_epochs, "source": bb.source.backbone}, str(e)
 
 
 def backbone_records(backbones: list[BackboneSpec], out: Path) -> tuple[dict[str, dict], list[str]]:

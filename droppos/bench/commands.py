@@ -15,32 +15,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from droppos.backbones.options import BackboneOptions
 from droppos.runs.tasks import TaskKind, task_kind
 
 from .spec import BackboneSpec, DataSpec, TaskSpec
-
-
-@dataclass
-class Source:
-    """The weights a downstream run starts from, how the readers should read them, and its name."""
-
-    path: str  # file or scratch:<spec>
-    fmt: str | None = None
-    trust_pickle: bool = False
-    arch: str | None = None
-    part: str | None = None
-    name: str | None = None  # the spec backbone's name: the row of its runs
-    method: str | None = None
-    epochs: int | None = None
-
-    def flags(self) -> list[str]:
-        """The backbone flags, spelled the same for every command (:mod:`droppos.backbones.options`)."""
-        out = ["--backbone", self.path]
-        for flag, value in (("--from", self.fmt), ("--arch", self.arch), ("--part", self.part), ("--name", self.name),
-                            ("--method", self.method), ("--pretrain-epochs", self.epochs)):
-            if value is not None:
-                out += [flag, str(value)]
-        return out + (["--trust-pickle"] if self.trust_pickle else [])
 
 
 @dataclass
@@ -106,24 +84,24 @@ def pretrain_args(bb: BackboneSpec, folder: Path, data_path: str) -> list[str]:
     return ["pretrain", *_resume(task_kind("pretrain")), "--output", str(folder), "--data", data_path, *flags(opts)]
 
 
-def classify_args(t: TaskSpec, src: Source, d: DataSpec, folder: Path, seed: int, options: dict) -> list[str]:
+def classify_args(t: TaskSpec, src: BackboneOptions, d: DataSpec, folder: Path, seed: int, options: dict) -> list[str]:
     """``droppos classify`` and ``droppos probe``: the same flags (a probe has no resume flag)."""
-    out = [t.kind, t.protocol, *_resume(task_kind(t.kind, t.protocol)), *src.flags(), "--data", d.path, "--output",
+    out = [t.kind, t.protocol, *_resume(task_kind(t.kind, t.protocol)), *src.args(), "--data", d.path, "--output",
            str(folder), "--seed", str(seed)]
     if d.dataset and "dataset" not in options:
         out += ["--dataset", d.dataset]
     return out + flags(options)
 
 
-def detect_args(t: TaskSpec, src: Source, d: DataSpec, folder: Path, seed: int, options: dict) -> list[str]:
+def detect_args(t: TaskSpec, src: BackboneOptions, d: DataSpec, folder: Path, seed: int, options: dict) -> list[str]:
     """``droppos detect``: the config overrides come last."""
-    return ["detect", "--config-file", t.config, *src.flags(), "--output", str(folder), "--data", d.path,
+    return ["detect", "--config-file", t.config, *src.args(), "--output", str(folder), "--data", d.path,
             "--seed", str(seed), *_resume(task_kind("detect")), *overrides(options)]
 
 
-def segment_args(t: TaskSpec, src: Source, d: DataSpec, folder: Path, seed: int, options: dict) -> list[str]:
+def segment_args(t: TaskSpec, src: BackboneOptions, d: DataSpec, folder: Path, seed: int, options: dict) -> list[str]:
     opts = {"randomness.seed": seed, **options}
-    return ["segment", "--config", t.config, *src.flags(), "--output", str(folder), "--data", d.path,
+    return ["segment", "--config", t.config, *src.args(), "--output", str(folder), "--data", d.path,
             *_resume(task_kind("segment")), "--cfg-options", *overrides(opts)]
 
 

@@ -18,9 +18,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from droppos.backbones.options import BackboneOptions
 from droppos.runs.tasks import TaskKind, task_kind
 
-from .commands import TASK_ARGS, Source, data_args, pretrain_args
+from .commands import TASK_ARGS, data_args, pretrain_args
 from .spec import PLACEHOLDER, BackboneSpec, DataSpec, Spec, TaskSpec, task_references
 
 
@@ -52,11 +53,12 @@ class Run:
         return "droppos " + shlex.join(self.args)
 
 
-def backbone_source(bb: BackboneSpec, out: Path) -> Source:
-    """The weights downstream runs of ``bb`` start from."""
+def backbone_source(bb: BackboneSpec, out: Path) -> BackboneOptions:
+    """The backbone options of the downstream runs of ``bb``: its pretraining's encoder, or the spec's."""
     if bb.pretrain is not None:
-        return Source(str(out / bb.name / "pretrain" / "encoder.pth"), fmt="encoder", name=bb.name)
-    return Source(bb.checkpoint, bb.fmt, bb.trust_pickle, bb.arch, bb.part, bb.name, bb.method, bb.epochs)
+        return BackboneOptions(backbone=str(out / bb.name / "pretrain" / "encoder.pth"), source_format="encoder",
+                               name=bb.name)
+    return bb.source
 
 
 def default_dataset_name(d: DataSpec) -> str:
@@ -85,7 +87,7 @@ def derive_schedule(t: TaskSpec) -> dict | None:
     return None
 
 
-def _substitute(options: dict, out: Path, spec: Spec, bb: str, seed: int, src: Source, folder: Path) -> dict:
+def _substitute(options: dict, out: Path, spec: Spec, bb: str, seed: int, src: BackboneOptions, folder: Path) -> dict:
     def sub(s):
         if not isinstance(s, str):
             return s
@@ -95,7 +97,7 @@ def _substitute(options: dict, out: Path, spec: Spec, bb: str, seed: int, src: S
                 return str(out / bb / m.group(2) / f"seed{seed}")
             if m.group(1) == "data":
                 return spec.data[m.group(2)].path
-            return src.path if m.group(3) == "backbone" else str(folder)
+            return src.backbone if m.group(3) == "backbone" else str(folder)
 
         return PLACEHOLDER.sub(one, s)
 

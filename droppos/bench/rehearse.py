@@ -109,15 +109,15 @@ def rehearsal_spec(spec: Spec, out: Path, opts: RehearsalOptions) -> tuple[Spec,
         if bb.pretrain is not None:
             bb.pretrain = {**bb.pretrain, **tiny_schedule("pretrain", opts.processes)}
             continue
-        src = bb.checkpoint
+        src, fmt = bb.source.backbone, bb.source.source_format or "timm"
         if src.startswith(("scratch", "timm:")) or ":" in src.split("/")[0] or Path(src).exists():
             continue
         stand_in = out / "checkpoints" / Path(src).name
         if not stand_in.exists():
-            write_checkpoint(stand_in, bb.fmt or "timm", bb.arch)
-        notes.append(f"{bb.name}: {src} is not here: random {timm_name(src, bb.arch)} weights in its "
-                     f"'{bb.fmt or 'timm'}' layout, {stand_in}")
-        bb.checkpoint = str(stand_in)
+            write_checkpoint(stand_in, fmt, bb.source.arch)
+        notes.append(f"{bb.name}: {src} is not here: random {timm_name(src, bb.source.arch)} weights in its "
+                     f"'{fmt}' layout, {stand_in}")
+        bb.source.backbone = str(stand_in)
     for t in r.tasks:
         for tv in (t, *t.variants.values()):
             tv.options = {**tv.options, **tiny_schedule(task_kind(tv.kind, tv.protocol).kind, opts.processes)}

@@ -58,9 +58,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from droppos.backbones.options import BackboneOptions
 from droppos.errors import UserError
-
 from droppos.runs.tasks import protocols, spec_kinds
+from droppos.utils.config import check_fields
 
 DATA_KINDS = ("imagefolder", "coco", "ade20k")
 TASK_KINDS = spec_kinds()  # spec task kind -> the data kind it reads (the task registry's)
@@ -72,11 +73,12 @@ DATA_BUILD_KEYS = {
     "coco": ("source", "seed", "canvas", "train_images", "val_images", "min_items", "max_items"),
     "ade20k": ("source", "seed", "canvas", "train_images", "val_images", "min_items", "max_items"),
 }
+#: a checkpoint backbone's keys in a spec -> the BackboneOptions field each one sets (``name`` is the row's name)
+SPEC_BACKBONE_KEYS = {"checkpoint": "backbone", "from": "source_format", "trust_pickle": "trust_pickle", "arch": "arch",
+                      "part": "part", "method": "method", "epochs": "pretrain_epochs"}
 #: classify/probe flags the bench sets itself, with where they come from
-BENCH_SET = {"backbone": "the backbone", "source_format": "the backbone's 'from'", "trust_pickle": "the backbone",
-             "arch": "the backbone", "part": "the backbone", "allow_nonfinite": "the backbone", "name": "the backbone",
-             "method": "the backbone", "pretrain_epochs": "the backbone's 'epochs'", "data": "the task's 'data'",
-             "output": "the run folder", "seed": "'seeds'"}
+BENCH_SET = {**{f.name: "the backbone" for f in dataclasses.fields(BackboneOptions)},
+             "data": "the task's 'data'", "output": "the run folder", "seed": "'seeds'"}
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 RESERVED = {"data", "results", "pretrain"}
 
@@ -98,13 +100,7 @@ class DataSpec:
 class BackboneSpec:
     name: str  # the backbone's name: its row in the table (--name of every run)
     pretrain: dict | None = None  # PretrainConfig fields (data: a data name or a path)
-    checkpoint: str = ""  # any layout the readers read, or scratch:<size>_p<patch>_<img>
-    fmt: str | None = None  # the layout ('from')
-    trust_pickle: bool = False
-    arch: str | None = None
-    part: str | None = None
-    method: str | None = None  # for the record (checkpoint backbones; a pretraining knows its own)
-    epochs: int | None = None  # pretraining epochs for the record
+    source: BackboneOptions | None = None  # a checkpoint backbone: the backbone flags of every command
     recipe: str | None = None  # pretraining: the published recipe it follows (recipe card)
     deviations: dict = field(default_factory=dict)  # field -> why it deliberately differs from the recipe
 
@@ -281,8 +277,7 @@ def _load_backbone(c: _Checker, raw, i: int, data: dict[str, DataSpec]) -> Backb
 
     key = f"backbones[{i}]"
     raw = c.mapping(raw, key)
-    c.known(raw, key, ("name", "pretrain", "checkpoint", "from", "trust_pickle", "arch", "part", "method", "epochs",
-                       "recipe", "deviations"), required=("name",))
+    c.known(raw, key, ("name", "pretrain", *SPEC_BACKBONE_KEYS, "recipe", "deviations"), required=("name",))
     name = c.name(raw["name"], f"{key}.name")
     key = f"backbones[{i}] ({name})"
     if ("pretrain" in raw) == ("checkpoint" in raw):
@@ -293,7 +288,7 @@ def _load_backbone(c: _Checker, raw, i: int, data: dict[str, DataSpec]) -> Backb
                 c.fail(f"{key}.{k}", "applies to backbones pretrained here (pretrain: {...}); a checkpoint's "
                                      "recipe is its publisher's")
     if "pretrain" in raw:
-        for k in ("from", "trust_pickle", "arch", "part", "method", "epochs"):
+        for k in [k for k in SPEC_BACKBONE_KEYS if k != "checkpoint"]:
             if k in raw:
                 c.fail(f"{key}.{k}", "applies to 'checkpoint' backbones only (a pretraining records its own)")
         pt = dict(c.mapping(raw["pretrain"], f"{key}.pretrain"))
@@ -326,21 +321,19 @@ def _load_backbone(c: _Checker, raw, i: int, data: dict[str, DataSpec]) -> Backb
 
         if fmt not in FORMATS:
             c.fail(f"{key}.from", f"{fmt!r} is not a converter format; choose one of {list(FORMATS)}")
-    trust = raw.get("trust_pickle", False)
-    if not isinstance(trust, bool):
-        c.fail(f"{key}.trust_pickle", f"expected true or false, got {trust!r}")
-    arch = raw.get("arch")
-    if arch is not None and not isinstance(arch, str):
-        c.fail(f"{key}.arch", f"expected a string (droppos convert --arch syntax), got {arch!r}")
-    for k in ("part", "method"):
-        if raw.get(k) is not None and not isinstance(raw[k], str):
-            c.fail(f"{key}.{k}", f"expected a string, got {raw[k]!r}")
-    epochs = raw.get("epochs")
-    if epochs is not None and (not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 0):
-        c.fail(f"{key}.epochs", f"expected a non-negative integer (pretraining epochs), got {epochs!r}")
-    return BackboneSpec(name=name, checkpoint=c.string(raw["checkpoint"], f"{key}.checkpoint"),
-                        fmt=fmt, trust_pickle=trust, arch=arch, part=raw.get("part"), method=raw.get("method"),
-                        epochs=epochs)
+    for k, want in (("checkpoint", str), ("trust_pickle", bool), ("arch", str), ("part", str), ("method", str),
+                    ("epochs", int)):
+        v = raw.get(k)
+        if v is not None and (not isinstance(v, want) or (want is int and isinstance(v, bool))):
+            what = {str: "a string", bool: "true or false", int: "an integer"}[want]
+            c.fail(f"{key}.{k}", f"expected {what}, got {v!r}")
+    source = BackboneOptions(name=name, **{SPEC_BACKBONE_KEYS[k]: raw[k] for k in SPEC_BACKBONE_KEYS if k in raw})
+    source.backbone = c.string(source.backbone, f"{key}.checkpoint")
+    try:
+        check_fields(source, f"{key}")
+    except UserError as e:
+        c.fail(key, str(e))
+    return BackboneSpec(name=name, source=source)
 
 
 PER_BACKBONE_KEYS = ("options", "config", "schedule", "recipe", "deviations")

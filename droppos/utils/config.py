@@ -98,6 +98,25 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, title: s
             group.add_argument(alias, action=DeprecatedAlias, new=flag, help=argparse.SUPPRESS, **hidden)
 
 
+def to_args(cfg: Any) -> list[str]:
+    """The flags that give ``cfg`` (fields left at their default are left out): what
+    :func:`add_dataclass_arguments` reads back into the same config."""
+    out: list[str] = []
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        if value == default:
+            continue
+        flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+        if isinstance(value, bool):
+            out += [flag] if value and f.metadata.get("switch") else [flag, "true" if value else "false"]
+        elif isinstance(value, (list, tuple)):
+            out += [flag, *map(str, value)]
+        else:
+            out += [flag, "none" if value is None else str(value)]
+    return out
+
+
 class DeprecatedAlias(argparse.Action):
     """An old flag spelling: stores like the new one and says once that it is deprecated."""
 
