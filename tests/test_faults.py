@@ -219,7 +219,7 @@ def test_knn_options_are_checked_where_they_enter(tmp_path, capsys, extra, messa
     ("lr: .nan\n", "--lr must be a finite number > 0, got nan"),
     ("min_scale: 0\n", "--min-scale must be a number > 0 and <= 1, got 0"),
     ("layer_decay: 2\n", "--layer-decay must be a number > 0 and <= 1, got 2"),
-    ("epochz: 3\n", "unknown option(s) ['epochz']"),
+    ("epochz: 3\n", "unknown option(s) ['epochz'] ('epochz': did you mean 'epochs'?)"),
 ])
 def test_finetune_config_file_values_are_checked(tmp_path, capsys, text, message):
     (tmp_path / "cfg.yaml").write_text(text)

@@ -155,7 +155,11 @@ def from_mapping(cls: type[T], data: dict, source: str = "config") -> T:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise UserError(f"{source}: unknown option(s) {unknown} for {cls.__name__}; valid: {sorted(names)}")
+        import difflib
+
+        close = [f"{u!r}: did you mean {c[0]!r}?" for u in unknown if (c := difflib.get_close_matches(u, names, n=1))]
+        raise UserError(f"{source}: unknown option(s) {unknown}{' (' + '; '.join(close) + ')' if close else ''} for "
+                        f"{cls.__name__}; valid: {sorted(names)}")
     cfg = cls(**data)
     check_fields(cfg, source)
     return cfg

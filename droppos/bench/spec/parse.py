@@ -1,147 +1,22 @@
-"""The benchmark spec: which data, which backbones, which tasks, which seeds. Loaded and checked.
-
-A spec is a YAML file (``droppos/bench/specs/smoke.yaml`` is the commented example)::
-
-    name: smoke                    # default output folder: runs/bench/<name>
-    seeds: [0]                     # seeds of every downstream task
-    data:                          # datasets by name; kind = the name unless given
-      imagefolder: {path: data/fmnist, build: {size: 64}}    # built by `droppos data` when missing
-      coco: {path: data/coco}                                 # build: {} (the builder's defaults)
-      imagenet: {kind: imagefolder, path: /datasets/imagenet, build: false, dataset: imagenet}
-    backbones:
-      - name: droppos              # pretrained here, in OUT/droppos/pretrain
-        pretrain: {method: droppos, model: tiny, patch_size: 8, img_size: 64, epochs: 8, data: imagefolder}
-      - name: scratch              # used as given: any source `droppos convert` reads
-        checkpoint: scratch:tiny_p8_64
-      - name: mae_official         # the name is the backbone's row in the table (--name of its runs)
-        checkpoint: /ckpt/mae_pretrain_vit_base.pth
-        method: mae                # optional, for the record: method, epochs (else what the file says)
-        epochs: 1600
-        from: deit                 # optional: the backbone flags --from, --arch, --part, trust_pickle
-    reference: [mae_official]      # rows the delta columns are taken against (none by default)
-    tasks:
-      - {name: finetune, kind: classify, protocol: finetune, data: imagefolder, options: {epochs: 5}}
-      - {name: det, kind: detect, config: mask_rcnn_vitdet_fmnist, data: coco, options: {train.max_iter: 30}}
-      - {name: seg, kind: segment, config: upernet_vit_fmnist, data: ade20k, options: {train_cfg.max_iters: 40}}
-      - {name: position, kind: probe, protocol: position, data: imagefolder}
-
-A spec may start from another: ``extends: smoke`` (a shipped name or a path) takes that spec's
-top-level keys, and this file's keys replace them (``specs/smoke3.yaml``: ``name`` and ``seeds``).
-
-Task ``options`` are the flags of the engine's command (``epochs`` -> ``--epochs``) for
-``classify``, ``probe`` and ``pretrain``; config overrides (``KEY=VALUE``) for ``detect`` and
-``segment``. String values may name other folders: ``{data:NAME}`` (a dataset's path),
-``{task:NAME}`` (the folder of task NAME for the same backbone and seed; the run then waits for
-it), ``{backbone}`` (the backbone's weights), ``{run}`` (this run's folder). Optional per task:
-``schedule`` (``{epochs: N}`` or ``{iters: N}``, written to run.json; derived from the options
-when omitted), ``seeds`` (instead of the spec's), ``backbones`` (a subset of backbone names),
-``needs`` (task names to wait for), ``per_backbone`` (``{NAME: {options, config, schedule, recipe,
-deviations}}``: what differs for one backbone, e.g. its own published recipe; options are merged
-over the task's), ``recipe`` and ``deviations`` (below). Relative paths are relative to the
-working directory.
-
-Recipe cards (``droppos bench SPEC --recipe-card``): ``recipe: NAME`` on a task, a ``per_backbone``
-entry or a pretraining backbone names the published recipe it follows (:mod:`droppos.bench.recipes`);
-``deviations: {field: why}`` names the differences that are deliberate; ``gpus: N`` (top level,
-default 1) is the number of processes the spec is written for, from which the card derives each
-effective batch.
-
-:func:`load_spec` returns a checked :class:`Spec`; every problem is a :class:`SpecError` whose
-message names the spec file and the key (``smoke.yaml: tasks[2].options.epochs: ...``).
-"""
+"""Parsing a spec: every key checked where it is read, each problem one :class:`~.schema.SpecError` naming the
+file and the key."""
 
 from __future__ import annotations
 
 import dataclasses
-import re
-from dataclasses import dataclass, field
+import difflib
 from pathlib import Path
 from typing import Any
 
 from droppos.backbones.options import BackboneOptions
 from droppos.errors import UserError
-from droppos.runs.tasks import protocols, spec_kinds
 from droppos.utils.config import check_fields
 
-DATA_KINDS = ("imagefolder", "coco", "ade20k")
-TASK_KINDS = spec_kinds()  # spec task kind -> the data kind it reads (the task registry's)
-CLASSIFY_PROTOCOLS = protocols("classify")
-PROBE_PROTOCOLS = protocols("probe")
-#: `droppos data` flags per kind (besides --out, set by the bench)
-DATA_BUILD_KEYS = {
-    "imagefolder": ("source", "seed", "size", "mode", "train_per_class", "val_per_class"),
-    "coco": ("source", "seed", "canvas", "train_images", "val_images", "min_items", "max_items"),
-    "ade20k": ("source", "seed", "canvas", "train_images", "val_images", "min_items", "max_items"),
-}
-#: a checkpoint backbone's keys in a spec -> the BackboneOptions field each one sets (``name`` is the row's name)
-SPEC_BACKBONE_KEYS = {"checkpoint": "backbone", "from": "source_format", "trust_pickle": "trust_pickle", "arch": "arch",
-                      "part": "part", "method": "method", "epochs": "pretrain_epochs"}
-#: classify/probe flags the bench sets itself, with where they come from
-BENCH_SET = {**{f.name: "the backbone" for f in dataclasses.fields(BackboneOptions)},
-             "data": "the task's 'data'", "output": "the run folder", "seed": "'seeds'"}
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-RESERVED = {"data", "results", "pretrain"}
+from ..recipes import RECIPES
+from .graph import check_references
+from .schema import (BENCH_SET, CLASSIFY_PROTOCOLS, DATA_BUILD_KEYS, DATA_KINDS, NAME, PROBE_PROTOCOLS, RESERVED,
+                     SPEC_BACKBONE_KEYS, TASK_KINDS, BackboneSpec, DataSpec, Spec, SpecError, TaskSpec)
 
-
-class SpecError(UserError):
-    """A problem in a spec file; the message names the file and the key."""
-
-
-@dataclass
-class DataSpec:
-    name: str
-    kind: str  # imagefolder | coco | ade20k
-    path: str
-    build: dict | None  # `droppos data` options, or None: never build (must exist)
-    dataset: str = ""  # name in metrics.json ('' = the engine's own)
-
-
-@dataclass
-class BackboneSpec:
-    name: str  # the backbone's name: its row in the table (--name of every run)
-    pretrain: dict | None = None  # PretrainConfig fields (data: a data name or a path)
-    source: BackboneOptions | None = None  # a checkpoint backbone: the backbone flags of every command
-    recipe: str | None = None  # pretraining: the published recipe it follows (recipe card)
-    deviations: dict = field(default_factory=dict)  # field -> why it deliberately differs from the recipe
-
-
-@dataclass
-class TaskSpec:
-    name: str
-    kind: str  # classify | detect | segment | probe
-    data: str  # a DataSpec name
-    protocol: str = ""  # classify/probe
-    config: str = ""  # detect/segment: shipped config name or file
-    options: dict = field(default_factory=dict)
-    schedule: dict | None = None
-    seeds: list[int] | None = None
-    backbones: list[str] | None = None
-    needs: list[str] = field(default_factory=list)
-    recipe: str | None = None  # the published recipe it follows (recipe card)
-    deviations: dict = field(default_factory=dict)  # field -> why it deliberately differs from the recipe
-    variants: dict = field(default_factory=dict)  # backbone name -> this task as run for it (per_backbone)
-
-    def for_backbone(self, name: str) -> "TaskSpec":
-        """The task as run for backbone ``name`` (its ``per_backbone`` entry applied)."""
-        return self.variants.get(name, self)
-
-
-@dataclass
-class Spec:
-    name: str
-    file: Path
-    data: dict[str, DataSpec]
-    backbones: list[BackboneSpec]
-    tasks: list[TaskSpec]
-    seeds: list[int]
-    reference: list[str] = field(default_factory=list)  # backbone names the delta columns are taken against
-    gpus: int = 1  # processes the spec is written for (the recipe card's effective batches)
-
-    def task(self, name: str) -> TaskSpec:
-        return next(t for t in self.tasks if t.name == name)
-
-
-# ---------------------------------------------------------------------------------------- checks
 class _Checker:
     """Helpers that raise SpecError with '<file>: <key>: <problem>'."""
 
@@ -159,7 +34,9 @@ class _Checker:
     def known(self, d: dict, key: str, allowed, required=()):
         unknown = sorted(set(map(str, d)) - set(allowed))
         if unknown:
-            self.fail(key, f"unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+            close = {u: difflib.get_close_matches(u, list(allowed), n=1) for u in unknown}
+            hint = "; ".join(f"{u!r}: did you mean {c[0]!r}?" for u, c in close.items() if c)
+            self.fail(key, f"unknown key(s) {unknown}{' (' + hint + ')' if hint else ''}; allowed: {sorted(allowed)}")
         missing = [k for k in required if k not in d]
         if missing:
             self.fail(key, f"missing required key(s) {missing}")
@@ -196,8 +73,6 @@ class _Checker:
                 self.fail(f"{key}.{k}", f"expected a number, string, boolean or list of them, got {v!r}")
 
     def recipe(self, value, key: str, kind: str) -> str:
-        from .recipes import RECIPES
-
         if value not in RECIPES:
             self.fail(key, f"no published recipe named {value!r}; known: {sorted(RECIPES)}")
         if RECIPES[value].kind != kind:
@@ -243,7 +118,6 @@ def _probe_fields(protocol: str) -> set[str] | None:
     return _dataclass_fields(configs[protocol])
 
 
-# ---------------------------------------------------------------------------------------- parts
 def _load_data(c: _Checker, raw) -> dict[str, DataSpec]:
     raw = c.mapping(raw, "data")
     out = {}
@@ -401,8 +275,6 @@ def _load_task(c: _Checker, raw, i: int, data: dict[str, DataSpec], backbones: l
     t.needs = list(needs)
     if raw.get("recipe") is not None:
         t.recipe = c.recipe(raw["recipe"], f"{key}.recipe", kind)
-        from .recipes import RECIPES
-
         if RECIPES[t.recipe].protocol and RECIPES[t.recipe].protocol != t.protocol:
             c.fail(f"{key}.recipe", f"{t.recipe!r} is a {RECIPES[t.recipe].protocol} recipe; this task runs {t.protocol}")
     t.deviations = c.deviations(raw.get("deviations") or {}, f"{key}.deviations")
@@ -420,52 +292,6 @@ def _load_task(c: _Checker, raw, i: int, data: dict[str, DataSpec], backbones: l
         merged["deviations"] = {**(raw.get("deviations") or {}), **(entry.get("deviations") or {})}
         t.variants[bb] = _load_task(c, merged, i, data, backbones, variant=bb)
     return t
-
-
-PLACEHOLDER = re.compile(r"\{(task|data):([A-Za-z0-9_.-]+)\}|\{(backbone|run)\}")
-
-
-def task_references(t: TaskSpec) -> list[str]:
-    """Task names this task waits for: ``needs`` and every ``{task:NAME}`` in its options (any backbone's)."""
-    refs = list(t.needs)
-    for v in [v for tv in (t, *t.variants.values()) for v in tv.options.values()]:
-        for s in (v if isinstance(v, list) else [v]):
-            if isinstance(s, str):
-                refs += [m.group(2) for m in PLACEHOLDER.finditer(s) if m.group(1) == "task"]
-    return list(dict.fromkeys(refs))
-
-
-def _check_references(c: _Checker, spec: Spec) -> None:
-    names = [t.name for t in spec.tasks]
-    for i, t in enumerate(spec.tasks):
-        key = f"tasks[{i}] ({t.name})"
-        for v in [v for tv in (t, *t.variants.values()) for v in tv.options.values()]:
-            for s in (v if isinstance(v, list) else [v]):
-                if isinstance(s, str):
-                    for m in PLACEHOLDER.finditer(s):
-                        if m.group(1) == "data" and m.group(2) not in spec.data:
-                            c.fail(f"{key}.options", f"{m.group(0)} names no data; defined: {sorted(spec.data)}")
-        for ref in task_references(t):
-            if ref not in names:
-                c.fail(f"{key}", f"waits for task {ref!r}, which the spec does not define; tasks: {names}")
-            if ref == t.name:
-                c.fail(f"{key}", "a task cannot wait for itself")
-    # cycles
-    deps = {t.name: task_references(t) for t in spec.tasks}
-    state: dict[str, int] = {}
-
-    def visit(n: str, path: list[str]) -> None:
-        if state.get(n) == 1:
-            c.fail("tasks", f"tasks wait for each other in a cycle: {' -> '.join(path + [n])}")
-        if state.get(n) == 2:
-            return
-        state[n] = 1
-        for d in deps[n]:
-            visit(d, path + [n])
-        state[n] = 2
-
-    for n in deps:
-        visit(n, [])
 
 
 def parse_spec(raw: Any, file: str | Path) -> Spec:
@@ -507,55 +333,5 @@ def parse_spec(raw: Any, file: str | Path) -> Spec:
         c.fail("reference", f"{unknown} are not backbones of this spec; defined: {[b.name for b in backbones]}")
     spec = Spec(name=name, file=Path(file), data=data, backbones=backbones, tasks=tasks, seeds=seeds,
                 reference=list(reference), gpus=gpus)
-    _check_references(c, spec)
+    check_references(c, spec)
     return spec
-
-
-def _read_raw(file: Path, seen: tuple = ()) -> Any:
-    """The YAML of ``file``; ``extends: SPEC`` (a shipped name or a path) takes that spec's top-level keys
-    first, this file's replacing them (e.g. ``extends: smoke`` with ``name`` and ``seeds``)."""
-    import yaml
-
-    if not file.is_file():
-        raise SpecError(f"{file}: spec file not found")
-    try:
-        raw = yaml.safe_load(file.read_text())
-    except yaml.YAMLError as e:
-        raise SpecError(f"{file}: not valid YAML ({e})") from None
-    if not isinstance(raw, dict) or "extends" not in raw:
-        return raw
-    base = raw["extends"]
-    if not isinstance(base, str) or not base:
-        raise SpecError(f"{file}: extends: expected a spec name or path, got {base!r}")
-    base_file = (file.parent / base) if (file.parent / base).is_file() else resolve_spec_path(base)
-    if base_file.resolve() in seen + (file.resolve(),):
-        raise SpecError(f"{file}: extends: {base!r} extends this spec again (a cycle)")
-    merged = dict(_read_raw(base_file, seen + (file.resolve(),)) or {})
-    merged.update({k: v for k, v in raw.items() if k != "extends"})
-    return merged
-
-
-def load_spec(file: str | Path) -> Spec:
-    """Read and check a spec file; :class:`SpecError` names the file and the key of any problem."""
-    file = Path(file)
-    return parse_spec(_read_raw(file), file)
-
-
-def shipped_specs() -> dict[str, Path]:
-    """Bare name -> file of the specs shipped in ``droppos/bench/specs``."""
-    folder = Path(__file__).with_name("specs")
-    return {p.stem: p for p in sorted(folder.glob("*.yaml"))}
-
-
-def resolve_spec_path(name_or_path: str) -> Path:
-    """A spec file path as given, or the shipped spec of a bare name (``smoke`` -> specs/smoke.yaml)."""
-    p = Path(name_or_path)
-    if p.is_file():
-        return p
-    shipped = shipped_specs()
-    if name_or_path in shipped:
-        return shipped[name_or_path]
-    if p.suffix in (".yaml", ".yml") or "/" in name_or_path:
-        raise SpecError(f"{p}: spec file not found")
-    raise SpecError(f"{name_or_path}: no such spec file, and no shipped spec of that name; "
-                    f"shipped: {', '.join(shipped) or 'none'}")
