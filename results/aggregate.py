@@ -18,7 +18,7 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from droppos.results.records import Run
+from droppos.results.records import RunResult
 
 from droppos.errors import UserError
 from droppos.runs.records import TASKS
@@ -130,7 +130,7 @@ class Row:
     def ids(self) -> list[str]:
         return [self.key]
 
-    def add_cost(self, run: Run) -> None:
+    def add_cost(self, run: RunResult) -> None:
         c = run.cost
         if not c:
             return
@@ -149,7 +149,7 @@ class Row:
 class Table:
     columns: list[Column]
     rows: list[Row]
-    runs: list[Run]
+    runs: list[RunResult]
     warnings: list[str] = field(default_factory=list)
     references: list[str] = field(default_factory=list)  # names of the rows the deltas are taken against
 
@@ -162,10 +162,10 @@ def headline_metrics(task: str, protocol: str) -> tuple[str, ...] | None:
     return None
 
 
-def _dedupe(runs: list[Run], warnings: list[str]) -> list[Run]:
+def _dedupe(runs: list[RunResult], warnings: list[str]) -> list[RunResult]:
     """One run per (backbone, task, seed): the most finished, then the newest folder."""
     rank = {"finished": 0, "recovered": 1, "partial": 2}
-    best: dict[tuple, Run] = {}
+    best: dict[tuple, RunResult] = {}
     out = []
     for run in runs:
         if run.seed is None:
@@ -203,7 +203,7 @@ def _col_sort(col: Column):
     return (t, col.task, col.protocol, col.dataset, m, col.metric)
 
 
-def _columns_of(run: Run, all_metrics: bool) -> list[str]:
+def _columns_of(run: RunResult, all_metrics: bool) -> list[str]:
     """Metric columns a run fills; '?' when a run without numbers has no known metric names."""
     head = headline_metrics(run.task, run.protocol)
     if head == () and not all_metrics:
@@ -212,7 +212,7 @@ def _columns_of(run: Run, all_metrics: bool) -> list[str]:
     return names or ["?"]
 
 
-def aggregate(runs: list[Run], all_metrics: bool = False, references: list[str] | tuple = ()) -> Table:
+def aggregate(runs: list[RunResult], all_metrics: bool = False, references: list[str] | tuple = ()) -> Table:
     """Build the table; ``all_metrics`` adds every metric (and pretraining) as a column; deltas are
     taken against the rows named in ``references`` (none by default)."""
     warnings: list[str] = []
@@ -252,7 +252,7 @@ def aggregate(runs: list[Run], all_metrics: bool = False, references: list[str] 
     return Table(columns, ordered, runs, warnings, refs)
 
 
-def _split_datasets(runs: list[Run], warnings: list[str]) -> list[Run]:
+def _split_datasets(runs: list[RunResult], warnings: list[str]) -> list[RunResult]:
     """Runs on two data sets of one name (other build options: other ``data_id``) go to two columns,
     ``name@<id>``, never one cell: they are not seeds of one experiment."""
     import dataclasses

@@ -1,4 +1,4 @@
-"""Find run folders under the given paths and read one :class:`Run` from each.
+"""Find run folders under the given paths and read one :class:`RunResult` from each.
 
 A run folder is a folder holding any of:
 
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from droppos.results.engines import EngineLog, parse_classification, parse_detectron2, parse_mmengine
-from droppos.results.records import Run
+from droppos.results.records import RunResult
 
 from droppos.runs.records import read_metrics
 
@@ -40,7 +40,7 @@ ENGINE_TASK = {
 
 @dataclass
 class Discovery:
-    runs: list[Run] = field(default_factory=list)
+    runs: list[RunResult] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
 
@@ -175,12 +175,12 @@ def _parse_logs(folder: _Folder, warnings: list[str]) -> EngineLog | None:
     return max(parsed, key=lambda g: (bool(g.metrics), g.complete is True, g.step or 0, str(g.path)))
 
 
-def _from_ours(path: Path, data: dict) -> tuple[Run, list[str]]:
+def _from_ours(path: Path, data: dict) -> tuple[RunResult, list[str]]:
     metrics = {k: float(v) for k, v in data["metrics"].items() if v is not None}
     nulls = [k for k, v in data["metrics"].items() if v is None]
     notes = [f"{path / 'metrics.json'}: {', '.join(nulls)} {'is' if len(nulls) == 1 else 'are'} null "
              "(non-finite when written, e.g. COCO's APl without large objects), left out"] if nulls else []
-    run = Run(path=path, task=str(data["task"]), protocol=str(data["protocol"]), backbone=data["backbone"],
+    run = RunResult(path=path, task=str(data["task"]), protocol=str(data["protocol"]), backbone=data["backbone"],
               dataset=str(data.get("dataset") or "unknown"), seed=data.get("seed"), metrics=metrics,
               status=str(data.get("status") or "finished"), source="metrics.json", data_id=data.get("data_id"),
               cost=data.get("cost") if isinstance(data.get("cost"), dict) else {})
@@ -191,7 +191,7 @@ def _guess_backbone(path: Path) -> dict:
     return {"id": path.name, "method": path.name, "arch": "unknown", "epochs": None, "source": ""}
 
 
-def _from_plan_or_log(path: Path, folder: _Folder, log: EngineLog | None, warnings: list[str]) -> Run | None:
+def _from_plan_or_log(path: Path, folder: _Folder, log: EngineLog | None, warnings: list[str]) -> RunResult | None:
     plan = folder.plan or {}
     if not plan and log is None:
         return None  # a malformed metrics.json alone: already warned, nothing to place
@@ -200,7 +200,7 @@ def _from_plan_or_log(path: Path, folder: _Folder, log: EngineLog | None, warnin
         warnings.append(f"{path}: no metrics.json or run.json names its backbone; "
                         f"using the folder name {path.name!r} (write run.json to name it)")
     backbone = plan["backbone"] if isinstance(plan.get("backbone"), dict) else _guess_backbone(path)
-    run = Run(path=path, task=str(plan.get("task") or engine_task[0]), protocol=str(plan.get("protocol") or engine_task[1]),
+    run = RunResult(path=path, task=str(plan.get("task") or engine_task[0]), protocol=str(plan.get("protocol") or engine_task[1]),
               backbone=backbone, dataset=str(plan.get("dataset") or "unknown"), seed=plan.get("seed"))
     if folder.malformed:
         run.note = "metrics.json malformed"

@@ -1,6 +1,6 @@
 """One record per run folder, whatever file it was read from.
 
-A :class:`Run` is what the aggregator knows about one run: who (backbone), what (task,
+A :class:`RunResult` is what the aggregator knows about one run: who (backbone), what (task,
 protocol, dataset, seed), the numbers, and how much to trust them (``status``):
 
 * ``finished``  - our ``metrics.json`` with ``"status": "finished"``.
@@ -25,7 +25,7 @@ COUNTED = ("finished", "recovered")  # statuses whose values enter mean +- std
 
 
 @dataclass
-class Run:
+class RunResult:
     """What one run folder contributed.
 
     ``metrics`` maps metric name -> value in the engine's units (percent for top-1/AP/mIoU);

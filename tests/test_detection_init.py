@@ -28,20 +28,20 @@ def build(cfg):
 
 
 def resolve(src, cfg, **kw):
-    from droppos.transfer.detection.init import target
+    from droppos.transfer.detection.adapter import target
 
-    from droppos.backbones import init as binit
+    from droppos.backbones import into_engine
     from droppos.backbones.options import BackboneOptions
 
-    return binit.resolve(BackboneOptions(backbone=str(src), **kw), target(cfg))
+    return into_engine.resolve(BackboneOptions(backbone=str(src), **kw), target(cfg))
 
 
 def load_file(model, path, cfg, **kw):
-    from droppos.transfer.detection.init import target
+    from droppos.transfer.detection.adapter import target
 
-    from droppos.backbones import init as binit
+    from droppos.backbones import into_engine
 
-    return binit.load_file(model, path, target(cfg), **kw)
+    return into_engine.load_file(model, path, target(cfg), **kw)
 
 
 @pytest.fixture(scope="module")
@@ -51,15 +51,15 @@ def encoder(tmp_path_factory):
 
 
 def test_converted_weights_land_in_the_model(encoder, tmp_path):
-    from droppos.backbones import init as binit
+    from droppos.backbones import into_engine
     from droppos.models.pos_embed import resample_pos_embed
 
     path, enc = encoder
     cfg = tiny_cfg()
     init = resolve(path, cfg)
     assert init.kind == "converted" and init.record["method"] == "droppos"
-    saved = binit.save(tmp_path, init)
-    assert saved == tmp_path / "init" / "backbone.pth" and binit.read(tmp_path)["backbone"] == init.record
+    saved = into_engine.save(tmp_path, init)
+    assert saved == tmp_path / "init" / "backbone.pth" and into_engine.read(tmp_path)["backbone"] == init.record
     model = build(cfg)
     before = model.backbone.net.blocks[0].attn.qkv.weight.clone()
     rep = load_file(model, saved, cfg)
@@ -99,7 +99,7 @@ def test_scratch_loads_nothing():
 
 
 def test_wrong_width_is_refused_before_conversion(tmp_path):
-    from droppos.transfer.detection.init import InitError
+    from droppos.transfer.detection.adapter import InitError
 
     write_encoder(tmp_path / "wide.pth", width=96, heads=2)
     with pytest.raises(InitError, match=r"embed_dim=96 but the config builds embed_dim=64.*model.backbone.net.embed_dim=96"):
@@ -109,7 +109,7 @@ def test_wrong_width_is_refused_before_conversion(tmp_path):
 def test_following_the_patch_size_advice_loads(tmp_path):
     """The override advice for another patch size includes the pyramid's scale factors, and works."""
     from detectron2.config import LazyConfig
-    from droppos.transfer.detection.init import InitError
+    from droppos.transfer.detection.adapter import InitError
 
     write_encoder(tmp_path / "p16.pth", patch=16, img=64)
     with pytest.raises(InitError) as err:
@@ -119,11 +119,11 @@ def test_following_the_patch_size_advice_loads(tmp_path):
     cfg = LazyConfig.apply_overrides(tiny_cfg(), fix)
     init = resolve(tmp_path / "p16.pth", cfg)
     model = build(cfg)
-    from droppos.transfer.detection.init import target
+    from droppos.transfer.detection.adapter import target
 
-    from droppos.backbones import init as binit
+    from droppos.backbones import into_engine
 
-    assert binit.load(model, init, target(cfg)).ok
+    assert into_engine.load(model, init, target(cfg)).ok
     with torch.no_grad():
         model.eval()(  # the pyramid runs with the new strides
             [{"image": torch.zeros(3, 128, 128), "height": 128, "width": 128}])
@@ -136,7 +136,7 @@ def test_following_the_patch_size_advice_loads(tmp_path):
 ])
 def test_a_detectron2_file_of_the_wrong_size_is_an_error(tmp_path, change, message):
     from droppos.backbones.convert import convert
-    from droppos.transfer.detection.init import InitError
+    from droppos.transfer.detection.adapter import InitError
 
     write_encoder(tmp_path / "enc.pth", **change)
     convert(tmp_path / "enc.pth", "detectron2", tmp_path / "d2.pth", img_size=128)
@@ -146,7 +146,7 @@ def test_a_detectron2_file_of_the_wrong_size_is_an_error(tmp_path, change, messa
 
 def test_unexpected_and_missing_backbone_keys_are_errors(encoder, tmp_path):
     from droppos.backbones.convert import convert
-    from droppos.transfer.detection.init import InitError
+    from droppos.transfer.detection.adapter import InitError
 
     from droppos.utils.checkpoint import safe_load
 
@@ -167,13 +167,13 @@ def test_unexpected_and_missing_backbone_keys_are_errors(encoder, tmp_path):
 
 
 def test_evaluation_needs_a_whole_detector(encoder, tmp_path):
-    from droppos.transfer.detection.init import InitError
+    from droppos.transfer.detection.adapter import InitError
 
-    from droppos.backbones import init as binit
+    from droppos.backbones import into_engine
 
     path, _ = encoder
     cfg = tiny_cfg()
-    saved = binit.save(tmp_path, resolve(path, cfg))
+    saved = into_engine.save(tmp_path, resolve(path, cfg))
     with pytest.raises(InitError, match="evaluation needs a trained model"):
         load_file(build(cfg), saved, cfg, require_full=True)
 

@@ -9,7 +9,7 @@ from droppos.results.aggregate import Column, aggregate
 from droppos.results.discover import discover
 from droppos.results.markdown import cell_text, main_table
 from droppos.results.published import DEFAULT_FILE, comparability, load_published
-from droppos.results.records import Run
+from droppos.results.records import RunResult
 
 FIX = Path(__file__).parent / "fixtures" / "results"
 TOP1 = Column("classification", "finetune", "fmnist", "top1")
@@ -85,7 +85,7 @@ def _run(method, epochs, value, seed=0, path="r", status="finished", name=None, 
     record = {"id": name or f"{method}{epochs}", "method": method, "arch": arch, "epochs": epochs}
     if sha:
         record["sha256"] = sha
-    return Run(path=Path(path), task="classification", protocol="linear", dataset="d", backbone=record,
+    return RunResult(path=Path(path), task="classification", protocol="linear", dataset="d", backbone=record,
                seed=seed, metrics={"top1": value}, status=status)
 
 

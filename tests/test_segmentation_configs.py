@@ -40,7 +40,7 @@ def test_generic_configs_build_and_fit_their_backbone(name):
     from mmengine.registry import init_default_scope
     from mmseg.registry import MODELS
 
-    from droppos.transfer.segmentation.weights import fit_heads
+    from droppos.transfer.segmentation.adapter import fit_heads
 
     cfg = load_config(name)
     assert fit_heads(cfg) == []  # nothing to adapt: the config already fits its default backbone

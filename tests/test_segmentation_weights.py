@@ -8,10 +8,10 @@ import torch
 pytest.importorskip("mmseg")
 
 from droppos.transfer.segmentation.mmcv_ops import ensure_mmcv_ops  # noqa: E402
-from droppos.transfer.segmentation.weights import InitError, target  # noqa: E402
+from droppos.transfer.segmentation.adapter import InitError, target  # noqa: E402
 from segmentation_helpers import DEPTH, HEADS, WIDTH, tiny_segmentor  # noqa: E402
 
-from droppos.backbones import init as binit  # noqa: E402
+from droppos.backbones import into_engine  # noqa: E402
 from droppos.backbones.options import BackboneOptions  # noqa: E402
 
 IMG = 128
@@ -33,11 +33,11 @@ def model_and_cfg():
 
 
 def resolve_init(src, cfg, **kw):
-    return binit.resolve(BackboneOptions(backbone=str(src), **kw), target(cfg))
+    return into_engine.resolve(BackboneOptions(backbone=str(src), **kw), target(cfg))
 
 
 def load_init(model, init, cfg):
-    return binit.load(model, init, target(cfg))
+    return into_engine.load(model, init, target(cfg))
 
 
 def _check_landed(model, expected: dict, prefix: str = ""):

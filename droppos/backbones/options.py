@@ -16,8 +16,9 @@ inherit it into their configs, ``detect``, ``segment`` and ``convert`` add its f
     --method M              the pretraining method for the record (default: what the file says, else unknown)
     --pretrain-epochs N     the pretraining epochs for the record (``--epochs`` is the schedule of the run)
 
-Old spellings are accepted for one release, with a note: ``--init`` (detect, segment),
-``--source-format`` (classify, probe), ``--trust-pickle true``.
+Old spellings are accepted with a note until the release that removes them (one table:
+:data:`droppos.utils.config.DEPRECATED_FLAGS`): ``--init`` (detect, segment), ``--source-format``
+(classify, probe, convert). ``--trust-pickle`` also takes ``true`` / ``false``.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import argparse
 from dataclasses import dataclass
 
 from droppos.errors import UserError
-from droppos.utils.config import DeprecatedAlias, opt, to_args
+from droppos.utils.config import add_deprecated, opt, to_args
 
 
 @dataclass
@@ -93,4 +94,4 @@ def add_backbone_arguments(parser: argparse.ArgumentParser, extra_help: str = ""
 
     add_dataclass_arguments(parser, BackboneOptions, title="backbone (the same flags in every command)",
                             extra_help={"backbone": extra_help}, required={"backbone"} if required else set())
-    parser.add_argument("--init", dest="backbone", action=DeprecatedAlias, new="--backbone", help=argparse.SUPPRESS)
+    add_deprecated(parser, "--init", dest="backbone")

@@ -8,7 +8,7 @@ after submission. :func:`batch_problems` finds these here, one line per run.
 
 from __future__ import annotations
 
-from .plan import Run
+from .plan import PlannedRun
 
 
 def _override(args: list[str], key: str) -> str | None:
@@ -19,7 +19,7 @@ def _override(args: list[str], key: str) -> str | None:
     return None
 
 
-def _config_default(run: Run, key: str) -> int | None:
+def _config_default(run: PlannedRun, key: str) -> int | None:
     """The value of ``key`` in the run's detection config (None when detectron2 or the config cannot be read)."""
     try:
         from detectron2.config import LazyConfig
@@ -35,7 +35,7 @@ def _config_default(run: Run, key: str) -> int | None:
         return None
 
 
-def batch_problems(runs: list[Run], processes: int) -> list[str]:
+def batch_problems(runs: list[PlannedRun], processes: int) -> list[str]:
     """One line per run whose global batch ``processes`` does not divide."""
     problems = []
     if processes <= 1:

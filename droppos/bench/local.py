@@ -29,7 +29,7 @@ from typing import Callable
 from droppos.errors import UserError
 
 from .commands import Launch, launch_command
-from .plan import Run
+from .plan import PlannedRun
 from .state import changed_since, finished, now, outcome_error, status, write_run_json
 
 FAILED = ("failed", "blocked", "interrupted")
@@ -57,7 +57,7 @@ class Outcome:
 
 @dataclass
 class _Running:
-    run: Run
+    run: PlannedRun
     proc: subprocess.Popen
     log: object
     offset: int
@@ -118,7 +118,7 @@ class LocalExecutor:
         return env
 
     # ------------------------------------------------------------------ one run
-    def _start(self, run: Run, slot: int, index: str) -> _Running:
+    def _start(self, run: PlannedRun, slot: int, index: str) -> _Running:
         cmd = launch_command(run.kind, run.args, self.launch, self.python)
         before = status(run)
         run.log.parent.mkdir(parents=True, exist_ok=True)
@@ -157,14 +157,14 @@ class LocalExecutor:
         self.echo(f"    {r.run.id}: finished in {_fmt_time(seconds)}")
         return Outcome("finished", seconds)
 
-    def _fail_without_start(self, run: Run, state: str, error: str) -> Outcome:
+    def _fail_without_start(self, run: PlannedRun, state: str, error: str) -> Outcome:
         if run.kind != "data":
             write_run_json(run, self.records.get(run.backbone), status=state, ended=now(), error=error)
         self.echo(f"    {run.id}: {state.upper()}: {error}")
         return Outcome(state, 0.0, error)
 
     # ------------------------------------------------------------------ the plan
-    def execute(self, runs: list[Run]) -> dict[str, Outcome]:
+    def execute(self, runs: list[PlannedRun]) -> dict[str, Outcome]:
         """Run the plan; Ctrl-C or SIGTERM stops the running processes and raises KeyboardInterrupt."""
         import signal
         import threading
@@ -183,7 +183,7 @@ class LocalExecutor:
         finally:
             signal.signal(signal.SIGTERM, previous)
 
-    def _execute(self, runs: list[Run]) -> dict[str, Outcome]:
+    def _execute(self, runs: list[PlannedRun]) -> dict[str, Outcome]:
         out: dict[str, Outcome] = {}
         pending = list(runs)
         running: dict[str, _Running] = {}
@@ -245,7 +245,7 @@ class LocalExecutor:
         return out
 
 
-def summarize(runs: list[Run], outcomes: dict[str, Outcome], echo: Callable[[str], None] = print) -> int:
+def summarize(runs: list[PlannedRun], outcomes: dict[str, Outcome], echo: Callable[[str], None] = print) -> int:
     """Print what happened; return the number of runs that did not finish."""
     counts: dict[str, int] = {}
     for r in runs:

@@ -26,7 +26,7 @@ from .spec import PLACEHOLDER, BackboneSpec, DataSpec, Spec, TaskSpec, task_refe
 
 
 @dataclass
-class Run:
+class PlannedRun:
     """One unit of work: a dataset build, a pretraining or a downstream run."""
 
     id: str
@@ -113,12 +113,12 @@ def _data_used(spec: Spec, t: TaskSpec) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def build_plan(spec: Spec, out: str | Path) -> list[Run]:
+def build_plan(spec: Spec, out: str | Path) -> list[PlannedRun]:
     """Every run of ``spec`` under ``out``, in an order where each run comes after what it needs."""
     from droppos.pretrain.config import PretrainConfig
 
     out = Path(out)
-    runs: list[Run] = []
+    runs: list[PlannedRun] = []
     used_data: list[str] = []
     for bb in spec.backbones:
         if bb.pretrain and bb.pretrain["data"] in spec.data:
@@ -128,7 +128,7 @@ def build_plan(spec: Spec, out: str | Path) -> list[Run]:
             used_data += _data_used(spec, tv)
     for name in dict.fromkeys(used_data):
         d = spec.data[name]
-        runs.append(Run(id=f"data/{name}", kind="data", folder=Path(d.path), args=data_args(d),
+        runs.append(PlannedRun(id=f"data/{name}", kind="data", folder=Path(d.path), args=data_args(d),
                         log=out / "data" / f"{name}.log", buildable=d.build is not None))
     data_run = {r.id.split("/", 1)[1]: r.id for r in runs}
 
@@ -143,7 +143,7 @@ def build_plan(spec: Spec, out: str | Path) -> list[Run]:
             cfg = PretrainConfig(**{k: v for k, v in bb.pretrain.items() if k != "data"})
             plan = {"task": "pretrain", "protocol": cfg.method, "dataset": Path(data_path).name, "seed": cfg.seed,
                     "schedule": {"epochs": cfg.epochs}}
-            runs.append(Run(id=f"{bb.name}/pretrain", kind="pretrain", folder=folder,
+            runs.append(PlannedRun(id=f"{bb.name}/pretrain", kind="pretrain", folder=folder,
                             args=pretrain_args(bb, folder, data_path), log=folder / "bench.log",
                             deps=[data_run[pt_data]] if pt_data in data_run else [], backbone=bb.name,
                             task="pretrain", seed=cfg.seed, plan=plan))
@@ -162,7 +162,7 @@ def build_plan(spec: Spec, out: str | Path) -> list[Run]:
                 deps += [f"{bb.name}/{ref}/seed{seed}" for ref in task_references(t)]
                 plan = {"task": task, "protocol": protocol or t.protocol, "dataset": default_dataset_name(d),
                         "seed": seed, "schedule": derive_schedule(t)}
-                runs.append(Run(id=f"{bb.name}/{t.name}/seed{seed}", kind=t.kind, folder=folder,
+                runs.append(PlannedRun(id=f"{bb.name}/{t.name}/seed{seed}", kind=t.kind, folder=folder,
                                 args=TASK_ARGS[t.kind](t, src, d, folder, seed, options), log=folder / "bench.log",
                                 deps=deps, backbone=bb.name, task=t.name, seed=seed, plan=plan))
     _check_deps(spec, runs)
@@ -182,7 +182,7 @@ def _task_order(spec: Spec) -> list[TaskSpec]:
     return [spec.task(n) for n in done]
 
 
-def _check_deps(spec: Spec, runs: list[Run]) -> None:
+def _check_deps(spec: Spec, runs: list[PlannedRun]) -> None:
     from .spec import SpecError
 
     ids = {r.id for r in runs}
@@ -193,7 +193,7 @@ def _check_deps(spec: Spec, runs: list[Run]) -> None:
                             "(a task named by {task:...}/needs must run on the same backbones and seeds)")
 
 
-def select(runs: list[Run], patterns: list[str] | None) -> list[Run]:
+def select(runs: list[PlannedRun], patterns: list[str] | None) -> list[PlannedRun]:
     """The runs whose id matches one of the glob ``patterns`` (all when None), plus what they need."""
     if not patterns:
         return runs

@@ -44,7 +44,7 @@ from droppos.utils.files import atomic_write_json, atomic_write_text, read_json
 
 from .commands import Launch, launch_command
 from .guard import Guarded, run_guarded
-from .plan import Run, build_plan, select
+from .plan import PlannedRun, build_plan, select
 from .spec import Spec
 from .state import finished, log_tail
 
@@ -181,7 +181,7 @@ def _quadratic(points: dict[int, float], patch: int):
     return lambda px: float(a + b * (px / patch) ** 2 + c * (px / patch) ** 4)
 
 
-def plan_size(run: Run, out: Path, opts: RehearsalOptions, env: dict) -> SizePlan:
+def plan_size(run: PlannedRun, out: Path, opts: RehearsalOptions, env: dict) -> SizePlan:
     """Measure one process on one batch at three smaller inputs; keep the full input when the prediction fits
     ``processes`` processes in the budget, else the largest that does (see the module docstring)."""
     config = run.args[run.args.index("--config-file" if run.kind == "detect" else "--config") + 1]
@@ -211,7 +211,7 @@ def plan_size(run: Run, out: Path, opts: RehearsalOptions, env: dict) -> SizePla
                           f"({predict(used):.1f} GiB predicted)"))
 
 
-def _probe(run: Run, folder: Path, size_opts: dict, opts: RehearsalOptions, env: dict) -> Guarded:
+def _probe(run: PlannedRun, folder: Path, size_opts: dict, opts: RehearsalOptions, env: dict) -> Guarded:
     """One process, one iteration, ``size_opts`` applied, scratch weights: its peak memory."""
     from .commands import overrides
 
@@ -252,7 +252,7 @@ class Row:
     note: str = ""
 
 
-def seconds_per_iteration(run: Run, processes: int) -> float | None:
+def seconds_per_iteration(run: PlannedRun, processes: int) -> float | None:
     """The median time of one iteration, read from the engine's own log of the run."""
     folder = run.folder
     values: list[float] = []
@@ -297,7 +297,7 @@ def _detectron2_iterations(log: str) -> list[float]:
     return out
 
 
-def _error(run: Run, g: Guarded, log: Path, offset: int, opts: RehearsalOptions) -> str:
+def _error(run: PlannedRun, g: Guarded, log: Path, offset: int, opts: RehearsalOptions) -> str:
     if g.over_budget:
         return f"its processes passed the {opts.budget_gib:g} GiB budget ({g.peak_total_gib:.1f} GiB); ended"
     if g.timed_out:
@@ -307,7 +307,7 @@ def _error(run: Run, g: Guarded, log: Path, offset: int, opts: RehearsalOptions)
     return (line or (tail.splitlines() or [f"exit code {g.returncode}"])[-1]).strip()[:400]
 
 
-def rehearse_run(run: Run, opts: RehearsalOptions, env: dict) -> Row:
+def rehearse_run(run: PlannedRun, opts: RehearsalOptions, env: dict) -> Row:
     """Start, kill after the first checkpoint, resume, evaluate (see the module docstring)."""
     entry = run.entry
     procs = 1 if entry.single_process else opts.processes
@@ -342,7 +342,7 @@ def rehearse_run(run: Run, opts: RehearsalOptions, env: dict) -> Row:
 
 
 # ---------------------------------------------------------------------------------------- estimates
-def _estimate(row: Row, run: Run, real: Run | None, spec: Spec, opts: RehearsalOptions, cache: dict) -> None:
+def _estimate(row: Row, run: PlannedRun, real: PlannedRun | None, spec: Spec, opts: RehearsalOptions, cache: dict) -> None:
     """The GPU-hours of the real run (see :mod:`.estimate`)."""
     from . import estimate as est
 
@@ -365,7 +365,7 @@ def _estimate(row: Row, run: Run, real: Run | None, spec: Spec, opts: RehearsalO
     row.gpu_hours = None if hours is None else round(hours, 1)
 
 
-def _options(run: Run) -> dict:
+def _options(run: PlannedRun) -> dict:
     out, args = {}, run.args
     for i, a in enumerate(args):
         if a.startswith("--") and i + 1 < len(args) and not args[i + 1].startswith("--"):
@@ -376,14 +376,14 @@ def _options(run: Run) -> dict:
     return out
 
 
-def _model_key(run: Run) -> str:
+def _model_key(run: PlannedRun) -> str:
     o = _options(run)
     if run.kind == "pretrain":
         return json.dumps({k: v for k, v in o.items() if k not in ("output", "data", "resume")}, sort_keys=True)
     return o.get("config_file") or o.get("config") or run.id
 
 
-def _gflops(real: Run, rehearsed: Run) -> float | None:
+def _gflops(real: PlannedRun, rehearsed: PlannedRun) -> float | None:
     from . import estimate as est
 
     if real.kind == "pretrain":  # the model is the rehearsed one (only the schedule was shortened)
@@ -404,7 +404,7 @@ def _gflops(real: Run, rehearsed: Run) -> float | None:
     return est.metrics_gflops(rehearsed.folder)
 
 
-def _global_batch(run: Run, spec: Spec) -> int | None:
+def _global_batch(run: PlannedRun, spec: Spec) -> int | None:
     o = _options(run)
     if run.kind == "detect":
         if "dataloader.train.total_batch_size" in o:
@@ -422,7 +422,7 @@ def _global_batch(run: Run, spec: Spec) -> int | None:
     return None
 
 
-def _real_batch(run: Run, spec: Spec) -> str:
+def _real_batch(run: PlannedRun, spec: Spec) -> str:
     o = _options(run)
     if run.kind == "detect":
         g = _global_batch(run, spec)
@@ -545,7 +545,7 @@ def rehearse(spec: Spec, out: Path, opts: RehearsalOptions, only: list[str] | No
     return 0 if all(r.result == "rehearsed" for r in rows) else 1
 
 
-def _cached(run: Run) -> Row | None:
+def _cached(run: PlannedRun) -> Row | None:
     """The row of an earlier rehearsal of this very command in this folder; one line when the folder holds a
     rehearsal of another command (a spec that names the same run differently)."""
     path = run.folder / "rehearsal.json"
@@ -560,7 +560,7 @@ def _cached(run: Run) -> Row | None:
     return Row(**saved["row"]) if finished(run) else None
 
 
-def _size_plan(run: Run, config: str, out: Path, opts: RehearsalOptions, env: dict, announce) -> SizePlan:
+def _size_plan(run: PlannedRun, config: str, out: Path, opts: RehearsalOptions, env: dict, announce) -> SizePlan:
     """The input size of ``config``'s check, measured once per output folder, processes and budget."""
     path = out / "_probes" / f"{Path(config).stem}.json"
     key = {"processes": opts.processes, "budget_gib": opts.budget_gib}
@@ -583,7 +583,7 @@ def _append_cfg_options(args: list[str], items: list[str]) -> list[str]:
     return [*args[:n], *items, *args[n:]]
 
 
-def _with_size(run: Run, config: str, size: int) -> Run:
+def _with_size(run: PlannedRun, config: str, size: int) -> PlannedRun:
     from .commands import overrides
 
     opts = size_options(run.kind, config, size)
@@ -593,10 +593,10 @@ def _with_size(run: Run, config: str, size: int) -> Run:
         args += extra
     else:
         args = _append_cfg_options(args, extra)
-    return Run(**{**run.__dict__, "args": args})
+    return PlannedRun(**{**run.__dict__, "args": args})
 
 
-def _input(run: Run, size: SizePlan | None) -> str:
+def _input(run: PlannedRun, size: SizePlan | None) -> str:
     if size is not None:
         return f"{size.used}" + ("" if size.used == size.full else f" (of {size.full})")
     o = _options(run)
@@ -610,7 +610,7 @@ def _input(run: Run, size: SizePlan | None) -> str:
         return ""
 
 
-def _batch_here(run: Run) -> str:
+def _batch_here(run: PlannedRun) -> str:
     o = _options(run)
     if run.kind == "detect":
         return "1"

@@ -35,7 +35,7 @@ from typing import Callable
 from droppos.errors import UserError
 
 from .commands import Launch, launch_command
-from .plan import Run
+from .plan import PlannedRun
 from .state import finished, now, outcome_error, read_run_json, write_run_json
 
 #: SLURM job states of a job that will still run (sacct's words; submitit's local jobs say RUNNING)
@@ -63,7 +63,7 @@ class SlurmOptions:
     cluster: str = "slurm"  # slurm | local | debug (submitit's)
 
 
-def job_folder(out: Path, run: Run) -> Path:
+def job_folder(out: Path, run: PlannedRun) -> Path:
     return out / "slurm" / run.id.replace("/", "-")
 
 
@@ -71,7 +71,7 @@ def job_folder(out: Path, run: Run) -> Path:
 class SlurmRun:
     """The body of one job (pickled by submitit): run the command on this node, record the outcome."""
 
-    run: Run
+    run: PlannedRun
     record: dict | None
     gpus_per_node: int
     python: str = sys.executable
@@ -120,7 +120,7 @@ class SlurmRun:
         return submitit.helpers.DelayedSubmission(self)
 
 
-def job_state(out: Path, run: Run, job_id: str, cluster: str) -> str:
+def job_state(out: Path, run: PlannedRun, job_id: str, cluster: str) -> str:
     """The state of a job submitted earlier, read through submitit: sacct's word on SLURM (PENDING,
     RUNNING, COMPLETED, FAILED, ...); with the local executor, RUNNING while its process lives, else
     FINISHED (a result was written) or GONE."""
@@ -150,7 +150,7 @@ def _pid_alive(job_id: str) -> bool:
         return True
 
 
-def wait_live(out: Path, run: Run, job_id: str, cluster: str) -> None:
+def wait_live(out: Path, run: PlannedRun, job_id: str, cluster: str) -> None:
     """Wait for a job submitted by an earlier bench (submitit's watcher on SLURM, its process locally)."""
     import time
 
@@ -161,7 +161,7 @@ def wait_live(out: Path, run: Run, job_id: str, cluster: str) -> None:
         time.sleep(0.5)
 
 
-def submit(runs: list[Run], records: dict[str, dict], out: Path, opts: SlurmOptions, wait: bool = False,
+def submit(runs: list[PlannedRun], records: dict[str, dict], out: Path, opts: SlurmOptions, wait: bool = False,
            echo: Callable[[str], None] = print) -> int:
     """Submit every unfinished run that has no live job (data built here first); returns the number that failed
     or were blocked."""
@@ -258,7 +258,7 @@ def submit(runs: list[Run], records: dict[str, dict], out: Path, opts: SlurmOpti
     return summarize(runs, outcomes, echo)
 
 
-def _run(runs: list[Run], run_id: str) -> Run:
+def _run(runs: list[PlannedRun], run_id: str) -> PlannedRun:
     return next(r for r in runs if r.id == run_id)
 
 

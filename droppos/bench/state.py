@@ -13,7 +13,7 @@ from pathlib import Path
 
 from droppos.runs.records import RUN_FILE, RunRecord
 
-from .plan import Run
+from .plan import PlannedRun
 
 BENCH_FILES = {RUN_FILE, "bench.log"}
 
@@ -33,7 +33,7 @@ def read_run_json(folder: Path) -> dict | None:
     return record.to_dict() if record is not None else None
 
 
-def finished(run: Run) -> bool:
+def finished(run: PlannedRun) -> bool:
     """Our ``metrics.json`` says finished (and a pretraining also left ``encoder.pth``)."""
     if run.kind == "data":
         return data_ready(run.folder)
@@ -51,7 +51,7 @@ def data_ready(folder: Path) -> bool:
     return folder.is_dir() and any(folder.iterdir())
 
 
-def changed_since(run: Run) -> str | None:
+def changed_since(run: PlannedRun) -> str | None:
     """The command a finished run was made with, when the spec now gives another one (else None).
 
     Such a run is still skipped (its numbers stay valid for what it ran); the bench and the plan
@@ -63,7 +63,7 @@ def changed_since(run: Run) -> str | None:
     return old if old and old != run.command else None
 
 
-def status(run: Run) -> str:
+def status(run: PlannedRun) -> str:
     """done | partial | failed | todo for a run; data: done | todo | missing (absent and not buildable)."""
     if run.kind == "data":
         if data_ready(run.folder):
@@ -81,7 +81,7 @@ def status(run: Run) -> str:
     return "todo"
 
 
-def write_run_json(run: Run, backbone: dict | None, **fields) -> dict:
+def write_run_json(run: PlannedRun, backbone: dict | None, **fields) -> dict:
     """Create or update ``run.json`` of ``run`` with ``fields`` (the plan fields always refreshed); a field
     :class:`RunRecord` does not have is an error."""
     record = RunRecord.read(run.folder) or RunRecord(run_id=run.id)
@@ -109,7 +109,7 @@ def log_tail(log: Path, start: int = 0, lines: int = ERROR_LINES) -> str:
     return "\n".join([line for line in kept if line.strip()][-lines:])
 
 
-def outcome_error(run: Run, returncode: int, log_start: int) -> str | None:
+def outcome_error(run: PlannedRun, returncode: int, log_start: int) -> str | None:
     """None when the run succeeded, else why it failed (with the end of its log)."""
     if returncode == 0 and finished(run):
         return None

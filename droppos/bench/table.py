@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .plan import Run
+from .plan import PlannedRun
 from .state import changed_since, status
 
 COLUMNS = ("run", "backbone", "task", "seed", "folder", "status", "command")
@@ -18,7 +18,7 @@ def _rel(p: Path) -> str:
         return str(p)
 
 
-def plan_rows(runs: list[Run]) -> list[dict]:
+def plan_rows(runs: list[PlannedRun]) -> list[dict]:
     rows = []
     for r in runs:
         state = status(r)
@@ -31,7 +31,7 @@ def plan_rows(runs: list[Run]) -> list[dict]:
     return rows
 
 
-def plan_table(runs: list[Run]) -> str:
+def plan_table(runs: list[PlannedRun]) -> str:
     """Aligned columns; the command line last, unpadded."""
     rows = plan_rows(runs)
     head = {c: c for c in COLUMNS}
@@ -51,7 +51,7 @@ def plan_table(runs: list[Run]) -> str:
     return "\n".join(lines)
 
 
-def write_plan_json(runs: list[Run], path: Path, spec_file: Path) -> Path:
+def write_plan_json(runs: list[PlannedRun], path: Path, spec_file: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     data = {"spec": str(spec_file), "runs": plan_rows(runs)}
     tmp = path.with_suffix(".json.tmp")

@@ -94,8 +94,8 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, title: s
         flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
         group.add_argument(flag, **kw)
         for alias in f.metadata.get("aliases", ()):
-            hidden = {k: v for k, v in kw.items() if k not in ("help", "required")}
-            group.add_argument(alias, action=DeprecatedAlias, new=flag, help=argparse.SUPPRESS, **hidden)
+            assert DEPRECATED_FLAGS[alias][0] == flag, alias
+            add_deprecated(group, alias, **{k: v for k, v in kw.items() if k not in ("help", "required")})
 
 
 def to_args(cfg: Any) -> list[str]:
@@ -117,15 +117,30 @@ def to_args(cfg: Any) -> list[str]:
     return out
 
 
+#: every old flag spelling still accepted: old -> (the flag that replaces it, the release that removes it)
+DEPRECATED_FLAGS = {
+    "--init": ("--backbone", "0.2.0"),  # detect, segment
+    "--source-format": ("--from", "0.2.0"),  # classify, probe, convert
+    "--work-dir": ("--output", "0.2.0"),  # segment
+}
+
+
+def add_deprecated(parser, old: str, dest: str, **kw) -> None:
+    """Accept ``old`` (a key of :data:`DEPRECATED_FLAGS`) as its replacement, hidden from ``--help``."""
+    new, _ = DEPRECATED_FLAGS[old]
+    parser.add_argument(old, dest=dest, action=DeprecatedAlias, new=new, help=argparse.SUPPRESS, **kw)
+
+
 class DeprecatedAlias(argparse.Action):
-    """An old flag spelling: stores like the new one and says once that it is deprecated."""
+    """An old flag spelling (:data:`DEPRECATED_FLAGS`): stores like the new one and says that it is deprecated."""
 
     def __init__(self, option_strings, dest, new: str, nargs=None, **kw):
         self.new = new
         super().__init__(option_strings, dest, nargs=nargs, **kw)
 
     def __call__(self, parser, namespace, values, option_string=None):
-        print(f"droppos: note: {option_string} is deprecated and will be removed in the next release; use {self.new}",
+        removed = DEPRECATED_FLAGS[option_string][1]
+        print(f"droppos: note: {option_string} is deprecated and will be removed in {removed}; use {self.new}",
               file=sys.stderr)
         setattr(namespace, self.dest, values)
 

@@ -16,7 +16,7 @@ Examples::
 and its flags (``--from --arch --part --trust-pickle --name --method --pretrain-epochs``, the same in
 every command: :mod:`droppos.backbones.options`) take ``scratch`` (detectron2's random init), a
 detectron2 checkpoint, or any layout the readers read (converted on the fly through the one init
-path, :mod:`droppos.backbones.init`). Before training, the data are validated and the load report printed: a backbone
+path, :mod:`droppos.backbones.into_engine`). Before training, the data are validated and the load report printed: a backbone
 weight that does not land is an error. Multi-GPU / multi-node: ``--num-gpus`` processes per
 machine, ``--num-machines``, ``--machine-rank``, ``--dist-url tcp://HOST:PORT`` (detectron2's
 ``launch``). The run folder gets ``config.yaml`` (the resolved config), checkpoints, ``log.txt``,
@@ -60,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def check_launch(args) -> None:
     """The launch flags, checked in every machine's parent before anything starts."""
-    from .init import InitError
+    from .adapter import InitError
 
     if args.num_gpus < 1 or args.num_machines < 1 or not 0 <= args.machine_rank < args.num_machines:
         raise InitError("need --num-gpus >= 1, --num-machines >= 1 and 0 <= --machine-rank < --num-machines")

@@ -3,14 +3,14 @@ and the initial weights (:func:`prepare`); run by detectron2's process 0 (:mod:`
 
 from __future__ import annotations
 
-from droppos.backbones import init as binit
+from droppos.backbones import into_engine
 from droppos.backbones.generic import is_generic, load_generic
 from droppos.backbones.options import backbone_options
 from droppos.utils.metrics import backbone_record
 
 from .config import load_config
 from .datasets import check_datasets
-from .init import InitError, generic_net, target
+from .adapter import InitError, generic_net, target
 
 
 def prepare(args) -> tuple[dict, list[str]]:
@@ -23,7 +23,7 @@ def prepare(args) -> tuple[dict, list[str]]:
     cfg = load_config(args)
     for line in check_datasets(cfg.datasets.prefix, cfg.datasets.root, cfg.model.roi_heads.num_classes):
         print(line)
-    state = binit.read(args.output)
+    state = into_engine.read(args.output)
     _check_world(args, state)
     opts = backbone_options(args)
     net_key = generic_net(cfg)
@@ -34,7 +34,7 @@ def prepare(args) -> tuple[dict, list[str]]:
         if not opts.backbone:  # the run's own last checkpoint
             record = state.get("backbone") or backbone_record("unknown", tgt.arch.to_dict() if tgt.arch else "unknown", None, str(args.output))
             return {"source": state.get("source", ""), "kind": "run", "backbone": record, "checkpoint": ""}, []
-        init = binit.resolve(opts, tgt)
+        init = into_engine.resolve(opts, tgt)
         if init.kind != "native":
             raise InitError(f"--eval-only needs a trained detector in detectron2 names (e.g. a run's model_final.pth); "
                             f"{opts.backbone} is {'scratch' if init.kind == 'scratch' else 'a backbone'}")
@@ -44,13 +44,13 @@ def prepare(args) -> tuple[dict, list[str]]:
         return state, []
     if not opts.backbone:
         raise InitError("training needs --backbone SRC: a checkpoint, or 'scratch' for detectron2's random init")
-    init = binit.resolve(opts, tgt)
+    init = into_engine.resolve(opts, tgt)
     for line in init.notes:
         print(line)
     # detectron2 starts its model from a file (train.init_checkpoint, read by its checkpointer in every
     # process): the converted weights are written once, here, and every process reads them back
-    path = binit.save(args.output, init, world_size=world_size(args))
-    return binit.read(args.output) | {"checkpoint": str(path) if path else (init.source if init.kind == "native" else "")}, []
+    path = into_engine.save(args.output, init, world_size=world_size(args))
+    return into_engine.read(args.output) | {"checkpoint": str(path) if path else (init.source if init.kind == "native" else "")}, []
 
 
 def world_size(args) -> int:
@@ -83,7 +83,7 @@ def _prepare_generic(args, opts, cfg, net_key: str | None, state: dict) -> tuple
     bb = load_generic(src, trust_pickle=opts.trust_pickle, allow_nonfinite=opts.allow_nonfinite, name=opts.name,
                       method=opts.method, epochs=opts.pretrain_epochs)  # checked here once, one line if it fails
     extra = [f"{net_key}.source={src}", f"{net_key}.trust_pickle={opts.trust_pickle}"]
-    init = binit.Init(src, "generic", bb.backbone, notes=bb.notes)
+    init = into_engine.StartWeights(src, "generic", bb.backbone, notes=bb.notes)
     if not args.eval_only:
-        binit.save(args.output, init, world_size=world_size(args))
+        into_engine.save(args.output, init, world_size=world_size(args))
     return {"source": src, "kind": "generic", "backbone": bb.backbone, "checkpoint": "", "notes": bb.notes}, extra

@@ -72,10 +72,10 @@ def do_train(cfg, args, init) -> dict:
     from detectron2.engine import AMPTrainer, SimpleTrainer, hooks
     from detectron2.utils import comm
 
-    from droppos.backbones import init as binit
+    from droppos.backbones import into_engine
 
     from .checkpoint import checkpointer
-    from .init import target
+    from .adapter import target
 
     model = instantiate(cfg.model)
     model.to(cfg.train.device)
@@ -85,10 +85,10 @@ def do_train(cfg, args, init) -> dict:
     if resuming:
         logger.info("resuming from %s", os.path.join(output_dir, "last_checkpoint"))
     elif cfg.train.init_checkpoint:
-        load_report = binit.load_file(model, cfg.train.init_checkpoint, target(cfg), trust_pickle=args.trust_pickle)
+        load_report = into_engine.load_file(model, cfg.train.init_checkpoint, target(cfg), trust_pickle=args.trust_pickle)
         if comm.is_main_process():
             print("\n".join(load_report.lines()))
-            binit.record_load(output_dir, load_report)
+            into_engine.record_load(output_dir, load_report)
     elif init.get("kind") == "generic":
         if comm.is_main_process():
             print("\n".join([f"init: generic backbone {init['source']}, weights loaded when it was built"]
@@ -139,10 +139,10 @@ def do_eval_only(cfg, args) -> dict:
     """Evaluate ``train.init_checkpoint`` (or the run's last checkpoint) without training."""
     from detectron2.config import instantiate
 
-    from droppos.backbones import init as binit
+    from droppos.backbones import into_engine
 
     from .checkpoint import checkpointer
-    from .init import InitError, target
+    from .adapter import InitError, target
 
     model = instantiate(cfg.model)
     model.to(cfg.train.device)
@@ -152,7 +152,7 @@ def do_eval_only(cfg, args) -> dict:
         if not ck.has_checkpoint():
             raise InitError(f"{cfg.train.output_dir}: no checkpoint to evaluate; pass --backbone MODEL.pth")
         path = ck.get_checkpoint_file()
-    report = binit.load_file(model, path, target(cfg), require_full=True, trust_pickle=args.trust_pickle)
+    report = into_engine.load_file(model, path, target(cfg), require_full=True, trust_pickle=args.trust_pickle)
     print("\n".join(report.lines()))
     model = wrap_ddp(model, cfg)
     model.eval()

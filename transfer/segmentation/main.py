@@ -8,7 +8,7 @@
 
 Steps: load the config (a shipped name or a path; ``--cfg-options`` override it), adapt it to
 the machine (no GPU: plain ``OptimWrapper`` instead of AMP), check the dataset folders, resolve
-``--backbone`` through the one init path (:mod:`droppos.backbones.init`: ``scratch``, an mmseg
+``--backbone`` through the one init path (:mod:`droppos.backbones.into_engine`: ``scratch``, an mmseg
 file, or any layout the readers read, converted for the config's image size), build mmengine's Runner, load the weights strictly and print a load
 report, train (or only evaluate with ``--eval-only``), and write ``OUTPUT/metrics.json``
 (mIoU, mAcc, aAcc in percent, per-class IoU/Acc). mmengine writes the resolved config, logs and
@@ -21,7 +21,7 @@ import argparse
 from pathlib import Path
 
 from droppos.errors import UserError
-from droppos.utils.config import DeprecatedAlias
+from droppos.utils.config import add_deprecated
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -33,7 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_backbone_arguments(p, extra_help="; 'scratch' = the recipe's random init; a file in mmseg names (a whole "
                                          "segmentor or an MAE backbone) is used as is")
     p.add_argument("--output", dest="output", help="run folder: config, logs, checkpoints, metrics.json")
-    p.add_argument("--work-dir", dest="output", action=DeprecatedAlias, new="--output", help=argparse.SUPPRESS)
+    add_deprecated(p, "--work-dir", dest="output")
     p.add_argument("--data", default=None, help="dataset root (ADE20K layout); overrides the config's data_root")
     p.add_argument("--resume", action="store_true",
                    help="continue from the latest checkpoint in --output (with --eval-only: evaluate it)")
@@ -60,7 +60,7 @@ class SegmentError(UserError):
 def _run(args: argparse.Namespace) -> int:
     import torch
 
-    from droppos.backbones import init as binit
+    from droppos.backbones import into_engine
     from droppos.runs import open_run
     from droppos.utils import dist as du
 
@@ -97,7 +97,7 @@ def _run(args: argparse.Namespace) -> int:
     from mmengine.model import is_model_wrapper
 
     from .engine import KeepLastMetrics, SegRunner
-    from .weights import target
+    from .adapter import target
 
     tgt = target(cfg)
     runner = SegRunner.from_cfg(cfg)
@@ -107,9 +107,9 @@ def _run(args: argparse.Namespace) -> int:
     model.init_weights()  # the Runner skips it later (mmengine initialises a module once)
     for tensor in model.state_dict().values():  # every process starts from process 0's random init
         du.broadcast_(tensor, device)
-    report = binit.load(model, init, tgt)
+    report = into_engine.load(model, init, tgt)
     if not stored and not args.eval_only and is_main_process():
-        binit.save(work_dir, init, report, world_size=info.world_size)
+        into_engine.save(work_dir, init, report, world_size=info.world_size)
     for line in report.lines() if not stored else [f"init: {stored.get('kind')} weights from {stored.get('source')}"]:
         runner.logger.info(line)
     runner.logger.info("(mmengine's coming warning 'init_weights ... has been called more than once' is expected: "
@@ -178,18 +178,18 @@ def _prepare(args, cfg, work_dir: Path, info, prepared: dict) -> list[str]:
 
 def _resolve(args, cfg, work_dir: Path, world_size: int | None = None):
     """(init, lines from fitting the heads, the checkpoint to resume or evaluate, the run's init.json)."""
-    from droppos.backbones import init as binit
+    from droppos.backbones import into_engine
     from droppos.backbones.options import backbone_options
     from droppos.utils.checkpoint import safe_load
 
-    from .weights import fit_heads, generic_config, target
+    from .adapter import fit_heads, generic_config, target
 
     latest = _latest_checkpoint(work_dir) if args.resume else None
     if args.resume and latest is None and args.eval_only:
         raise SegmentError(f"{work_dir}: --resume --eval-only, but there is no checkpoint in it (last_checkpoint)")
     if latest is not None:  # read it safely first: a truncated or hostile file is one line, before mmengine's load
         safe_load(latest)
-    stored = binit.read(work_dir) if latest is not None else {}
+    stored = into_engine.read(work_dir) if latest is not None else {}
     started = stored.get("world_size")
     if world_size is not None and latest is not None and started and started != world_size and not args.eval_only:
         raise SegmentError(f"{work_dir}: the run started on {started} process(es), this resume has {world_size}: "
@@ -199,9 +199,9 @@ def _resolve(args, cfg, work_dir: Path, world_size: int | None = None):
         init, generic = _generic_init(args, cfg, stored)
         lines = fit_heads(cfg, generic)
     elif stored:  # the run's checkpoint replaces every weight; the record says where the run started from
-        init = binit.Init(str(latest), "scratch", stored.get("backbone", {}))
+        init = into_engine.StartWeights(str(latest), "scratch", stored.get("backbone", {}))
     else:
-        init = binit.resolve(backbone_options(args), target(cfg))
+        init = into_engine.resolve(backbone_options(args), target(cfg))
     if args.eval_only and latest is None and (init.kind != "native" or not any(
             k.startswith("decode_head.") for k in init.state_dict)):
         raise SegmentError(f"--eval-only needs trained decode heads: give --backbone a whole-segmentor checkpoint "
@@ -213,7 +213,7 @@ def _resolve(args, cfg, work_dir: Path, world_size: int | None = None):
 def _generic_init(args, cfg, stored: dict):
     """The config's ``TimmGenericBackbone`` gets ``--backbone`` (or, resuming, the run's own source);
     returns the init record and the backbone as read (its feature maps fit the heads)."""
-    from droppos.backbones import init as binit
+    from droppos.backbones import into_engine
     from droppos.backbones.generic import is_generic, load_generic
     from droppos.backbones.options import backbone_options
 
@@ -225,7 +225,7 @@ def _generic_init(args, cfg, stored: dict):
     bb = load_generic(src, trust_pickle=opts.trust_pickle, allow_nonfinite=opts.allow_nonfinite, name=opts.name,
                       method=opts.method, epochs=opts.pretrain_epochs)  # checked here once, one line if it fails
     cfg.model.backbone.source, cfg.model.backbone.trust_pickle = src, bool(opts.trust_pickle)
-    return binit.Init(src, "generic", stored.get("backbone") or bb.backbone, notes=bb.notes), bb
+    return into_engine.StartWeights(src, "generic", stored.get("backbone") or bb.backbone, notes=bb.notes), bb
 
 
 def _latest_checkpoint(work_dir: Path) -> Path | None:

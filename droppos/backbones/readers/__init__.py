@@ -8,11 +8,11 @@ family's head table); importing this package imports them all. The table is in r
 | ``encoder``   | ``project``     | ``format: droppos-bench/encoder/v1``                          | –                              |
 | ``checkpoint``| ``project``     | ``meta`` + ``model`` with ``encoder.*``                       | pretext heads                  |
 | ``dino``      | ``dino``        | ``teacher``/``student`` (DINO, iBOT full checkpoints)         | DINO/iBOT head, ``masked_embed``|
-| ``mmseg``     | ``engines``     | mmseg ``MAE`` names (``patch_embed.projection``, ``layers.N.ln1``) | heads; zero rel. bias; LS folded |
+| ``mmseg``     | ``engine_files``| mmseg ``MAE`` names (``patch_embed.projection``, ``layers.N.ln1``) | heads; zero rel. bias; LS folded |
 | ``mocov3``    | ``mocov3``      | ``state_dict`` with ``module.base_encoder.*``                 | projector, momentum, predictor |
 | ``droppos``   | ``official``    | ``state_dict`` + a string ``model``, or official pretext keys | pretext (decoders, tokens)     |
 | ``ibot``      | ``dino``        | ``state_dict`` = a timm ViT (+ ``masked_embed``)              | ``masked_embed`` (pretext)     |
-| ``detectron2``| ``engines``     | ``model`` with ``backbone.net.*`` (ViTDet)                    | refused: no [cls], no norm     |
+| ``detectron2``| ``engine_files``| ``model`` with ``backbone.net.*`` (ViTDet)                    | refused: no [cls], no norm     |
 | ``mae``       | ``official``    | ``model`` with ``decoder_*``/``mask_token`` or MAE ``args``    | pretext (decoder, mask token)  |
 | ``deit``      | ``timm_names``  | ``model`` = a timm ViT (DeiT, MAE encoder-only, MoCo v3 DeiT)  | ``head.*`` (kept as the head)  |
 | ``hf``        | ``hf``          | ``embeddings.patch_embeddings.projection.*`` (``vit.``)        | ``pooler.*``, MAE decoder      |
@@ -27,7 +27,7 @@ EVA RoPE/SwiGLU, CLIP pre-norm, SigLIP attention pooling, qk-norm) are refused b
 ``timm:<model>:FILE`` source that reads it.
 """
 
-from . import augreg, dino, dinov2, engines, hf, mocov3, official, project, timm_names, torchvision  # noqa: F401 (registers)
+from . import augreg, dino, dinov2, engine_files, hf, mocov3, official, project, timm_names, torchvision  # noqa: F401 (registers)
 from .registry import FAMILY_HEADS, PARTS, READERS, Raw, Reader, by_suffix, detect_layout, formats, heads_for
 
 __all__ = ["FAMILY_HEADS", "PARTS", "READERS", "Raw", "Reader", "by_suffix", "detect_layout", "formats", "heads_for"]

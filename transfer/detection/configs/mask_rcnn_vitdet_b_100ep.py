@@ -16,7 +16,7 @@ and ``projects/ViTDet/configs/common/coco_loader_lsj.py`` (MAE ViT-B: 51.6 AP^bo
   batch 64), linear warmup over 250 iterations from x0.001, lr x0.1 at 8/9 and at 26/27 of
   training, AMP and fp16 gradient compression in DDP.
 
-``train.init_checkpoint`` is set by ``droppos detect --init SRC`` (it converts any checkpoint the
+``train.init_checkpoint`` is set by ``droppos detect --backbone SRC`` (it converts any checkpoint the
 converter reads). COCO is read from ``datasets.root`` (default ``$DETECTRON2_DATASETS/coco``).
 The learning rate is for batch 64; scale it if you change ``dataloader.train.total_batch_size``.
 """

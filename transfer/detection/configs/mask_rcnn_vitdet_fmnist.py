@@ -20,7 +20,7 @@ What changes against ``mask_rcnn_vitdet_b_100ep.py``, and why:
   0.1, layer decay 0.75;
 - CPU: no AMP there (``droppos detect`` uses SimpleTrainer without a GPU), no data workers.
 
-The architecture must match the ``--init`` checkpoint (the load report says what does not);
+The architecture must match the ``--backbone`` checkpoint (the load report says what does not);
 e.g. for a ViT-tiny/16 pretraining: ``model.backbone.net.patch_size=16`` and the scale factors
 ``model.backbone.scale_factors=[4.0,2.0,1.0,0.5]``.
 """

@@ -9,7 +9,7 @@
 # auxiliary head (weight 0.4), sliding-window test (512 crop, stride 341).
 #
 # Changes to the packaged file, all on purpose:
-# - model.pretrained=None: weights come from `droppos segment --init`, which checks that every
+# - model.pretrained=None: weights come from `droppos segment --backbone`, which checks that every
 #   backbone weight lands (mmseg's own Pretrained init loads with strict=False).
 # - AMP is `AmpOptimWrapper` (mmseg 1.x ignores the `fp16` key, so it is cleared here);
 #   `droppos segment` switches to the plain `OptimWrapper` on a machine without a GPU.

@@ -12,7 +12,7 @@
 # - schedule: 400 iterations of batch 4 (about 5 epochs of the 300 training scenes), lr 1e-3 (the
 #   recipe's 1e-4 is for 160k iterations: at 400, from scratch, it reached 5.5 mIoU, 1e-3 9.4),
 #   warm-up 40, validation and checkpoint at the end, whole-image test (the canvas is one crop).
-# Another pretrained architecture: override the backbone (a mismatching --init prints the exact
+# Another pretrained architecture: override the backbone (a mismatching --backbone prints the exact
 # options), e.g. the ViT-tiny/8 of pretrain/configs/fmnist_tiny.yaml (16 x 16 tokens, about 2.5x
 # the cost; the neck rescaled to keep strides 4..32):
 #   --cfg-options model.backbone.patch_size=8 model.neck.rescales=[2,1,0.5,0.25]

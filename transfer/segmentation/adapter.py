@@ -1,4 +1,4 @@
-"""mmsegmentation's side of the one init path (:mod:`droppos.backbones.init`): key names, native
+"""mmsegmentation's side of the one init path (:mod:`droppos.backbones.into_engine`): key names, native
 files, and the config <-> architecture mapping of the UperNet configs' ``MAE`` backbone.
 
 ``--backbone`` takes ``scratch`` (the recipe's random initialisation, mmseg's ``init_weights``), a
@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from droppos.backbones.arch import ViTArch
-from droppos.backbones.init import EngineTarget, InitError  # noqa: F401 - InitError re-exported for callers
+from droppos.backbones.into_engine import EngineTarget, InitError  # noqa: F401 - InitError re-exported for callers
 
 PREFIX = "backbone."
 _MMSEG_BACKBONE_KEYS = ("patch_embed.projection.weight", "layers.0.ln1.weight")

@@ -1,12 +1,13 @@
-"""The one init path: a backbone source -> weights in an engine's names -> a strict load -> a report.
+"""A backbone into an engine's model: a backbone source -> weights in the engine's names -> a strict load -> a report.
 
-Every task that starts a model from a backbone (``detect``, ``segment``) goes through here; the
-engine adapters (``transfer/detection/init.py``, ``transfer/segmentation/weights.py``) only say
+Detection and segmentation start their models here (classification and probes build theirs from the
+backbone itself: :class:`droppos.backbones.protocol.Backbone`); the
+engine adapters (``transfer/detection/adapter.py``, ``transfer/segmentation/adapter.py``) only say
 what differs per engine, as an :class:`EngineTarget`: the converter target, where the backbone
 sits in the whole model, the config's ViT, the override advice, which target-only weights the
 recipe initialises itself, and how to recognise a file already in the engine's names.
 
-:func:`resolve` turns ``--backbone`` into an :class:`Init`:
+:func:`resolve` turns ``--backbone`` into the :class:`StartWeights` a run starts from:
 
 * ``scratch``: nothing is loaded, the engine's own random initialisation;
 * a file in the engine's own names (``{"model": {"backbone.net.*": ...}}`` of detectron2, an mmseg
@@ -69,11 +70,11 @@ class EngineTarget:
 
 
 @dataclass
-class Init:
+class StartWeights:
     """What ``--backbone`` resolved to. ``state_dict`` is in whole-model names (None for scratch)."""
 
     source: str
-    kind: str  # "scratch" | "native" | "converted"
+    kind: str  # "scratch" | "native" | "converted" | "generic" (built and loaded by the engine from the source)
     record: dict
     state_dict: dict[str, torch.Tensor] | None = None
     conversion: dict = field(default_factory=dict)
@@ -81,8 +82,8 @@ class Init:
 
 
 # ---------------------------------------------------------------------------------------- resolve
-def resolve(opts: BackboneOptions, target: EngineTarget) -> Init:
-    """``--backbone`` (and its flags) as an :class:`Init` for ``target`` (see the module docstring)."""
+def resolve(opts: BackboneOptions, target: EngineTarget) -> StartWeights:
+    """``--backbone`` (and its flags) as the :class:`StartWeights` of ``target`` (see the module docstring)."""
     src = opts.backbone
     if not src:
         raise InitError("no --backbone given: a checkpoint in any layout the readers know, 'scratch' (the engine's "
@@ -90,10 +91,10 @@ def resolve(opts: BackboneOptions, target: EngineTarget) -> Init:
     if src == "scratch":
         record = backbone_record("scratch", _arch_name(target), 0, f"scratch ({target.name} init)",
                                  id=opts.name or "scratch")
-        return Init(src, "scratch", record)
+        return StartWeights(src, "scratch", record)
     if is_generic(src):
-        raise InitError(f"{src}: generic backbones ({src.split(':')[0]}:) do not run in {target.name} yet (the issue "
-                        "'Any architecture as a backbone'); use a ViT checkpoint, or convert the model to one")
+        raise InitError(f"{src}: a generic backbone goes with the engine's generic configs (detect: mask_rcnn_timm_*, "
+                        "segment: upernet_timm_*), which build it from this source; this config builds a ViT")
     native = _native(src, opts, target)
     if native is not None:
         return native
@@ -104,10 +105,10 @@ def resolve(opts: BackboneOptions, target: EngineTarget) -> Init:
     except ConversionError as e:
         raise InitError(f"{src}: {e}") from None
     sd = {k if k.startswith(target.prefix) else target.prefix + k: v for k, v in sd.items()}
-    return Init(src, "converted", dict(bb.backbone), sd, report.to_dict(), report.lines())
+    return StartWeights(src, "converted", dict(bb.backbone), sd, report.to_dict(), report.lines())
 
 
-def _native(src: str, opts: BackboneOptions, target: EngineTarget) -> Init | None:
+def _native(src: str, opts: BackboneOptions, target: EngineTarget) -> StartWeights | None:
     """A file already in the engine's names, or None (``--from`` other than the engine's: never native)."""
     path = Path(src)
     forced = opts.source_format == target.name
@@ -134,7 +135,7 @@ def _native(src: str, opts: BackboneOptions, target: EngineTarget) -> Init | Non
                                                           src, sha256=file_hash(path)))
     if opts.name:
         record["id"] = opts.name
-    return Init(src, "native", record, sd, notes=[f"file already in {target.name} names: loaded as is"])
+    return StartWeights(src, "native", record, sd, notes=[f"file already in {target.name} names: loaded as is"])
 
 
 def _sidecar(path: Path) -> dict:
@@ -166,7 +167,7 @@ def check_arch(src_arch: ViTArch, target: EngineTarget, src: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------- load
-def check(model_sd: dict[str, torch.Tensor], init: Init, target: EngineTarget) -> KeyReport:
+def check(model_sd: dict[str, torch.Tensor], init: StartWeights, target: EngineTarget) -> KeyReport:
     """The :class:`KeyReport` of loading ``init`` into a model with state dict ``model_sd`` (nothing loaded)."""
     sd = init.state_dict or {}
     rep = KeyReport(source=init.source, target=target.name, stage="load", notes=list(init.notes))
@@ -211,7 +212,7 @@ def explain(rep: KeyReport, target: EngineTarget) -> str:
             f"(overrides: {target.override_flag}model...) or convert the source for it")
 
 
-def load(model: torch.nn.Module, init: Init, target: EngineTarget, require_full: bool = False) -> KeyReport:
+def load(model: torch.nn.Module, init: StartWeights, target: EngineTarget, require_full: bool = False) -> KeyReport:
     """Check ``init`` against ``model`` and load it strictly; raises :class:`InitError` with one line."""
     if init.kind == "scratch":
         return KeyReport(source=init.source, target=target.name, stage="load",
@@ -238,14 +239,14 @@ def load(model: torch.nn.Module, init: Init, target: EngineTarget, require_full:
 
 def load_file(model: torch.nn.Module, path: str | Path, target: EngineTarget, require_full: bool = False,
               trust_pickle: bool = False) -> KeyReport:
-    """:func:`load` of a file in the engine's names (e.g. the converted ``OUTPUT/init/backbone_*.pth``)."""
+    """:func:`load` of a file in the engine's names (e.g. the converted ``OUTPUT/init/backbone.pth``)."""
     init = _native(str(path), BackboneOptions(backbone=str(path), source_format=target.name,
                                               trust_pickle=trust_pickle), target)
     return load(model, init, target, require_full)
 
 
 # ---------------------------------------------------------------------------------------- run folder
-def save(run_dir: str | Path, init: Init, report: KeyReport | None = None, world_size: int | None = None) -> Path | None:
+def save(run_dir: str | Path, init: StartWeights, report: KeyReport | None = None, world_size: int | None = None) -> Path | None:
     """Write the converted weights (``init/backbone.pth``) and ``init.json`` into ``run_dir``.
 
     ``init.json`` is a :class:`droppos.runs.InitRecord`: source, kind, the backbone record, the weights file

@@ -1,4 +1,4 @@
-"""detectron2's side of the one init path (:mod:`droppos.backbones.init`): key names, native files,
+"""detectron2's side of the one init path (:mod:`droppos.backbones.into_engine`): key names, native files,
 and the config <-> architecture mapping of ViTDet's ``model.backbone.net``.
 
 ``--backbone`` takes ``scratch`` (detectron2's random init), a detectron2 file
@@ -12,7 +12,7 @@ recipe's init unless the file has them.
 from __future__ import annotations
 
 from droppos.backbones.arch import ViTArch
-from droppos.backbones.init import EngineTarget, InitError  # noqa: F401 - InitError re-exported for callers
+from droppos.backbones.into_engine import EngineTarget, InitError  # noqa: F401 - InitError re-exported for callers
 
 NET = "backbone.net."
 _TOP = ("backbone.", "proposal_generator.", "roi_heads.", "pixel_")
