@@ -148,3 +148,30 @@ def test_classify_bad_image_size_one_line(tmp_path, capsys):
         _one_line_error(capsys, ["classify", "linear", "--backbone", str(tmp_path / "enc.pth"), "--arch", "num_heads=2",
                                  "--data", str(tmp_path / "data"), "--img-size", size, "--output", str(tmp_path / "r")],
                         needle)
+
+
+# ---------------------------------------------------------------------------------------- the registry
+def test_a_new_layout_is_one_registered_reader(tmp_path, monkeypatch):
+    """A reader registered once is recognised in its order, read into the encoder and offered by --from."""
+    from droppos.backbones.readers import READERS, registry
+
+    monkeypatch.setattr(registry, "READERS", dict(READERS))
+    monkeypatch.setattr(registry, "FAMILY_HEADS", dict(registry.FAMILY_HEADS))
+    registry.register_family("mine", {64: 2})
+
+    @registry.register("mine", order=5, recognise=lambda obj: "my_weights" in obj)
+    def read_mine(obj, where, part=None):
+        return {k: (v, None) for k, v in obj["my_weights"].items()}, {"family": "mine", "method": "mine"}
+
+    with pytest.raises(ValueError, match="registered twice"):
+        registry.register("mine", order=6)(read_mine)
+    enc = tiny_encoder(seed=24)
+    torch.save({"my_weights": enc.state_dict()}, tmp_path / "mine.pth")
+    import droppos.backbones.source as source
+
+    monkeypatch.setattr(source, "READERS", registry.READERS)
+    bb = load_backbone(tmp_path / "mine.pth")  # the head count from the family's table, nothing asked
+    assert bb.meta["format"] == "mine" and bb.arch.num_heads == 2 and "mine" in registry.formats()
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(bb.encoder().forward_features(x), enc.forward_features(x), atol=0, rtol=0)

@@ -4,6 +4,7 @@ of architectures that a plain ViT cannot represent (each named, with the generic
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import torch
 
@@ -86,6 +87,31 @@ def as_int(v) -> int | None:
 def flat(obj: dict) -> bool:
     """A plain state dict: tensors only."""
     return bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def under_prefix(sd: dict, prefix: str, why_else: Callable[[str], str]) -> Raw:
+    """The weights under ``prefix`` (prefix removed) kept; every other key dropped with ``why_else(key)``."""
+    return {(k[len(prefix):] if k.startswith(prefix) else k): (v, None if k.startswith(prefix) else why_else(k))
+            for k, v in sd.items()}
+
+
+def stem_rules(cls: str, pos: str, patch: str, norm: str) -> list[tuple[str, str | None, str]]:
+    """Rename rules of the weights outside the blocks, each given as a regex of its source name: the [cls]
+    token, the position table, the patch projection and the final norm (the last two up to ``weight|bias``)."""
+    return [(rf"^{cls}$", "cls_token", ""), (rf"^{pos}$", "pos_embed", ""),
+            (rf"^{patch}(weight|bias)$", r"patch_embed.proj.\1", ""), (rf"^{norm}(weight|bias)$", r"norm.\1", "")]
+
+
+def block_rules(block: str, names: dict[str, str]) -> list[tuple[str, str | None, str]]:
+    """Rename rules of every block's weights: ``block`` (a regex whose group 1 is the block index) followed by
+    each source name (a regex up to ``weight`` / ``bias``) -> ``blocks.N.<our name>.weight|bias``."""
+    return [(block + src + r"(weight|bias)$", rf"blocks.\1.{dst}.\2", "") for src, dst in names.items()]
+
+
+def fold_scale(sd: dict, linear: str, gamma: torch.Tensor) -> None:
+    """``gamma * (W x + b)`` as one linear layer: W' = gamma W, b' = gamma b (the same network, exactly)."""
+    sd[linear + ".weight"] = sd[linear + ".weight"] * gamma[:, None]
+    sd[linear + ".bias"] = sd[linear + ".bias"] * gamma
 
 
 def renamed(sd: dict, rules: list[tuple[str, str | None, str]]) -> Raw:

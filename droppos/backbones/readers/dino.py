@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from droppos.errors import UserError
 
-from .common import as_int, refuse_unrepresentable, tensors, timm_raw
-from .registry import Raw, register, register_family
+from .common import as_int, refuse_unrepresentable, tensors, timm_raw, under_prefix
+from .registry import register, register_family
 
 register_family("dino", {384: 6, 768: 12})  # DINO vision_transformer.py
 register_family("ibot", {384: 6, 768: 12, 1024: 16})
@@ -24,12 +24,7 @@ def read_dino(obj: dict, where: str, part: str | None = None):
     chosen = part or ("teacher" if "teacher" in have else have[0])
     sd = tensors(obj[chosen], where, chosen)
     sd = {k.removeprefix("module."): v for k, v in sd.items()}
-    raw: Raw = {}
-    for k, v in sd.items():
-        if k.startswith("backbone."):
-            raw[k[len("backbone."):]] = (v, None)
-        else:
-            raw[k] = (v, f"{k.split('.')[0]} of the {chosen} (projection head: pretext)")
+    raw = under_prefix(sd, "backbone.", lambda k: f"{k.split('.')[0]} of the {chosen} (projection head: pretext)")
     if not any(r is None for _, r in raw.values()):
         raise UserError(f"{where}{chosen} has no 'backbone.' weights (keys: {', '.join(list(sd)[:6])})")
     ibot = any(k == "masked_embed" for k in raw) or "ibot_loss" in obj

@@ -6,7 +6,7 @@ import re
 
 from droppos.errors import UserError
 
-from .common import flat, generic_path, refuse_unrepresentable, tensors, timm_raw
+from .common import flat, fold_scale, generic_path, refuse_unrepresentable, tensors, timm_raw
 from .registry import Raw, register, register_family
 
 register_family("dinov2", {384: 6, 768: 12, 1024: 16, 1536: 24})
@@ -36,9 +36,7 @@ def read_dinov2(obj: dict, where: str, part: str | None = None):
     gammas = {k: sd.pop(k) for k in [k for k in sd if _LAYER_SCALE.search(k)]}
     for k, g in gammas.items():
         i, which = re.match(r"blocks\.(\d+)\.ls([12])\.gamma$", k).groups()
-        lin = f"blocks.{i}.attn.proj" if which == "1" else f"blocks.{i}.mlp.fc2"
-        sd[lin + ".weight"] = sd[lin + ".weight"] * g[:, None]
-        sd[lin + ".bias"] = sd[lin + ".bias"] * g
+        fold_scale(sd, f"blocks.{i}.attn.proj" if which == "1" else f"blocks.{i}.mlp.fc2", g)
     if gammas:
         notes.append(f"layer scale folded into {len(gammas)} projections (attn.proj, mlp.fc2): "
                      "W' = gamma * W, b' = gamma * b (the same network)")

@@ -19,23 +19,16 @@ import torch
 
 from droppos.errors import UserError
 
-from .common import flat, renamed
+from .common import block_rules, flat, fold_scale, renamed, stem_rules
 from .registry import Raw, register
 
 _MMSEG_ANCHORS = ("patch_embed.projection.weight", "layers.0.ln1.weight")
 _ENGINE_PARTS = ("decode_head.", "auxiliary_head.", "neck.", "proposal_generator.", "roi_heads.", "data_preprocessor.")
 _LAYER = r"^layers\.(\d+)\."
 _MMSEG_RULES = [
-    (r"^cls_token$", "cls_token", ""),
-    (r"^pos_embed$", "pos_embed", ""),
-    (r"^patch_embed\.projection\.(weight|bias)$", r"patch_embed.proj.\1", ""),
-    (r"^ln1\.(weight|bias)$", r"norm.\1", ""),
-    (_LAYER + r"ln1\.(weight|bias)$", r"blocks.\1.norm1.\2", ""),
-    (_LAYER + r"ln2\.(weight|bias)$", r"blocks.\1.norm2.\2", ""),
-    (_LAYER + r"attn\.qkv\.(weight|bias)$", r"blocks.\1.attn.qkv.\2", ""),
-    (_LAYER + r"attn\.proj\.(weight|bias)$", r"blocks.\1.attn.proj.\2", ""),
-    (_LAYER + r"ffn\.layers\.0\.0\.(weight|bias)$", r"blocks.\1.mlp.fc1.\2", ""),
-    (_LAYER + r"ffn\.layers\.1\.(weight|bias)$", r"blocks.\1.mlp.fc2.\2", ""),
+    *stem_rules(r"cls_token", r"pos_embed", r"patch_embed\.projection\.", r"ln1\."),
+    *block_rules(_LAYER, {r"ln1\.": "norm1", r"ln2\.": "norm2", r"attn\.qkv\.": "attn.qkv", r"attn\.proj\.": "attn.proj",
+                          r"ffn\.layers\.0\.0\.": "mlp.fc1", r"ffn\.layers\.1\.": "mlp.fc2"}),
     (_LAYER + r"attn\.relative_position_index$", None, "mmseg's fixed relative position index (a buffer)"),
 ]
 
@@ -84,9 +77,7 @@ def read_mmseg(obj: dict, where: str, part: str | None = None):
     gammas = {k: sd.pop(k) for k in [k for k in sd if re.match(r"layers\.\d+\.gamma_[12]$", k)]}
     for k, g in gammas.items():
         i, which = re.match(r"layers\.(\d+)\.gamma_([12])$", k).groups()
-        lin = f"layers.{i}.attn.proj" if which == "1" else f"layers.{i}.ffn.layers.1"
-        sd[lin + ".weight"] = sd[lin + ".weight"] * g[:, None]
-        sd[lin + ".bias"] = sd[lin + ".bias"] * g
+        fold_scale(sd, f"layers.{i}.attn.proj" if which == "1" else f"layers.{i}.ffn.layers.1", g)
     if gammas:
         ones = all(torch.equal(g, torch.ones_like(g)) for g in gammas.values())
         notes.append(f"layer scale {'of ones ' if ones else ''}folded into {len(gammas)} projections (the same network)")

@@ -8,7 +8,7 @@ import torch
 
 from droppos.errors import UserError
 
-from .common import flat, renamed, tensors
+from .common import block_rules, flat, renamed, stem_rules, tensors
 from .registry import register
 
 
@@ -18,19 +18,15 @@ def is_hf(sd: dict) -> bool:
 
 _BLOCK = r"^(?:encoder\.layer|layers)\.(\d+)\."  # HF hub names / transformers 5 in-memory names
 _HF_RULES = [
-    (r"^embeddings\.cls_token$", "cls_token", ""),
-    (r"^embeddings\.position_embeddings$", "pos_embed", ""),
-    (r"^embeddings\.patch_embeddings\.projection\.(weight|bias)$", r"patch_embed.proj.\1", ""),
-    (r"^layernorm\.(weight|bias)$", r"norm.\1", ""),
+    *stem_rules(r"embeddings\.cls_token", r"embeddings\.position_embeddings",
+                r"embeddings\.patch_embeddings\.projection\.", r"layernorm\."),
     (r"^pooler\.", None, "HF pooler (dense + tanh on [cls]; not part of the ViT encoder)"),
-    (_BLOCK + r"layernorm_before\.(weight|bias)$", r"blocks.\1.norm1.\2", ""),
-    (_BLOCK + r"layernorm_after\.(weight|bias)$", r"blocks.\1.norm2.\2", ""),
-    (_BLOCK + r"attention\.(?:attention\.query|q_proj)\.(weight|bias)$", r"blocks.\1.attn.q.\2", ""),
-    (_BLOCK + r"attention\.(?:attention\.key|k_proj)\.(weight|bias)$", r"blocks.\1.attn.k.\2", ""),
-    (_BLOCK + r"attention\.(?:attention\.value|v_proj)\.(weight|bias)$", r"blocks.\1.attn.v.\2", ""),
-    (_BLOCK + r"attention\.(?:output\.dense|o_proj)\.(weight|bias)$", r"blocks.\1.attn.proj.\2", ""),
-    (_BLOCK + r"(?:intermediate\.dense|mlp\.fc1)\.(weight|bias)$", r"blocks.\1.mlp.fc1.\2", ""),
-    (_BLOCK + r"(?:output\.dense|mlp\.fc2)\.(weight|bias)$", r"blocks.\1.mlp.fc2.\2", ""),
+    *block_rules(_BLOCK, {r"layernorm_before\.": "norm1", r"layernorm_after\.": "norm2",
+                          r"attention\.(?:attention\.query|q_proj)\.": "attn.q",
+                          r"attention\.(?:attention\.key|k_proj)\.": "attn.k",
+                          r"attention\.(?:attention\.value|v_proj)\.": "attn.v",
+                          r"attention\.(?:output\.dense|o_proj)\.": "attn.proj",
+                          r"(?:intermediate\.dense|mlp\.fc1)\.": "mlp.fc1", r"(?:output\.dense|mlp\.fc2)\.": "mlp.fc2"}),
 ]
 
 

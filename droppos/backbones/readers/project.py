@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from droppos.utils.checkpoint import ENCODER_FORMAT
 
-from .common import tensors
-from .registry import Raw, register, register_family
+from .common import tensors, under_prefix
+from .registry import register, register_family
 
 register_family("droppos", {192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16})  # droppos.models.vit.VIT_SIZES
 
@@ -36,11 +36,6 @@ def read_checkpoint(obj: dict, where: str, part: str | None = None):
     """A pretraining checkpoint: ``model`` with ``encoder.*`` and the pretext heads, ``meta``."""
     meta = obj.get("meta") or {}
     model = tensors(obj["model"], where, "model")
-    raw: Raw = {}
-    for k, v in model.items():
-        if k.startswith("encoder."):
-            raw[k[len("encoder."):]] = (v, None)
-        else:
-            raw[k] = (v, f"pretext ({meta.get('method', 'pretraining')} head)")
+    raw = under_prefix(model, "encoder.", lambda k: f"pretext ({meta.get('method', 'pretraining')} head)")
     return raw, dict(method=meta.get("method", "unknown"), epochs=_epochs_done(meta), arch_exact=meta.get("arch"),
                      config=meta.get("config"))

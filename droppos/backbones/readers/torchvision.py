@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .common import flat, renamed, tensors
+from .common import block_rules, flat, renamed, stem_rules, tensors
 from .registry import register, register_family
 
 register_family("torchvision", {768: 12, 1024: 16, 1280: 16})
@@ -14,18 +14,12 @@ def is_torchvision(sd: dict) -> bool:
 
 _TV_LAYER = r"^encoder\.layers\.encoder_layer_(\d+)\."
 _TV_RULES = [
-    (r"^class_token$", "cls_token", ""),
-    (r"^encoder\.pos_embedding$", "pos_embed", ""),
-    (r"^conv_proj\.(weight|bias)$", r"patch_embed.proj.\1", ""),
-    (r"^encoder\.ln\.(weight|bias)$", r"norm.\1", ""),
+    *stem_rules(r"class_token", r"encoder\.pos_embedding", r"conv_proj\.", r"encoder\.ln\."),
     (r"^heads\.head\.(weight|bias)$", r"head.\1", "classifier head (kept as the backbone's head)"),
     (r"^heads\.", None, "pre-logits layer of the classifier"),
-    (_TV_LAYER + r"ln_1\.(weight|bias)$", r"blocks.\1.norm1.\2", ""),
-    (_TV_LAYER + r"ln_2\.(weight|bias)$", r"blocks.\1.norm2.\2", ""),
-    (_TV_LAYER + r"self_attention\.in_proj_(weight|bias)$", r"blocks.\1.attn.qkv.\2", ""),
-    (_TV_LAYER + r"self_attention\.out_proj\.(weight|bias)$", r"blocks.\1.attn.proj.\2", ""),
-    (_TV_LAYER + r"mlp\.(?:0|linear_1)\.(weight|bias)$", r"blocks.\1.mlp.fc1.\2", ""),
-    (_TV_LAYER + r"mlp\.(?:3|linear_2)\.(weight|bias)$", r"blocks.\1.mlp.fc2.\2", ""),
+    *block_rules(_TV_LAYER, {r"ln_1\.": "norm1", r"ln_2\.": "norm2", r"self_attention\.in_proj_": "attn.qkv",
+                             r"self_attention\.out_proj\.": "attn.proj", r"mlp\.(?:0|linear_1)\.": "mlp.fc1",
+                             r"mlp\.(?:3|linear_2)\.": "mlp.fc2"}),
 ]
 
 
