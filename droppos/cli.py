@@ -44,6 +44,8 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     from droppos import __version__
 
     parser.add_argument("--version", action="version", version=f"droppos-bench {__version__}")
+    parser.add_argument("-v", "--verbose", dest="show_warnings", action="store_true",
+                        help="also show the known warnings of third-party packages (hidden by default)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     chosen = next((a for a in argv if not a.startswith("-")), None)
     for name, (_, help_) in COMMANDS.items():
@@ -51,6 +53,31 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
         if name == chosen:  # only the chosen subcommand's module is imported
             _load(name).add_arguments(p)
     return parser
+
+
+#: third-party warnings that say nothing about the user's run, hidden unless ``droppos -v`` (or
+#: ``DROPPOS_WARNINGS=all``, which ``-v`` sets for the processes a command starts): (category, message regex)
+KNOWN_WARNINGS = (
+    (FutureWarning, r"`torch\.jit\.script` is deprecated"),  # torch, through a dependency's scripted module
+    (UserWarning, r"This DataLoader will create \d+ worker processes"),  # torch's advice on a small machine
+    (FutureWarning, r"Importing from timm\.models\.layers is deprecated"),  # mmseg / detectron2 importing old timm
+    (UserWarning, r"Fail to import ``MultiScaleDeformableAttention``"),  # mmcv-lite: an op mmseg's UperNet never uses
+    (UserWarning, r"torch\.meshgrid: in an upcoming release"),  # detectron2 / mmseg internals
+)
+
+
+def quiet_known_warnings(verbose: bool = False) -> None:
+    """Hide :data:`KNOWN_WARNINGS` (every other warning is shown); ``verbose`` shows them all, here and in the
+    processes this one starts."""
+    import os
+    import warnings
+
+    if verbose:
+        os.environ["DROPPOS_WARNINGS"] = "all"
+    if os.environ.get("DROPPOS_WARNINGS") == "all":
+        return
+    for category, message in KNOWN_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category)
 
 
 #: errors of the filesystem rather than of the program: reported in one line naming the path
@@ -63,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), "")
     try:
+        before_command = argv[:argv.index(command)] if command else argv  # -v of a subcommand is its own
+        quiet_known_warnings(verbose=bool({"-v", "--verbose"} & set(before_command)))
         parser = build_parser(argv)
         args = parser.parse_args(argv)
         if args.command is None:
