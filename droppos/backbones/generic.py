@@ -33,12 +33,13 @@ from droppos.errors import UserError
 from droppos.utils.checkpoint import safe_load
 from droppos.utils.metrics import backbone_record
 
+from .hub import cached_file, hub_failure
 from .report import KeyReport
 from .source import default_name, file_hash
 
 ENTRY_POINT_GROUP = "droppos.backbones"
 _REGISTRY: dict[str, Callable[..., torch.nn.Module]] = {}
-_RESERVED = {"scratch"}
+_RESERVED = {"scratch", "timm", "hf-hub", "hf"}  # source prefixes of the project
 
 
 class WeightsMismatch(UserError):
@@ -49,9 +50,9 @@ class WeightsMismatch(UserError):
 
 def register(name: str, builder: Callable[..., torch.nn.Module]) -> None:
     """Make ``--backbone name:<weights>`` build ``builder(**kwargs)`` (see the module docstring)."""
-    if not name or ":" in name or name in _RESERVED or name == "timm":
+    if not name or ":" in name or name in _RESERVED:
         raise UserError(f"cannot register a backbone named {name!r}: choose a name without ':' other than "
-                        f"{', '.join(sorted(_RESERVED | {'timm'}))}")
+                        f"{', '.join(sorted(_RESERVED))}")
     _REGISTRY[name] = builder
 
 
@@ -69,7 +70,7 @@ def providers() -> dict[str, Callable[..., torch.nn.Module]]:
 def is_generic(src: str) -> bool:
     """Whether ``src`` names a generic backbone (``timm:...`` or a registered plug-in)."""
     head = str(src).split(":", 1)[0]
-    return ":" in str(src) and not Path(src).exists() and (head == "timm" or head in providers())
+    return ":" in str(src) and not Path(src).exists() and (head in ("timm", "hf-hub") or head in providers())
 
 
 @dataclass(frozen=True)
@@ -149,7 +150,7 @@ def _call(builder, **kwargs) -> torch.nn.Module:
 def _timm_builder(model_name: str) -> Callable[..., torch.nn.Module]:
     import timm
 
-    if not timm.is_model(model_name):
+    if not model_name.startswith("hf-hub:") and not timm.is_model(model_name):
         close = difflib.get_close_matches(model_name, timm.list_models(), n=3, cutoff=0.6)
         hint = f"; closest: {', '.join(close)}" if close else "; `python -c 'import timm; print(timm.list_models(\"*vit*\"))'`"
         raise UserError(f"timm:{model_name}: timm has no model of that name{hint}")
@@ -164,24 +165,29 @@ def _timm_builder(model_name: str) -> Callable[..., torch.nn.Module]:
 
 
 def load_generic(src: str, trust_pickle: bool = False, allow_nonfinite: bool = False, name: str | None = None,
-                 method: str | None = None, epochs: int | None = None) -> GenericBackbone:
-    """Read ``timm:<model>[:<weights>]`` or ``<plugin>:<weights>`` (see the module docstring)."""
+                 method: str | None = None, epochs: int | None = None, pretrained: bool = False) -> GenericBackbone:
+    """Read ``timm:<model>[.<tag>][:<weights>]``, ``hf-hub:<org>/<repo>`` or ``<plugin>:<weights>`` (see the
+    module docstring). A tag, ``hf-hub:`` or ``pretrained`` loads the published weights through timm's own
+    machinery (the Hugging Face cache); ``timm:<model>`` alone is a random init, and says so."""
     kind, rest = src.split(":", 1)
-    if kind == "timm":
-        model_name, _, weights = rest.partition(":")
+    if kind in ("timm", "hf-hub"):
+        model_name, _, weights = (rest.partition(":") if kind == "timm" else (f"hf-hub:{rest}", "", ""))
         build = _timm_builder(model_name)
+        hub = not weights and (kind == "hf-hub" or "." in model_name or pretrained)
     else:
-        model_name, weights = kind, rest
+        if pretrained:
+            raise UserError(f"--pretrained applies to timm:<model> sources; {kind}: reads its weights from the file")
+        model_name, weights, hub = kind, rest, False
         build = providers()[kind]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)  # a random init is the same every time
-        model = _call(build, num_classes=0)
+        model = _timm_pretrained(model_name, src) if hub else _call(build, num_classes=0)
     for attr in ("forward_features", "forward_head"):
         if not callable(getattr(model, attr, None)):
             raise UserError(f"{src}: the model has no {attr}(); a backbone keeps timm's contract "
                             "(forward_features, forward_head(x, pre_logits=True), num_features)")
     notes, sd = [], None
-    meta = {"method": method or ("scratch" if not weights else "unknown"), "epochs": epochs, "source": src,
+    meta = {"method": method or ("scratch" if not (weights or hub) else "unknown"), "epochs": epochs, "source": src,
             "format": kind, "model_name": model_name}
     if weights:
         path = Path(weights)
@@ -194,15 +200,56 @@ def load_generic(src: str, trust_pickle: bool = False, allow_nonfinite: bool = F
         notes += _load(model, dict(sd), str(path), allow_missing_head=False).notes
         meta["sha256"] = file_hash(path)
     else:
-        notes.append(f"random init of {model_name} (seed 0): {kind} builds it without weights")
         sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if hub:
+            meta.update(_hub_identity(model))
+            notes.append(f"published weights of {meta['repo'] or model_name} (revision {meta['revision'] or '?'}) "
+                         "through timm's pretrained loader")
+        else:
+            notes.append(f"random init of {model_name} (seed 0): {kind} builds it without weights "
+                         "(a tag, timm:<model>.<tag>, or --pretrained loads published ones)")
     size = _input_size(model)
     params = sum(p.numel() for p in model.parameters())
     arch = GenericArch(model_name, (int(size[0]), int(size[1])), int(model.num_features), params)
-    record = backbone_record(meta["method"], model_name, epochs if weights else 0, src,
-                             id=name or default_name(src.replace(":", "_")), sha256=meta.get("sha256"))
+    record = backbone_record(meta["method"], model_name, epochs if (weights or hub) else 0, src,
+                             id=name or default_name(src.replace(":", "_").replace("/", "_")),
+                             sha256=meta.get("sha256"))
+    record.update({k: meta[k] for k in ("repo", "revision") if meta.get(k)})
     record["params_M"] = round(params / 1e6, 3)
     return GenericBackbone(model_name, build, sd, arch, meta, notes, backbone=record)
+
+
+def _timm_pretrained(model_name: str, src: str) -> torch.nn.Module:
+    """The model with its published weights, by ``timm.create_model(..., pretrained=True)``; one line when the
+    name has no weights or they cannot be had (never a random model under a pretrained name)."""
+    import timm
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    repo = model_name[len("hf-hub:"):]
+    if not model_name.startswith("hf-hub:"):
+        try:
+            cfg = timm.models.get_pretrained_cfg(model_name)
+        except RuntimeError as e:  # "Invalid pretrained tag (...) for ..."
+            raise UserError(f"{src}: {e}; the tags with weights: timm.list_pretrained('{model_name.split('.')[0]}.*')")
+        if cfg is None or not (cfg.hf_hub_id or cfg.url or cfg.file):
+            base = model_name.split(".")[0]
+            raise UserError(f"{src}: timm has no published weights for {model_name}; choose a tag that has them "
+                            f"(timm.list_pretrained('{base}.*')), or drop the tag / --pretrained for a random init")
+        repo = cfg.hf_hub_id or cfg.url or cfg.file
+    try:
+        return timm.create_model(model_name, pretrained=True, num_classes=0)
+    except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as e:
+        raise hub_failure(src, repo, e) from None
+    except RuntimeError as e:  # timm: "No pretrained weights exist for ..."
+        raise UserError(f"{src}: {str(e).splitlines()[0]}") from None
+
+
+def _hub_identity(model: torch.nn.Module) -> dict:
+    """The repo, revision (commit hash) and sha256 of the weights file timm read from the hub cache."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    repo = cfg.get("hf_hub_id") or ""
+    path = cached_file(repo) if repo else None
+    return {"repo": repo, "revision": path.parent.name if path else "", "sha256": file_hash(path) if path else None}
 
 
 def _input_size(model) -> tuple[int, int]:

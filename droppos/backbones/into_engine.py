@@ -42,6 +42,7 @@ from droppos.utils.metrics import backbone_record
 
 from .convert import ConversionError, convert_backbone
 from .generic import is_generic
+from .hub import is_model_folder
 from .arch import ViTArch
 from .options import BackboneOptions
 from .report import KeyReport, short
@@ -112,8 +113,8 @@ def _native(src: str, opts: BackboneOptions, target: EngineTarget) -> StartWeigh
     """A file already in the engine's names, or None (``--from`` other than the engine's: never native)."""
     path = Path(src)
     forced = opts.source_format == target.name
-    if (opts.source_format is not None and not forced) or src.startswith("scratch:") or path.suffix in (".safetensors",
-                                                                                                        ".npz"):
+    if (opts.source_format is not None and not forced) or src.startswith("scratch:") or is_model_folder(src) \
+            or path.suffix in (".safetensors", ".npz"):
         return None
     if not path.is_file():
         raise InitError(f"{path}: no such checkpoint file")

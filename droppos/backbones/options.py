@@ -4,7 +4,11 @@
 inherit it into their configs, ``detect``, ``segment`` and ``convert`` add its flags with
 :func:`add_backbone_arguments`. The flags::
 
-    --backbone SRC          a file any reader reads (see droppos.backbones.readers), or
+    --backbone SRC          hf:<org>/<repo>[@rev] (a transformers ViT / ViTMAE / DINOv2 on the Hugging Face hub,
+                            through its cache), a model folder (config.json + model.safetensors),
+                            timm:<model>.<tag> (the tag's published weights), hf-hub:<org>/<repo> (timm's form),
+                            a file any reader reads (see droppos.backbones.readers), timm:<model>[:<weights>]
+                            (any architecture; no weights: a random init), <plugin>:<weights>, or
                             scratch:<size>_p<patch>_<img>[_s<seed>]  (detect/segment: also 'scratch',
                             the engine's own random init, or a file in the engine's own names)
     --from FMT              force the layout instead of recognising it
@@ -32,10 +36,13 @@ from droppos.utils.config import add_deprecated, opt, to_args
 
 @dataclass
 class BackboneOptions:
-    backbone: str = opt("", "the weights to start from: a checkpoint in any layout the readers know (encoder.pth, "
-                            "official DropPos/MAE, DINO, iBOT, MoCo v3, DeiT, DINOv2, Hugging Face, torchvision, "
-                            "AugReg .npz, timm), scratch:<size>_p<patch>_<img>, timm:<model>[:<weights>] (any "
-                            "architecture) or <plugin>:<weights> (a registered class)", metavar="SRC")
+    backbone: str = opt("", "the weights to start from: hf:<org>/<repo>[@rev] (a transformers ViT/ViTMAE/DINOv2 on the "
+                            "Hugging Face hub), a model folder (config.json + model.safetensors), timm:<model>.<tag> "
+                            "(the tag's published weights), hf-hub:<org>/<repo>, a checkpoint in any layout the "
+                            "readers know (encoder.pth, official DropPos/MAE, DINO, iBOT, MoCo v3, DeiT, DINOv2, "
+                            "Hugging Face, torchvision, AugReg .npz, timm, mmseg), scratch:<size>_p<patch>_<img>, "
+                            "timm:<model>[:<weights>] (any architecture; without weights a random init) or "
+                            "<plugin>:<weights> (a registered class)", metavar="SRC")
     source_format: str | None = opt(None, "force the backbone file's layout instead of recognising it",
                                     flag="--from", aliases=("--source-format",), metavar="FMT")
     arch: str | None = opt(None, "architecture fields the file does not store, e.g. num_heads=12 or img_size=224x320",
@@ -46,6 +53,8 @@ class BackboneOptions:
                                     "only for files you trust (plain containers and argparse args need no trust)",
                              switch=True)
     allow_nonfinite: bool = opt(False, "read a backbone file with NaN/Inf weights instead of refusing it", switch=True)
+    pretrained: bool = opt(False, "timm:<model> without a tag: load its default published weights (timm's pretrained "
+                                  "loader, the Hugging Face cache) instead of a random init", switch=True)
     name: str | None = opt(None, "the backbone's name, its row in the results table (default: a readable id of the "
                                  "source path)")
     method: str | None = opt(None, "pretraining method for the backbone record (default: what the file says, "
@@ -70,7 +79,11 @@ class BackboneOptions:
                     raise UserError(f"{flag} applies to checkpoint files, not to {self.backbone.split(':')[0]}: "
                                     "sources (the model name fixes the architecture)")
             return load_generic(self.backbone, trust_pickle=self.trust_pickle, allow_nonfinite=self.allow_nonfinite,
-                                name=self.name, method=self.method, epochs=self.pretrain_epochs)
+                                name=self.name, method=self.method, epochs=self.pretrain_epochs,
+                                pretrained=self.pretrained)
+        if self.pretrained:
+            raise UserError(f"--pretrained applies to timm:<model> sources, not to {self.backbone} (a file or a model "
+                            "folder holds its own weights)")
 
         kw = dict(fmt=self.source_format, trust_pickle=self.trust_pickle, arch=self.arch, part=self.part,
                   allow_nonfinite=self.allow_nonfinite, name=self.name, method=self.method,

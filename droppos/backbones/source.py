@@ -40,6 +40,7 @@ from droppos.utils.checkpoint import safe_load
 from droppos.utils.metrics import backbone_record
 
 from .arch import ViTArch, check_shapes, infer_arch, parse_arch_override
+from .hub import is_model_folder, resolve_folder, transformers_arch
 from .readers import PARTS, READERS, by_suffix, detect_layout, formats, heads_for
 
 #: every layout ``--from`` takes (the registered readers, then ``scratch``)
@@ -168,11 +169,15 @@ def load_backbone(src: str | Path, fmt: str | None = None, trust_pickle: bool = 
     src = str(src)
     if src.startswith("scratch:") or fmt == "scratch":
         bb = _scratch(src, hint)
+    elif is_model_folder(src):
+        bb = _load_folder(src, fmt, hint, allow_nonfinite)
     else:
         bb = _load_file(Path(src), fmt, trust_pickle, hint, part, allow_nonfinite)
-    bb.backbone = backbone_record(method or bb.meta["method"], bb.arch.to_dict(), epochs if epochs is not None else bb.meta["epochs"],
-                                  src, id=name or bb.meta.get("name") or default_name(src), data=bb.meta.get("data"),
+    bb.backbone = backbone_record(method or bb.meta["method"], bb.arch.to_dict(),
+                                  epochs if epochs is not None else bb.meta["epochs"], bb.meta["source"],
+                                  id=name or bb.meta.get("name") or default_name(src), data=bb.meta.get("data"),
                                   sha256=bb.meta.get("sha256"))
+    bb.backbone.update({k: bb.meta[k] for k in ("repo", "revision") if bb.meta.get(k)})
     if method:
         bb.meta["method"] = method
     if epochs is not None:
@@ -205,7 +210,32 @@ def _load_file(path: Path, fmt: str | None, trust_pickle: bool, hint: dict, part
         if part is not None and "part" not in info and fmt != "mocov3":
             raise UserError(f"{where}--part {part}: this {fmt} file holds one network; drop --part")
     info["sha256"] = file_hash(path)
+    beside = path.parent / "config.json"
+    if fmt == "hf" and beside.is_file():  # what the folder states wins over any family table
+        try:
+            stated, notes = transformers_arch(beside, where)
+        except UserError:
+            stated, notes = {}, []
+        hint = {**stated, **hint}
+        info["notes"] = [*notes, *info.get("notes", [])]
     return _finish(raw, hint, fmt, str(path), info, where, allow_nonfinite)
+
+
+def _load_folder(src: str, fmt: str | None, hint: dict, allow_nonfinite: bool) -> ViTBackbone:
+    """``hf:<org>/<repo>[@rev]`` or a local model folder: its weights file, read with its ``config.json``."""
+    folder = resolve_folder(src)
+    if not (folder.path / "config.json").is_file():
+        raise UserError(f"{folder.describe()}: no config.json in {folder.path}; a model folder is what save_pretrained "
+                        "writes (config.json + model.safetensors)")
+    transformers_arch(folder.path / "config.json", f"{folder.describe()}: ")  # an unsupported model: one line
+    bb = _load_file(folder.weights, fmt or "hf", False, hint, None, allow_nonfinite)
+    if folder.repo:
+        bb.meta.update(source=f"hf:{folder.repo}@{folder.revision}", repo=folder.repo, revision=folder.revision,
+                       name=folder.repo.split("/")[1])
+        bb.notes.insert(0, f"hf:{folder.repo} at revision {folder.revision} (from the hub cache)")
+    else:
+        bb.meta.update(source=str(folder.path), name=bb.meta.get("name") or default_name(str(folder.path)))
+    return bb
 
 
 def file_hash(path: str | Path) -> str:

@@ -8,7 +8,7 @@ import torch
 
 from droppos.errors import UserError
 
-from .common import block_rules, flat, renamed, stem_rules, tensors
+from .common import block_rules, flat, fold_scale, renamed, stem_rules, tensors
 from .registry import register
 
 
@@ -21,7 +21,10 @@ _HF_RULES = [
     *stem_rules(r"embeddings\.cls_token", r"embeddings\.position_embeddings",
                 r"embeddings\.patch_embeddings\.projection\.", r"layernorm\."),
     (r"^pooler\.", None, "HF pooler (dense + tanh on [cls]; not part of the ViT encoder)"),
-    *block_rules(_BLOCK, {r"layernorm_before\.": "norm1", r"layernorm_after\.": "norm2",
+    (r"^embeddings\.mask_token$", None, "DINOv2 mask token (iBOT pretext)"),
+    (r"^embeddings\.register_tokens$", "reg_token", ""),
+    (_BLOCK + r"layer_scale([12])\.lambda1$", r"blocks.\1.ls\2.gamma", ""),
+    *block_rules(_BLOCK, {r"(?:layernorm_before|norm1)\.": "norm1", r"(?:layernorm_after|norm2)\.": "norm2",
                           r"attention\.(?:attention\.query|q_proj)\.": "attn.q",
                           r"attention\.(?:attention\.key|k_proj)\.": "attn.k",
                           r"attention\.(?:attention\.value|v_proj)\.": "attn.v",
@@ -32,7 +35,8 @@ _HF_RULES = [
 
 @register("hf", order=100, recognise=lambda obj: flat(obj) and is_hf(obj))
 def read_hf(obj: dict, where: str, part: str | None = None):
-    """Hugging Face ``ViTModel`` / ``ViTMAEModel`` state dict (optionally under ``vit.``)."""
+    """Hugging Face ``ViTModel`` / ``ViTMAEModel`` / ``Dinov2Model`` state dict (optionally under ``vit.``); DINOv2's
+    layer scale is folded into the projections, its register tokens kept after [cls]."""
     sd = tensors(obj, where, "state dict")
     anchor = next(k for k in sd if k.endswith("embeddings.patch_embeddings.projection.weight"))
     prefix = anchor[: -len("embeddings.patch_embeddings.projection.weight")]
@@ -47,4 +51,13 @@ def read_hf(obj: dict, where: str, part: str | None = None):
     notes = ["Hugging Face names: separate query/key/value concatenated into qkv",
              "HF ViT configs default to LayerNorm eps 1e-12; this encoder uses 1e-6 (features differ by < 1e-5 "
              "unless a token's variance is tiny)"]
-    return raw, dict(notes=notes)
+    scales = [k for k in raw if re.match(r"blocks\.\d+\.ls[12]\.gamma$", k)]
+    if scales:
+        weights = {k: v for k, (v, why) in raw.items() if why is None}
+        for key in scales:
+            i, which = re.match(r"blocks\.(\d+)\.ls([12])\.gamma$", key).groups()
+            fold_scale(weights, f"blocks.{i}.attn.proj" if which == "1" else f"blocks.{i}.mlp.fc2", weights.pop(key))
+            del raw[key]
+        raw.update({k: (v, None) for k, v in weights.items()})
+        notes.append(f"layer scale folded into {len(scales)} projections (the same network)")
+    return raw, dict(notes=notes, family="dinov2" if scales or "reg_token" in raw else None)

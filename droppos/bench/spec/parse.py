@@ -196,7 +196,7 @@ def _load_backbone(c: _Checker, raw, i: int, data: dict[str, DataSpec]) -> Backb
         if fmt not in FORMATS:
             c.fail(f"{key}.from", f"{fmt!r} is not a converter format; choose one of {list(FORMATS)}")
     for k, want in (("checkpoint", str), ("trust_pickle", bool), ("arch", str), ("part", str), ("method", str),
-                    ("epochs", int)):
+                    ("epochs", int), ("pretrained", bool)):
         v = raw.get(k)
         if v is not None and (not isinstance(v, want) or (want is int and isinstance(v, bool))):
             what = {str: "a string", bool: "true or false", int: "an integer"}[want]

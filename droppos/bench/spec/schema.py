@@ -23,7 +23,7 @@ DATA_BUILD_KEYS = {
 }
 #: a checkpoint backbone's keys in a spec -> the BackboneOptions field each one sets (``name`` is the row's name)
 SPEC_BACKBONE_KEYS = {"checkpoint": "backbone", "from": "source_format", "trust_pickle": "trust_pickle", "arch": "arch",
-                      "part": "part", "method": "method", "epochs": "pretrain_epochs"}
+                      "part": "part", "method": "method", "epochs": "pretrain_epochs", "pretrained": "pretrained"}
 #: classify/probe flags the bench sets itself, with where they come from
 BENCH_SET = {**{f.name: "the backbone" for f in dataclasses.fields(BackboneOptions)},
              "data": "the task's 'data'", "output": "the run folder", "seed": "'seeds'"}
