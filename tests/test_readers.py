@@ -77,6 +77,26 @@ def test_ibot_full_and_teacher_files(tmp_path):
     assert_features(bb, ref)
 
 
+@pytest.mark.parametrize("ibot", [False, True])
+def test_dino_and_ibot_networks_saved_alone(tmp_path, ibot):
+    """``teacher.state_dict()`` (``backbone.*`` + ``head.*``) and the DDP student (``module.backbone.*``, iBOT's
+    with ``masked_embed`` and a patch head ``last_layer2``), each saved alone as the repositories' scripts do."""
+    refs = write_dino_full(tmp_path / "full.pth", ibot=ibot)
+    full = torch.load(tmp_path / "full.pth", weights_only=False)
+    student = dict(full["student"])
+    if ibot:
+        student["module.head.last_layer2.weight_g"] = torch.ones(256, 1)
+    torch.save(full["teacher"], tmp_path / "teacher.pth")
+    torch.save(student, tmp_path / "student.pth")
+    for name in ("teacher", "student"):
+        bb = load_backbone(tmp_path / f"{name}.pth")
+        assert bb.meta["format"] == "dino_net" and bb.arch.num_heads == 6
+        assert {"head.mlp.0.weight", "head.last_layer.weight_g"} <= dropped(bb)
+        assert ("masked_embed" in dropped(bb)) == (ibot and name == "student")
+        assert bb.meta["family"] == ("ibot" if ibot and name == "student" else "dino")
+        assert_features(bb, refs[name])
+
+
 def test_mocov3_has_12_heads_at_vit_s(tmp_path):
     ref = write_mocov3(tmp_path / "vit-s-300ep.pth.tar")
     bb = load_backbone(tmp_path / "vit-s-300ep.pth.tar")

@@ -16,6 +16,7 @@ family's head table); importing this package imports them all. The table is in r
 | ``mae``       | ``official``    | ``model`` with ``decoder_*``/``mask_token`` or MAE ``args``    | pretext (decoder, mask token)  |
 | ``deit``      | ``timm_names``  | ``model`` = a timm ViT (DeiT, MAE encoder-only, MoCo v3 DeiT)  | ``head.*`` (kept as the head)  |
 | ``hf``        | ``hf``          | ``embeddings.patch_embeddings.projection.*`` (``vit.``)        | ``pooler.*``, MAE decoder      |
+| ``dino_net``  | ``dino``        | flat ``backbone.*`` (+ ``module.``): one DINO/iBOT network alone | its head, ``masked_embed``     |
 | ``torchvision``| ``torchvision``| ``conv_proj.*`` + ``class_token``                             | ``heads.*`` (kept as the head) |
 | ``dinov2``    | ``dinov2``      | layer scale ``ls1.gamma`` / ``register_tokens``               | ``mask_token``; LS folded      |
 | ``timm``      | ``timm_names``  | a flat timm ViT state dict (DINO backbone files too)          | ``head.*`` (kept as the head)  |

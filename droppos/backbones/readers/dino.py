@@ -1,10 +1,11 @@
-"""DINO and iBOT: full checkpoints (``teacher`` / ``student``) and ``{"state_dict": ...}`` backbones."""
+"""DINO and iBOT: full checkpoints (``teacher`` / ``student``), one network saved alone (``backbone.*`` +
+``head.*``, the student with DDP's ``module.``), and ``{"state_dict": ...}`` backbones."""
 
 from __future__ import annotations
 
 from droppos.errors import UserError
 
-from .common import as_int, refuse_unrepresentable, tensors, timm_raw, under_prefix
+from .common import as_int, flat, refuse_unrepresentable, tensors, timm_raw, under_prefix
 from .registry import register, register_family
 
 register_family("dino", {384: 6, 768: 12})  # DINO vision_transformer.py
@@ -15,6 +16,18 @@ def _has_networks(obj: dict) -> bool:
     return isinstance(obj.get("teacher"), dict) or isinstance(obj.get("student"), dict)
 
 
+def _network(sd: dict, name: str, where: str, ibot: bool = False):
+    """One DINO / iBOT network (``backbone.*`` + its projection head; DDP's ``module.`` removed) -> (raw, family)."""
+    sd = {k.removeprefix("module."): v for k, v in sd.items()}
+    raw = under_prefix(sd, "backbone.", lambda k: f"{k.split('.')[0]} of the {name} (projection head: pretext)")
+    if not any(r is None for _, r in raw.values()):
+        raise UserError(f"{where}{name} has no 'backbone.' weights (keys: {', '.join(list(sd)[:6])})")
+    ibot = ibot or any(k == "masked_embed" for k in raw) or any(".last_layer2." in k for k in sd)
+    raw = {k: (v, "masked_embed (iBOT pretext token)" if k == "masked_embed" else r) for k, (v, r) in raw.items()}
+    refuse_unrepresentable([k for k, (_, r) in raw.items() if r is None], where)
+    return raw, "ibot" if ibot else "dino"
+
+
 @register("dino", order=30, recognise=_has_networks)
 def read_dino(obj: dict, where: str, part: str | None = None):
     """DINO / iBOT full checkpoint: ``teacher`` (``backbone.*``) and ``student`` (``module.backbone.*``)."""
@@ -22,15 +35,8 @@ def read_dino(obj: dict, where: str, part: str | None = None):
     if part is not None and part not in have:
         raise UserError(f"{where}--part {part}: this checkpoint holds {' and '.join(have)}")
     chosen = part or ("teacher" if "teacher" in have else have[0])
-    sd = tensors(obj[chosen], where, chosen)
-    sd = {k.removeprefix("module."): v for k, v in sd.items()}
-    raw = under_prefix(sd, "backbone.", lambda k: f"{k.split('.')[0]} of the {chosen} (projection head: pretext)")
-    if not any(r is None for _, r in raw.values()):
-        raise UserError(f"{where}{chosen} has no 'backbone.' weights (keys: {', '.join(list(sd)[:6])})")
-    ibot = any(k == "masked_embed" for k in raw) or "ibot_loss" in obj
-    family = "ibot" if ibot else "dino"
-    raw = {k: (v, "masked_embed (iBOT pretext token)" if k == "masked_embed" else r) for k, (v, r) in raw.items()}
-    refuse_unrepresentable([k for k, (_, r) in raw.items() if r is None], where)
+    raw, family = _network(tensors(obj[chosen], where, chosen), chosen, where, ibot="ibot_loss" in obj)
+    ibot = family == "ibot"
     default = "" if part else f" (default; --part {'student' if chosen == 'teacher' else 'teacher'} picks the other)"
     notes = [f"{family.upper() if ibot else 'DINO'} full checkpoint: read the {chosen}{default}"]
     if len(have) == 2:
@@ -41,6 +47,22 @@ def read_dino(obj: dict, where: str, part: str | None = None):
     hint = {"patch_size": int(args.patch_size)} if as_int(getattr(args, "patch_size", None)) else {}
     return raw, dict(family=family, epochs=epochs, notes=notes, arch_hint=hint or None,
                      model_name=str(getattr(args, "arch", "") or ""), part=chosen)
+
+
+def _network_alone(obj: dict) -> bool:
+    return flat(obj) and any(str(k).removeprefix("module.").startswith("backbone.patch_embed.") for k in obj)
+
+
+@register("dino_net", order=105, recognise=_network_alone)
+def read_dino_net(obj: dict, where: str, part: str | None = None):
+    """One DINO / iBOT network saved alone (``teacher.state_dict()``: ``backbone.*`` + ``head.*``; the student
+    with ``module.``, and in iBOT its ``masked_embed``)."""
+    student = all(str(k).startswith("module.") for k in obj)
+    name = "student" if student else "network"
+    raw, family = _network(tensors(obj, where, "state dict"), name, where)
+    notes = [f"{family.upper() if family == 'ibot' else 'DINO'} {name} saved alone: its backbone read, its "
+             "projection head dropped"]
+    return raw, dict(family=family, notes=notes)
 
 
 @register("ibot", order=60, recognise=lambda obj: isinstance(obj.get("state_dict"), dict))
