@@ -236,7 +236,7 @@ def test_bench_paper_rehearses_the_droppos_vit_b_runs(tmp_path):
     probes, ViTDet at 1024 px, UperNet at 512 px), each through its real launcher with two processes at its real
     size, killed after its first checkpoint and resumed; run again, nothing is rehearsed twice. (The other ViT-B
     rows run the same commands from other files; their readers are checked on the stand-ins above. All 29 ViT-B
-    runs take about two hours here: `droppos bench paper --rehearse`.)"""
+    runs took 41 min of runs here: docs/rehearsal_paper.md.)"""
     import json
 
     out = tmp_path / "rehearse"
