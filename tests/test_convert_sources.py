@@ -17,7 +17,7 @@ from convert_helpers import (
     write_mae_official,
 )
 from droppos.pretrain.droppos import DropPos
-from droppos.backbones.readers import detect_layout as detect_format
+from droppos.backbones.readers import detect_layout
 from droppos.backbones.source import load_backbone
 
 from droppos.models.pos_embed import sincos_2d
@@ -231,13 +231,13 @@ def test_scratch_is_deterministic_and_mae_initialised():
         load_backbone("scratch:enormous")
 
 
-def test_detect_format_on_dicts():
+def test_detect_layout_on_dicts():
     enc = tiny_encoder()
-    assert detect_format({"state_dict": {}, "model": "name"}) == "droppos"
-    assert detect_format({"model": enc.state_dict()}) == "deit"
-    assert detect_format({"model": {**enc.state_dict(), "mask_token": enc.cls_token}}) == "mae"
-    assert detect_format(dict(enc.state_dict())) == "timm"
-    assert detect_format({"meta": {}, "model": {"encoder.cls_token": enc.cls_token}}) == "checkpoint"
+    assert detect_layout({"state_dict": {}, "model": "name"}) == "droppos"
+    assert detect_layout({"model": enc.state_dict()}) == "deit"
+    assert detect_layout({"model": {**enc.state_dict(), "mask_token": enc.cls_token}}) == "mae"
+    assert detect_layout(dict(enc.state_dict())) == "timm"
+    assert detect_layout({"meta": {}, "model": {"encoder.cls_token": enc.cls_token}}) == "checkpoint"
 
 
 def test_backbone_encoder_resamples(tmp_path):

@@ -27,6 +27,7 @@ from layout_files import (
 )
 
 from droppos.errors import UserError
+from droppos.utils.checkpoint import safe_load
 
 
 def x64(h: int = IMG, w: int = IMG) -> torch.Tensor:
@@ -82,7 +83,7 @@ def test_dino_and_ibot_networks_saved_alone(tmp_path, ibot):
     """``teacher.state_dict()`` (``backbone.*`` + ``head.*``) and the DDP student (``module.backbone.*``, iBOT's
     with ``masked_embed`` and a patch head ``last_layer2``), each saved alone as the repositories' scripts do."""
     refs = write_dino_full(tmp_path / "full.pth", ibot=ibot)
-    full = torch.load(tmp_path / "full.pth", weights_only=False)
+    full = safe_load(tmp_path / "full.pth")  # the args Namespace reads without trust
     student = dict(full["student"])
     if ibot:
         student["module.head.last_layer2.weight_g"] = torch.ones(256, 1)

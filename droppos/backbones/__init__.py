@@ -1,12 +1,14 @@
-"""The one backbone layer: how a backbone is named, read, built and loaded into each engine.
+"""The one backbone layer: how a backbone is named, read, built and loaded into each engine (map: ARCHITECTURE.md).
 
-* :mod:`.options`: the command-line vocabulary (``--backbone --from --arch --part --trust-pickle
+* :mod:`.options`: the command-line vocabulary (``--backbone --from --arch --part --trust-pickle --pretrained
   --name --method --pretrain-epochs``) shared by every command that takes a backbone;
-* :mod:`droppos.backbones.readers` / :mod:`droppos.backbones.source`: the readers (every
-  release layout into this project's ViT encoder names, with a key report);
-* :mod:`.init`: the one init path into an engine (resolve, convert, strict load, load report,
-  ``init.json``); the engines' adapters only describe their key names and configs;
-* :mod:`.generic`: any architecture (``timm:<model>[:<weights>]``, plug-ins) through timm's contract.
+* :mod:`.readers` / :mod:`.source` / :mod:`.hub`: every release layout, hub repository and model folder read
+  into this project's ViT (:class:`.source.ViTBackbone`, a typed :class:`.arch.ViTArch`);
+* :mod:`.generic`: any architecture (``timm:<model>[.<tag>][:<weights>]``, ``hf-hub:``, plug-ins) through timm's
+  contract; both kinds keep :class:`.protocol.Backbone`;
+* :mod:`.targets` / :mod:`.convert`: a ViT in detectron2's, mmseg's or timm's names, with one :class:`.report.KeyReport`;
+* :mod:`.into_engine`: the path into detection and segmentation models (resolve, convert, strict load, ``init.json``);
+  the engines' adapters only describe their key names and configs.
 
 ``register(name, builder)`` makes ``--backbone name:<weights>`` build ``builder(**kwargs)``.
 """

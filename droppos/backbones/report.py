@@ -1,7 +1,7 @@
 """The one key report: where each weight of a backbone source went, and what is wrong.
 
 Two steps write it: a conversion (:mod:`.targets`: source keys renamed into an engine's names,
-``stage="convert"``) and a load (:mod:`.init`, :mod:`.generic`: weights checked against a built
+``stage="convert"``) and a load (:mod:`.into_engine`, :mod:`.generic`: weights checked against a built
 model, ``stage="load"``). Either is accepted only when nothing is ``unmapped`` (a source weight with
 no place in the target), ``missing`` (a target backbone key that received nothing) or of the
 ``wrong_shape``.
