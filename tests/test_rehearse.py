@@ -250,6 +250,10 @@ def test_bench_paper_rehearses_the_droppos_vit_b_runs(tmp_path):
         assert r["resume"].startswith("killed (SIGKILL)") and r["processes"] == 2 and r["gpu_hours"] > 0, r
     assert rows["droppos/pretrain"]["gmac"] == pytest.approx(22.3, rel=0.05)  # DropPos ViT-B/16 with its decoder
     assert rows["droppos/segmentation/seed0"]["input"] == "512"
+    assert (out / "droppos" / "pretrain" / "encoder.pth").is_file()  # what the downstream runs read stays
+    left = [p.relative_to(out) for p in out.rglob("*.pth") if p.match("checkpoint.pth") or p.match("model_*.pth")
+            or p.match("iter_*.pth") or p.parent.name == "init"]
+    assert not left, left  # every run's resume state is gone, and the memory probes' weights
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert res.returncode == 0 and res.stdout.count("rehearsed before") == 8, res.stdout[-3000:]
 
@@ -263,3 +267,16 @@ def test_the_memory_probe_overrides_come_after_the_runs_own_options():
     new = _append_cfg_options(args, ["train_cfg.max_iters=1"])
     assert new[-1] == "--resume"
     assert parse_cfg_options(new[new.index("--cfg-options") + 1:-1])["train_cfg.max_iters"] == 1
+
+
+def test_a_rehearsed_runs_resume_state_is_deleted_and_its_records_kept(tmp_path):
+    from droppos.bench.rehearse import drop_training_state
+
+    run = tmp_path / "run"
+    (run / "init").mkdir(parents=True)
+    kept = ["metrics.json", "log.txt", "encoder.pth", "classifier.pth", "last_checkpoint", "init/config.yaml"]
+    gone = ["checkpoint.pth", "model_0000001.pth", "model_final.pth", "iter_2.pth", "init/backbone.pth"]
+    for i, name in enumerate(kept + gone):
+        (run / name).write_bytes(b"x" * (i + 1))
+    assert drop_training_state(run) == sum(i + 1 for i in range(len(kept), len(kept) + len(gone)))
+    assert sorted(str(p.relative_to(run)) for p in run.rglob("*") if p.is_file()) == sorted(kept)

@@ -93,6 +93,23 @@ CHECKPOINT = {"pretrain": "checkpoint.pth", "classify finetune": "checkpoint.pth
               "detect": "last_checkpoint", "segment": "last_checkpoint"}
 
 
+#: what a rehearsed run leaves that nothing reads afterwards: resume checkpoints (ours, detectron2's, mmengine's)
+#: and the converted initial weights; at ViT-B/L size they are GBs each (``paper`` would leave ~50 GB)
+TRAINING_STATE = ("checkpoint.pth", "model_*.pth", "iter_*.pth", "init/*.pth")
+
+
+def drop_training_state(folder: Path) -> int:
+    """Delete a rehearsed run's :data:`TRAINING_STATE` files; returns the bytes freed. The records
+    (``metrics.json``, logs) and what later runs read (a pretraining's ``encoder.pth``) stay."""
+    freed = 0
+    for pattern in TRAINING_STATE:
+        for f in folder.glob(pattern):
+            if f.is_file() and not f.is_symlink():
+                freed += f.stat().st_size
+                f.unlink()
+    return freed
+
+
 # ---------------------------------------------------------------------------------------- the spec
 def rehearsal_spec(spec: Spec, out: Path, opts: RehearsalOptions) -> tuple[Spec, list[str]]:
     """The spec as rehearsed: synthetic data, stand-in checkpoints, the tiny schedules. Returns it and notes."""
@@ -228,8 +245,10 @@ def _probe(run: PlannedRun, folder: Path, size_opts: dict, opts: RehearsalOption
     import shutil
 
     shutil.rmtree(folder, ignore_errors=True)
-    return run_guarded([opts.python, "-m", "droppos.cli", *args], env, folder.with_suffix(".log"), opts.budget_gib,
-                       timeout_s=opts.timeout_s)
+    g = run_guarded([opts.python, "-m", "droppos.cli", *args], env, folder.with_suffix(".log"), opts.budget_gib,
+                    timeout_s=opts.timeout_s)
+    drop_training_state(folder)  # only its peak memory is kept
+    return g
 
 
 # ---------------------------------------------------------------------------------------- one run
@@ -527,6 +546,11 @@ def rehearse(spec: Spec, out: Path, opts: RehearsalOptions, only: list[str] | No
             if size is not None and size.note:
                 row.note = size.note
             _estimate(row, run, real.get(run.id), spec, opts, flops)
+            if row.result == "rehearsed":
+                freed = drop_training_state(run.folder)
+                if freed:
+                    echo(f"{prefix}: its resume state deleted ({freed / 2**30:.1f} GiB; a rehearsal keeps no weights "
+                         "but the encoders later runs read)")
             atomic_write_json(run.folder / "rehearsal.json", {"command": list(run.args), "row": asdict(row)})
         if row.result != "rehearsed":
             failed.add(run.id)
