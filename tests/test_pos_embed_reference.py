@@ -1,0 +1,70 @@
+"""Position-table resampling against an independent construction (tests/pos_reference.py), in the function
+and in every path that resamples: the converters to timm, mmseg and detectron2, and the encoders built from a
+backbone file. A transposed grid, a moved [cls] row or another kernel fails here by value."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from convert_helpers import WIDTH, tiny_encoder
+from pos_reference import check_conventions, distinguishable_table, reference_resample
+
+from droppos.models.pos_embed import resample_pos_embed
+
+
+@pytest.mark.parametrize("old,new,prefix", [((4, 4), (8, 8), 1), ((8, 8), (4, 4), 1), ((4, 6), (8, 3), 1),
+                                            ((6, 4), (3, 9), 1), ((5, 5), (7, 7), 5), ((4, 4), (6, 6), 0)])
+def test_resampling_equals_the_written_out_reference(old, new, prefix):
+    table = distinguishable_table(old, prefix=prefix)
+    out = resample_pos_embed(table, new, prefix, old)
+    torch.testing.assert_close(out, reference_resample(table, old, new, prefix), atol=1e-5, rtol=1e-5)
+    if prefix:
+        check_conventions(out, new, prefix)
+
+
+def test_the_reference_tells_a_transposed_grid():
+    """The check itself: a table resampled as if its grid were transposed fails it."""
+    table = distinguishable_table((4, 6))
+    wrong = reference_resample(table, (6, 4), (8, 3))  # rows read as columns
+    with pytest.raises(AssertionError):
+        check_conventions(wrong, (8, 3))
+    with pytest.raises(AssertionError):
+        torch.testing.assert_close(resample_pos_embed(table, (8, 3), 1, (4, 6)), wrong)
+
+
+def test_the_same_grid_is_returned_as_is():
+    table = distinguishable_table((4, 4))
+    assert resample_pos_embed(table, (4, 4), 1, (4, 4)) is table
+
+
+@pytest.fixture
+def backbone(tmp_path):
+    """A backbone file whose 8x8 table is distinguishable (the tiny encoder: 32 px, patch 4)."""
+    from droppos.backbones.source import load_backbone
+
+    enc = tiny_encoder(seed=4)
+    sd = enc.state_dict()
+    sd["pos_embed"] = distinguishable_table((8, 8), WIDTH)
+    torch.save(sd, tmp_path / "plain.pth")
+    return load_backbone(tmp_path / "plain.pth", arch="num_heads=2"), sd["pos_embed"]
+
+
+@pytest.mark.parametrize("target,key", [("timm", "pos_embed"), ("mmseg", "pos_embed"),
+                                        ("detectron2", "backbone.net.pos_embed")])
+def test_every_converter_resamples_as_the_reference(backbone, target, key):
+    from droppos.backbones.convert import convert_backbone
+
+    bb, table = backbone
+    sd, report = convert_backbone(bb, target, img_size=48)
+    torch.testing.assert_close(sd[key], reference_resample(table, (8, 8), (12, 12)), atol=1e-5, rtol=1e-5)
+    check_conventions(sd[key], (12, 12))
+    assert report.resampled == ["pos_embed: grid 8x8 -> 12x12 (bicubic)"]
+
+
+def test_encoders_built_from_a_file_resample_as_the_reference(backbone):
+    bb, table = backbone
+    want = reference_resample(table, (8, 8), (6, 6))
+    torch.testing.assert_close(bb.encoder(img_size=24).pos_embed.data, want, atol=1e-5, rtol=1e-5)
+    clf = bb.classifier(img_size=24, num_classes=3)
+    torch.testing.assert_close(clf.pos_embed.data, want, atol=1e-5, rtol=1e-5)
+    check_conventions(clf.pos_embed.data, (6, 6))
