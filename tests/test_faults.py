@@ -55,21 +55,33 @@ def one_line_error(capsys, *needles: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------- hostile pickles
-@pytest.mark.parametrize("which", ["pkl", "pth"])
-def test_hostile_backbone_files_never_run(tmp_path, hostile, capsys, which):
-    pkl, pth, marker = hostile
-    src = str(pkl if which == "pkl" else pth)
+@pytest.mark.parametrize("fmt,label", [("pkl", "numpy.save"), ("pth-zip", "os.system"), ("pt-zip", "builtins.eval"),
+                                       ("pth-legacy", "argparse._os.system"), ("pth-tar", "subprocess.getoutput")])
+def test_hostile_backbone_files_never_run(tmp_path, capsys, fmt, label):
+    """Each container format (tests/hostile.py), each with another kind of global, through every command that
+    reads a backbone file."""
+    from hostile import hostile_file
+
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    src = str(hostile_file(tmp_path, fmt, label, markers))
     data = make_colour_imagefolder(tmp_path / "imgs")
     commands = [
         ["convert", "--backbone", src, "--to", "timm", "--out", str(tmp_path / "o.pth")],
         ["classify", "knn", "--backbone", src, "--data", str(data), "--output", str(tmp_path / "knn"), "--workers", "0"],
+        ["classify", "linear", "--backbone", src, "--data", str(data), "--output", str(tmp_path / "lin"), "--workers",
+         "0"],
+        ["classify", "finetune", "--backbone", src, "--data", str(data), "--output", str(tmp_path / "ft"), "--workers",
+         "0"],
         ["probe", "position", "--backbone", src, "--data", str(data), "--output", str(tmp_path / "pp"), "--workers", "0"],
+        ["probe", "order", "--backbone", src, "--data", str(data), "--output", str(tmp_path / "po"), "--workers", "0"],
         ["convert", "--backbone", src, "--from", "timm", "--to", "mmseg", "--out", str(tmp_path / "m.pth")],
+        ["convert", "--backbone", src, "--to", "detectron2", "--out", str(tmp_path / "d.pth")],
     ]
     for argv in commands:
         assert main(argv) == 2, argv
         one_line_error(capsys, Path(src).name, "--trust-pickle")
-    assert not marker.exists()
+    assert not list(markers.iterdir())
 
 
 @pytest.mark.detectron2

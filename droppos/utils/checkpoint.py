@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import pickle
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,7 @@ def safe_load(path: str | Path, trust_pickle: bool = False) -> Any:
 
     * ``torch.save`` files (zip or legacy): torch's restricted unpickler (``weights_only=True``),
       which builds tensors, plain containers and :data:`SAFE_GLOBALS` (``argparse.Namespace``);
+    * the pre-0.4 ``torch.save`` tar archive: refused (torch reads it only without ``weights_only``);
     * plain pickles (``.pkl``: detectron2's model zoo, ``{"model": {name: ndarray}}``): a restricted
       unpickler that builds plain containers and numpy arrays only (:class:`RestrictedUnpickler`);
       arrays become tensors.
@@ -59,6 +61,11 @@ def safe_load(path: str | Path, trust_pickle: bool = False) -> Any:
         raise UserError(f"{path}: no such checkpoint file")
     with open(path, "rb") as f:
         head = f.read(4)
+    if not head.startswith(TORCH_MAGIC) and tarfile.is_tarfile(path):  # torch.save before PyTorch 0.4
+        if trust_pickle:
+            return torch.load(path, map_location="cpu", weights_only=False)  # explicit trust option
+        raise UserError(f"{path}: a torch.save tar archive (PyTorch < 0.4), which only a full unpickle reads; if you "
+                        "trust its source, pass --trust-pickle (it runs the pickle's code)")
     if not head.startswith(TORCH_MAGIC):
         raise UserError(f"{path}: not a readable PyTorch checkpoint (neither a torch.save zip archive nor a pickle)")
     if head.startswith(b"\x80") and not _is_legacy_torch_save(path):
