@@ -18,7 +18,9 @@ named in a warning and skipped. Hidden folders (``.git``, ``.venv``) are not ent
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -187,6 +189,18 @@ def _from_ours(path: Path, data: dict) -> tuple[RunResult, list[str]]:
     return run, notes
 
 
+def _failed_if_not_finite(run: RunResult, warnings: list[str]) -> RunResult:
+    """A run that reports a NaN or infinite metric (a diverged loss, a broken evaluation) is a failed run: its
+    numbers leave the table and the warning names the file; never a ``nan`` mean."""
+    bad = sorted(k for k, v in run.metrics.items() if not math.isfinite(v))
+    if not bad:
+        return run
+    values = ", ".join(f"{k} = {run.metrics[k]}" for k in bad)
+    warnings.append(f"{run.path / run.source if run.source == 'metrics.json' else run.path}: {values}; the run is "
+                    "shown as failed (a diverged loss or a broken evaluation: look at its log)")
+    return dataclasses.replace(run, metrics={}, status="failed", note=f"non-finite {', '.join(bad)}")
+
+
 def _guess_backbone(path: Path) -> dict:
     return {"id": path.name, "method": path.name, "arch": "unknown", "epochs": None, "source": ""}
 
@@ -244,5 +258,5 @@ def discover(paths: list[str | Path]) -> Discovery:
             log = _parse_logs(folder, found.warnings) if folder.logs else None
             run = _from_plan_or_log(path, folder, log, found.warnings)
         if run is not None:
-            found.runs.append(run)
+            found.runs.append(_failed_if_not_finite(run, found.warnings))
     return found
