@@ -39,8 +39,28 @@ def _load(name: str):
         raise
 
 
+class _StoreOnce(argparse._StoreAction):
+    """argparse's ``store``, except that an option given twice with different values is an error naming both
+    (argparse would keep the last silently: ``--lr 1e-3 ... --lr 1e-4`` in a long command line)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from droppos.utils.config import given_once
+
+        given_once(parser, self.dest, option_string, values)
+        super().__call__(parser, namespace, values, option_string)
+
+
+class Parser(argparse.ArgumentParser):
+    """The parser of every subcommand (sub-subcommands inherit it): ``store`` options are :class:`_StoreOnce`."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.register("action", None, _StoreOnce)
+        self.register("action", "store", _StoreOnce)
+
+
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="droppos", description=__doc__.splitlines()[0])
+    parser = Parser(prog="droppos", description=__doc__.splitlines()[0])
     from droppos import __version__
 
     parser.add_argument("--version", action="version", version=f"droppos-bench {__version__}")

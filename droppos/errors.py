@@ -28,4 +28,7 @@ def print_user_error(command: str, e: Exception) -> None:
     """``droppos COMMAND: error: MESSAGE`` on stderr: the one line of a user error."""
     import sys
 
+    tqdm = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", ())):  # a bar left open ends its line first
+        bar.close()
     print(f"droppos {command}: error: {one_line(e)}", file=sys.stderr, flush=True)

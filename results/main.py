@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,8 +58,9 @@ def run(args: argparse.Namespace) -> int:
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    from droppos.utils.files import output_folder
+
+    out = output_folder(args.out, "--out")
     (out / "results.md").write_text(render(shown, published, warnings))
     write_csv(full, published, out / "results.csv")
     write_json(full, published, warnings, out / "results.json")

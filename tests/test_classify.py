@@ -123,14 +123,16 @@ def test_linear_resume_from_middle_matches(tmp_path, data, encoder_file, monkeyp
 
 
 @pytest.mark.slow
-def test_linear_uncached_and_knn(tmp_path, data, encoder_file):
+def test_linear_uncached_and_knn(tmp_path, data, encoder_file, capsys):
     assert classify("linear", encoder_file, data, tmp_path / "lin", "--epochs", "1", "--warmup-epochs", "0",
                     "--cache-features", "false", "--optimizer", "sgd", "--lr", "0.1") == 0
     assert not (tmp_path / "lin" / "features.pth").exists()
     assert classify("knn", encoder_file, data, tmp_path / "knn", "--k", "5") == 0
     m = json.loads((tmp_path / "knn" / "metrics.json").read_text())
     assert m["protocol"] == "knn" and m["k"] == 5 and m["temperature"] == 0.07
+    capsys.readouterr()
     assert classify("knn", encoder_file, data, tmp_path / "knn_big", "--k", "500") == 0  # 24 training images
+    assert "warning: knn: --k 500 is more than the 24 training samples" in capsys.readouterr().err
     m = json.loads((tmp_path / "knn_big" / "metrics.json").read_text())
     assert m["k"] == 24 and m["k_requested"] == 500  # recorded as used
     assert m["metrics"]["top1"] > 60  # colour-coded classes are near-separable even for a random ViT

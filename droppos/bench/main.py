@@ -100,8 +100,9 @@ def _lock(out: Path) -> None:
     """``OUT/.bench.lock``, held by this process until it ends (the run folders' lock): a second bench on the
     same folder gets one line naming this one's pid."""
     from droppos.runs import lock
+    from droppos.utils.files import output_folder
 
-    out.mkdir(parents=True, exist_ok=True)
+    output_folder(out, "--out")
     lock(out / ".bench.lock", what="bench")
 
 

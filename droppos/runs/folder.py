@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from droppos.errors import UserError
-from droppos.utils.files import atomic_write_json, read_json
+from droppos.utils.files import atomic_write_json, output_folder, read_json
 
 LOCK = ".droppos.lock"
 KIND_FILE = "droppos-run.json"
@@ -102,13 +102,7 @@ def claim(folder: str | Path, kind: str, *, resume: bool = False, overwrite: boo
     ``markers``: files that show a run was made here (it then needs ``resume`` or ``overwrite``);
     ``remove``: the engine's run files that ``overwrite`` deletes; ``continue_hint``: how to go on.
     """
-    folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"{folder}: cannot create the run folder ({e.strerror}); choose a writable --output") from None
-    if not folder.is_dir():
-        raise UserError(f"{folder}: not a folder; choose another --output")
+    folder = output_folder(folder)
     lock(folder / LOCK)
     have = run_kind(folder)
     if have is not None and have != kind:

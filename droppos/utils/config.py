@@ -131,6 +131,18 @@ def add_deprecated(parser, old: str, dest: str, **kw) -> None:
     parser.add_argument(old, dest=dest, action=DeprecatedAlias, new=new, help=argparse.SUPPRESS, **kw)
 
 
+def given_once(parser: argparse.ArgumentParser, dest: str, option_string: str, values) -> None:
+    """Remember that ``option_string`` set ``dest`` to ``values`` in this parse; a second, different value for
+    the same option (or its deprecated spelling) is a :class:`UserError` naming both."""
+    given = parser.__dict__.setdefault("_given_options", {})
+    if dest in given and given[dest][1] != values:
+        first, value = given[dest]
+        if first == option_string:
+            raise UserError(f"{option_string} is given twice ({value!r}, then {values!r}); give it once")
+        raise UserError(f"{first} {value!r} and {option_string} {values!r} set the same option; give one")
+    given[dest] = (option_string, values)
+
+
 class DeprecatedAlias(argparse.Action):
     """An old flag spelling (:data:`DEPRECATED_FLAGS`): stores like the new one and says that it is deprecated."""
 
@@ -139,6 +151,7 @@ class DeprecatedAlias(argparse.Action):
         super().__init__(option_strings, dest, nargs=nargs, **kw)
 
     def __call__(self, parser, namespace, values, option_string=None):
+        given_once(parser, self.dest, option_string, values)
         removed = DEPRECATED_FLAGS[option_string][1]
         print(f"droppos: note: {option_string} is deprecated and will be removed in {removed}; use {self.new}",
               file=sys.stderr)

@@ -16,6 +16,21 @@ from pathlib import Path
 from typing import IO, Any
 
 
+def output_folder(path: str | Path, flag: str = "--output") -> Path:
+    """Create the folder a command writes into; a file (or a file on its path) in its place, or a folder that
+    cannot be made, is one line naming it and ``flag``. Nothing that is there is changed."""
+    from droppos.errors import UserError
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{path}: is a file, not a folder; choose another {flag}")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"{path}: cannot create the folder ({e.strerror}); choose a writable {flag}") from None
+    return path
+
+
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> Path:
     """``write(f)`` into a temporary file beside ``path``, then rename it over ``path``."""
     from droppos.errors import UserError

@@ -7,6 +7,8 @@ normed [cls] token, L2-normalised, both splits with the evaluation transform.
 
 from __future__ import annotations
 
+import sys
+
 import torch
 import torch.nn.functional as F
 
@@ -49,7 +51,8 @@ def run_knn(s: Setup) -> dict[str, float]:
     n_train = feats["train"][0].shape[0]
     k = min(cfg.k, n_train)
     if k < cfg.k and s.info.is_main:
-        print(f"knn: --k {cfg.k} is more than the {n_train} training samples; using k={k} (recorded as such)")
+        print(f"warning: knn: --k {cfg.k} is more than the {n_train} training samples; every sample votes (k={k}, "
+              "recorded as k, beside k_requested); use more training data or a smaller --k", file=sys.stderr)
     metrics = knn_classify(*feats["train"], *feats["val"], num_classes=len(s.classes), k=k,
                            temperature=cfg.temperature)
     if s.info.is_main:

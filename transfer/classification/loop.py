@@ -8,10 +8,12 @@ top-1/top-5 hits over a (possibly sharded) loader and sums them over processes.
 
 from __future__ import annotations
 
+import math
 import time
 
 import torch
 
+from droppos.errors import UserError
 from droppos.utils import dist as du
 from droppos.utils.optim import clip_gradients, cosine_lr, set_lr
 
@@ -56,8 +58,9 @@ def train_one_epoch(model, loader, optimizer, criterion, device: torch.device, *
             logger.log(step + 1, loss=loss.item(), lr=max(g["lr"] for g in optimizer.param_groups),
                        img_per_s=(i + 1) * images.shape[0] / max(time.perf_counter() - t0, 1e-9))
     loss = float(du.all_reduce_mean(loss_sum / max(seen, 1), device).item())
-    if loss != loss or loss in (float("inf"), float("-inf")):
-        raise FloatingPointError(f"non-finite training loss at epoch {epoch}; lower --blr or set --clip-grad")
+    if not math.isfinite(loss):  # every process sees the same reduced loss: all stop, none hangs in a collective
+        raise UserError(f"the training loss diverged ({loss}) in epoch {epoch}; nothing after the last checkpoint "
+                        "is kept: lower --blr or set --clip-grad, then start over (--overwrite)")
     return {"train_loss": loss, "lr": max(g["lr"] for g in optimizer.param_groups)}
 
 

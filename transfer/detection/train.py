@@ -121,7 +121,13 @@ def do_train(cfg, args, init) -> dict:
     if resuming:
         ckpt.resume_or_load("", resume=True)
         start_iter = trainer.iter + 1
-    trainer.train(start_iter, cfg.train.max_iter)
+    from droppos.errors import UserError
+
+    try:
+        trainer.train(start_iter, cfg.train.max_iter)
+    except FloatingPointError as e:  # detectron2 checks the summed loss on the main process (the launcher stops the rest)
+        raise UserError(f"the training loss diverged ({e}); lower optimizer.lr (an override: optimizer.lr=...), then "
+                        "start over (--overwrite)") from None
     return {"results": last.get("results", {}), "load_report": load_report, "start_iter": start_iter,
             "cost": _backbone_cost(model, cfg)}
 
