@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from droppos.errors import UserError
-from droppos.utils.files import atomic_write_json, output_folder, read_json
+from droppos.utils.files import atomic_write_json, output_folder, read_json, remove_partial_writes
 
 LOCK = ".droppos.lock"
 KIND_FILE = "droppos-run.json"
@@ -114,6 +114,7 @@ def claim(folder: str | Path, kind: str, *, resume: bool = False, overwrite: boo
     if overwrite:
         for name in remove:
             (folder / name).unlink(missing_ok=True)
+    remove_partial_writes(folder)  # what a kill during a write left: the lock says no writer is running
     if have is None:
         try:
             atomic_write_json(folder / KIND_FILE, {"kind": kind})

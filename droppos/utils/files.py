@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -31,8 +32,25 @@ def output_folder(path: str | Path, flag: str = "--output") -> Path:
     return path
 
 
+#: the temporary file of an :func:`atomic_write` of NAME: ``.NAME.<8 characters of mkstemp>.tmp``
+PARTIAL_WRITE = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+
+
+def remove_partial_writes(folder: Path) -> int:
+    """Delete the temporary files that writes cut short by a kill left in ``folder`` and its subfolders (a
+    checkpoint's is as large as the checkpoint); only for a folder this process holds the lock of. Returns
+    the bytes freed."""
+    freed = 0
+    for f in Path(folder).rglob(".*.tmp"):
+        if PARTIAL_WRITE.match(f.name) and f.is_file() and not f.is_symlink():
+            freed += f.stat().st_size
+            f.unlink(missing_ok=True)
+    return freed
+
+
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> Path:
-    """``write(f)`` into a temporary file beside ``path``, then rename it over ``path``."""
+    """``write(f)`` into a temporary file beside ``path``, then rename it over ``path``; a kill leaves the
+    temporary file, which the next claim of the run folder removes (:func:`remove_partial_writes`)."""
     from droppos.errors import UserError
 
     path = Path(path)
