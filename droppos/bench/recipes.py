@@ -79,7 +79,7 @@ _DROPPOS_PRETRAIN_B = {
 _DROPPOS_PRETRAIN_L = {
     **{k: Published(v.value, v.source.replace("pretrain_base.sh", "pretrain_large.sh"))
        for k, v in _DROPPOS_PRETRAIN_B.items()},  # the large script has the base script's layout, line for line
-    "mask_token": _p("param", DP + "main_pretrain.py:83 (default; pretrain_large.sh:8 passes --use_mask_token "
+    "mask_token": _p("param", DP + "main_pretrain.py:83 (default; scripts/pretrain_large.sh:8 passes --use_mask_token "
                               "instead, which is not an option)"),
     "patch_size": _p(16, DP + "models_DropPos_mae.py:477"),
     "model": _p("large", DP + "scripts/pretrain_large.sh:5 (DropPos_mae_vit_large_patch16_dec512d2b)"),
@@ -146,7 +146,8 @@ _DROPPOS_FINETUNE_B = {
 }
 
 _DROPPOS_FINETUNE_L = {
-    **_DROPPOS_FINETUNE_B,
+    **{k: Published(v.value, v.source.replace("finetune_base.sh", "finetune_large.sh"))
+       for k, v in _DROPPOS_FINETUNE_B.items()},  # the same lines of the ViT-L script
     "epochs": _p(50, DP + "scripts/finetune_large.sh:8"),
     "effective_batch": _p(1024, "DropPos paper, Sec. 4 (fine-tuning ViT-L/16 on 16 GPUs) x "
                                 + DP + "scripts/finetune_large.sh:3 (64 per GPU)"),
@@ -172,7 +173,7 @@ _VITDET_B = {
     "optimizer.weight_decay": _p(0.1, D2 + "configs/common/optim.py:27"),
     "optimizer.params.lr_factor_func.decay_rate": _p(0.7, VITDET_B + ":39"),
     "lr_multiplier.warmup_iters": _p(250, VITDET_B + ":33"),
-    "model.backbone.net.drop_path_rate": _p(0.1, D2 + "configs/common/models/mask_rcnn_vitdet.py:24"),
+    "model.backbone.net.drop_path_rate": _p(0.1, D2 + "configs/common/models/mask_rcnn_vitdet.py:15 (dp; drop_path_rate=dp at line 24)"),
     "model.backbone.net.window_size": _p(14, D2 + "configs/common/models/mask_rcnn_vitdet.py:25"),
     "model.backbone.square_pad": _p(1024, D2 + "configs/common/models/mask_rcnn_vitdet.py:49"),
     "train.amp.enabled": _p(True, VITDET_B + ":16"),
