@@ -4,6 +4,7 @@ backbone file. A transposed grid, a moved [cls] row or another kernel fails here
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from convert_helpers import WIDTH, tiny_encoder
@@ -68,3 +69,45 @@ def test_encoders_built_from_a_file_resample_as_the_reference(backbone):
     clf = bb.classifier(img_size=24, num_classes=3)
     torch.testing.assert_close(clf.pos_embed.data, want, atol=1e-5, rtol=1e-5)
     check_conventions(clf.pos_embed.data, (6, 6))
+
+
+def _mae_sincos_2d(dim: int, gh: int, gw: int) -> np.ndarray:
+    """MAE's util/pos_embed.py get_2d_sincos_pos_embed written out in numpy for a (gh, gw) grid: grid[0] holds
+    the column (w) coordinate and encodes the first half of the channels; each half is [sin | cos] of
+    pos * 1 / 10000^(k / (dim/4)); a zero [cls] row first."""
+    ws, hs = np.meshgrid(np.arange(gw, dtype=np.float64), np.arange(gh, dtype=np.float64))  # w first, as MAE
+    def one(d, pos):
+        omega = 1.0 / 10000 ** (np.arange(d // 2, dtype=np.float64) / (d / 2.0))
+        out = np.einsum("m,d->md", pos.reshape(-1), omega)
+        return np.concatenate([np.sin(out), np.cos(out)], axis=1)
+    emb = np.concatenate([one(dim // 2, ws), one(dim // 2, hs)], axis=1)
+    return np.concatenate([np.zeros([1, dim]), emb], axis=0)
+
+
+@pytest.mark.parametrize("dim,grid", [(16, (4, 4)), (32, (3, 5)), (768, (14, 14))])
+def test_the_fixed_table_equals_mae_s(dim, grid):
+    from droppos.models.pos_embed import sincos_2d
+
+    want = torch.from_numpy(_mae_sincos_2d(dim, *grid)).float()
+    torch.testing.assert_close(sincos_2d(dim, grid), want, atol=1e-6, rtol=0)
+    torch.testing.assert_close(sincos_2d(dim, grid, cls_token=False), want[1:], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("dim,match", [(6, "divisible by 4"), (10, "divisible by 4")])
+def test_a_dimension_the_table_cannot_split_is_refused(dim, match):
+    from droppos.models.pos_embed import sincos_1d, sincos_2d
+
+    with pytest.raises(ValueError, match=match):
+        sincos_2d(dim, (2, 2))
+    with pytest.raises(ValueError, match="even dimension"):
+        sincos_1d(dim + 1, torch.arange(3))
+
+
+@pytest.mark.parametrize("prefix", [0, 1, 5])
+def test_the_old_grid_is_inferred_only_when_square(prefix):
+    table = distinguishable_table((6, 6), prefix=prefix)
+    torch.testing.assert_close(resample_pos_embed(table, (4, 4), prefix),
+                               reference_resample(table, (6, 6), (4, 4), prefix), atol=1e-5, rtol=1e-5)
+    assert resample_pos_embed(table, (6, 6), prefix) is table
+    with pytest.raises(ValueError, match="30 patch tokens is not a square grid; give old_grid"):
+        resample_pos_embed(distinguishable_table((5, 6), prefix=prefix), (4, 4), prefix)

@@ -1,0 +1,158 @@
+"""Mutation testing of the modules in tests/mutation/modules.toml with cosmic-ray, on a copy of the checkout.
+
+    python tests/mutation/run.py [NAME ...] [--out DIR]
+
+The working tree's files (tracked and untracked, not ignored) are copied to DIR/checkout, where the
+``droppos`` namespace is laid out as installed (``droppos/pretrain`` -> ``pretrain/``, ...) and put first on
+``PYTHONPATH``: cosmic-ray mutates the copy in place, one mutant at a time, and runs the module's tests there
+(``pytest -x``; a mutant is killed when they fail). Prints one row per module (mutants, killed, survived,
+timeouts, the score with the equivalent mutants of tests/mutation/equivalent.toml left out) and writes the
+survivors to ``DIR/survivors-NAME.txt`` (default DIR: ./mutation-report, which also holds the copy and
+cosmic-ray's session files: ``--resume`` goes on where a run was stopped).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+NAMESPACE = ("pretrain", "tools", "transfer", "results")  # pyproject's package-dir: droppos.<x> is <x>/
+
+
+def copy_checkout(dst: Path) -> None:
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                            check=True, capture_output=True).stdout.decode().split("\0")
+    for rel in filter(None, listed):
+        src = REPO / rel
+        if src.is_file():
+            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst / rel)
+    for ext in REPO.glob("pretrain/_jpeg_window*.so"):  # the built window decoder (ignored by git)
+        shutil.copy2(ext, dst / "pretrain" / ext.name)
+    for name in NAMESPACE:
+        link = dst / "droppos" / name
+        if not link.is_symlink():
+            link.symlink_to(Path("..") / name)
+
+
+def equivalents(name: str) -> set[str]:
+    data = tomllib.loads((HERE / "equivalent.toml").read_text()) if (HERE / "equivalent.toml").is_file() else {}
+    return {f"{e['operator']} {e['occurrence']}" for e in data.get(name, [])}
+
+
+def run_module(mod: dict, copy: Path, out: Path, timeout: float, fresh: bool = True) -> dict:
+    work = copy / ".mutation"
+    work.mkdir(exist_ok=True)
+    config, db = work / f"{mod['name']}.toml", work / f"{mod['name']}.sqlite"
+    tests = " ".join(mod["tests"])
+    config.write_text(f"""[cosmic-ray]
+module-path = "{mod['path']}"
+timeout = {timeout}
+excluded-modules = []
+test-command = "{sys.executable} -m pytest -x -q -p no:cacheprovider -p no:randomly {tests}"
+
+[cosmic-ray.distributor]
+name = "local"
+""")
+    env = {**os.environ, "PYTHONPATH": str(copy), "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+    cr = [sys.executable, "-m", "cosmic_ray.cli"]
+    if fresh or not db.is_file():
+        db.unlink(missing_ok=True)
+        subprocess.run([*cr, "init", str(config), str(db)], cwd=copy, env=env, check=True)
+    base = subprocess.run([*cr, "baseline", str(config)], cwd=copy, env=env, capture_output=True, text=True)
+    if base.returncode != 0:
+        raise SystemExit(f"{mod['name']}: its tests fail on the unmutated copy:\n{base.stdout[-2000:]}{base.stderr[-2000:]}")
+    subprocess.run([*cr, "exec", str(config), str(db)], cwd=copy, env=env, check=True)
+    report = subprocess.run([sys.executable, "-m", "cosmic_ray.tools.report", "--show-diff", str(db)], cwd=copy,
+                            env=env, capture_output=True, text=True, check=True).stdout
+    return summarize(mod["name"], report, out)
+
+
+JOB = re.compile(r"^\[job-id\] (\S+)\n(\S+) (\S+) (\d+)", re.M)
+
+
+def summarize(name: str, report: str, out: Path) -> dict:
+    """Counts from cr-report's text: one block per job, its outcome and diff."""
+    blocks = re.split(r"(?m)^(?=\[job-id\] )", report)
+    counts = {"mutants": 0, "killed": 0, "survived": 0, "timeout": 0, "equivalent": 0, "incompetent": 0}
+    survivors = []
+    equiv = equivalents(name)
+    for block in blocks:
+        m = JOB.match(block)
+        if not m:
+            continue
+        counts["mutants"] += 1
+        key = f"{m.group(3)} {m.group(4)}"
+        if "WorkerOutcome.TIMEOUT" in block:
+            counts["timeout"] += 1  # a mutant that makes the tests hang is caught: counted as killed
+        elif "TestOutcome.SURVIVED" in block:
+            if key in equiv:
+                counts["equivalent"] += 1
+            else:
+                counts["survived"] += 1
+                survivors.append(block.strip())
+        elif "TestOutcome.INCOMPETENT" in block:
+            counts["incompetent"] += 1
+        else:
+            counts["killed"] += 1
+    scored = counts["mutants"] - counts["equivalent"] - counts["incompetent"]
+    counts["score"] = 100.0 * (counts["killed"] + counts["timeout"]) / scored if scored else 100.0
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"survivors-{name}.txt").write_text("\n\n".join(survivors) + ("\n" if survivors else ""))
+    return counts
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("names", nargs="*", help="modules of modules.toml (default: all)")
+    p.add_argument("--out", default="mutation-report", help="folder for the survivors' diffs")
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds per mutant's test run")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the session files in OUT/checkout and run only the mutants not yet run (the copy's "
+                        "files are refreshed from this checkout; a mutant left in place by a stopped run is undone)")
+    p.add_argument("--recheck-survivors", action="store_true",
+                   help="with --resume: run the surviving mutants again (after adding tests)")
+    args = p.parse_args(argv)
+    modules = tomllib.loads((HERE / "modules.toml").read_text())["module"]
+    unknown = set(args.names) - {m["name"] for m in modules}
+    if unknown:
+        p.error(f"unknown module(s) {sorted(unknown)}; modules.toml lists {[m['name'] for m in modules]}")
+    chosen = [m for m in modules if not args.names or m["name"] in args.names]
+    rows = []
+    out = Path(args.out).resolve()
+    copy = out / "checkout"
+    if not (args.resume and copy.is_dir()):
+        shutil.rmtree(copy, ignore_errors=True)
+        copy.mkdir(parents=True)
+    copy_checkout(copy)
+    for mod in chosen:
+        db = copy / ".mutation" / f"{mod['name']}.sqlite"
+        if args.resume and args.recheck_survivors and db.is_file():
+            import sqlite3
+
+            with sqlite3.connect(db) as con:
+                con.execute("DELETE FROM work_results WHERE test_outcome = 'SURVIVED'")
+        rows.append((mod, run_module(mod, copy, out, args.timeout, fresh=not args.resume)))
+    print_table(rows)
+    low = [m["name"] for m, c in rows if c["score"] < 90.0]
+    return 1 if low else 0
+
+
+def print_table(rows) -> None:
+    print("| module | file | mutants | killed | timeouts | survived | equivalent | score |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for mod, c in rows:
+        print(f"| {mod['name']} | `{mod['path']}` | {c['mutants']} | {c['killed']} | {c['timeout']} | {c['survived']} | "
+              f"{c['equivalent']} | {c['score']:.1f}% |", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
