@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
-#: added to a sample's seed for its masks: a stream apart from its crop's (same sample, other draws)
-MASK_STREAM = 1 << 62
+#: the stream id of a sample's masks, beside its seed: a stream apart from its crop's (same sample, other draws)
+MASK_STREAM = 1
 
 
 def sample_noise(seed: int, size: int) -> torch.Tensor:
-    """(size,) uniform [0, 1) draws of one sample, from its own generator (the loader's sample seed)."""
-    return torch.rand(size, generator=torch.Generator().manual_seed(seed + MASK_STREAM))
+    """(size,) uniform [0, 1) draws of one sample, from its own generator (the loader's sample seed).
+
+    numpy's ``SeedSequence([seed, MASK_STREAM])`` (PCG64), not a torch generator: torch seeds its CPU
+    generator from the low 32 bits only, so an offset stream (``seed + 2**62``) drew the very numbers of the
+    crop's generator seeded with ``seed``, and masks were correlated with crops."""
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, MASK_STREAM])))
+    return torch.from_numpy(rng.random(size, dtype=np.float32))
 
 
 class SampleNoise:
