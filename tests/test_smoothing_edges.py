@@ -11,7 +11,7 @@ from droppos.pretrain.smoothing import released_side, smoothing_map
 
 
 @pytest.mark.parametrize("grid,img,gives", [((4, 4), 12, "gives 9 < 16"), ((4, 5), 20, "gives 16 < 20"),
-                                            ((5, 4), 20, "gives 25 < 20")])
+                                            ((5, 4), 20, "gives 25 < 20"), ((4, 5), 30, "gives 36 < 20")])
 def test_the_released_grid_is_refused_with_its_numbers(grid, img, gives):
     with pytest.raises(UserError) as e:
         released_side(grid, img)
