@@ -111,3 +111,24 @@ def test_the_old_grid_is_inferred_only_when_square(prefix):
     assert resample_pos_embed(table, (6, 6), prefix) is table
     with pytest.raises(ValueError, match="30 patch tokens is not a square grid; give old_grid"):
         resample_pos_embed(distinguishable_table((5, 6), prefix=prefix), (4, 4), prefix)
+
+
+def test_defaults_precision_and_large_grids():
+    """One [cls] row by default; a half-precision table of the same grid comes back as is; grids past CPython's
+    small-int cache (18 x 18 = 324 patches) are inferred as square by value."""
+    table = distinguishable_table((6, 6))
+    torch.testing.assert_close(resample_pos_embed(table, (4, 4)), reference_resample(table, (6, 6), (4, 4)),
+                               atol=1e-5, rtol=1e-5)
+    half = table.half()
+    assert resample_pos_embed(half, (6, 6), 1, (6, 6)) is half
+    big = distinguishable_table((18, 18))
+    torch.testing.assert_close(resample_pos_embed(big, (9, 9)), reference_resample(big, (18, 18), (9, 9)),
+                               atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("odd", [5, 7, 9])
+def test_every_odd_dimension_is_refused(odd):
+    from droppos.models.pos_embed import sincos_1d
+
+    with pytest.raises(ValueError, match="even dimension"):
+        sincos_1d(odd, torch.arange(3))
