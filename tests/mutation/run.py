@@ -5,7 +5,8 @@
 The working tree's files (tracked and untracked, not ignored) are copied to DIR/checkout, where the
 ``droppos`` namespace is laid out as installed (``droppos/pretrain`` -> ``pretrain/``, ...) and put first on
 ``PYTHONPATH``: cosmic-ray mutates the copy in place, one mutant at a time, and runs the module's tests there
-(``pytest -x``; a mutant is killed when they fail). Prints one row per module (mutants, killed, survived,
+(``pytest -x``, in its own ``--basetemp``: a test suite running beside it keeps its folders; a mutant is
+killed when they fail). Prints one row per module (mutants, killed, survived,
 timeouts, the score with the equivalent mutants of tests/mutation/equivalent.toml left out) and writes the
 survivors to ``DIR/survivors-NAME.txt`` (default DIR: ./mutation-report, which also holds the copy and
 cosmic-ray's session files: ``--resume`` goes on where a run was stopped).
@@ -57,7 +58,7 @@ def run_module(mod: dict, copy: Path, out: Path, timeout: float, fresh: bool = T
 module-path = "{mod['path']}"
 timeout = {timeout}
 excluded-modules = []
-test-command = "{sys.executable} -m pytest -x -q -p no:cacheprovider -p no:randomly {tests}"
+test-command = "{sys.executable} -m pytest -x -q -p no:cacheprovider --basetemp {work / 'tmp'} {tests}"
 
 [cosmic-ray.distributor]
 name = "local"
