@@ -109,8 +109,10 @@ def test_the_old_grid_is_inferred_only_when_square(prefix):
     torch.testing.assert_close(resample_pos_embed(table, (4, 4), prefix),
                                reference_resample(table, (6, 6), (4, 4), prefix), atol=1e-5, rtol=1e-5)
     assert resample_pos_embed(table, (6, 6), prefix) is table
-    with pytest.raises(ValueError, match="30 patch tokens is not a square grid; give old_grid"):
-        resample_pos_embed(distinguishable_table((5, 6), prefix=prefix), (4, 4), prefix)
+    for grid in ((5, 6), (5, 7)):  # 30 rounds down to 5 x 5, 35 up to 6 x 6: neither is square
+        n = grid[0] * grid[1]
+        with pytest.raises(ValueError, match=f"{n} patch tokens is not a square grid; give old_grid"):
+            resample_pos_embed(distinguishable_table(grid, prefix=prefix), (4, 4), prefix)
 
 
 def test_defaults_precision_and_large_grids():
@@ -120,7 +122,7 @@ def test_defaults_precision_and_large_grids():
     torch.testing.assert_close(resample_pos_embed(table, (4, 4)), reference_resample(table, (6, 6), (4, 4)),
                                atol=1e-5, rtol=1e-5)
     half = table.half()
-    assert resample_pos_embed(half, (6, 6), 1, (6, 6)) is half
+    assert resample_pos_embed(half, [6, 6], 1, (6, 6)) is half  # grids compare by value, given as lists too
     big = distinguishable_table((18, 18))
     torch.testing.assert_close(resample_pos_embed(big, (9, 9)), reference_resample(big, (18, 18), (9, 9)),
                                atol=1e-5, rtol=1e-5)
