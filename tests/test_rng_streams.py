@@ -37,9 +37,10 @@ def test_older_checkpoints_without_the_caches_restore():
     torch.manual_seed(0), random.seed(0), np.random.seed(0)
     saved = {k: v for k, v in rng_state().items() if k not in ("numpy_has_gauss", "numpy_cached_gauss",
                                                                  "python_gauss")}
-    a = (torch.rand(2).tolist(), random.random(), np.random.rand(2).tolist())
-    set_rng_state(saved)
-    assert (torch.rand(2).tolist(), random.random(), np.random.rand(2).tolist()) == a
+    a = (torch.rand(2).tolist(), random.random(), np.random.rand(2).tolist(), np.random.standard_normal(1).tolist())
+    set_rng_state(saved)  # without a cached Gaussian: the next normal draw is computed, not a stale cache
+    assert (torch.rand(2).tolist(), random.random(), np.random.rand(2).tolist(),
+            np.random.standard_normal(1).tolist()) == a
 
 
 def _state_of(seed):
@@ -47,7 +48,7 @@ def _state_of(seed):
     return rng_state()
 
 
-@pytest.mark.parametrize("rank,which", [(0, 0), (1, 1), (2, 0)])  # a process the checkpoint lacked takes 0's
+@pytest.mark.parametrize("rank,which", [(0, 0), (1, 1), (2, 0), (3, 0)])  # a process the checkpoint lacked takes 0's
 def test_each_process_restores_its_own_streams(rank, which):
     states = [_state_of(10), _state_of(11)]
     expected = [_state_of(10), _state_of(11)][which]
@@ -71,6 +72,7 @@ def test_world_sizes():
     assert saved_world_size({"rng": [{}], "world_size": 4}) == 4
     ck = {"rng": [{}, {}]}
     assert check_world_size(ck, 2, "ck.pth") is False
+    assert check_world_size({"rng": [], "world_size": 1000}, int("1000"), "ck.pth") is False  # by value
     assert check_world_size(ck, 3, "ck.pth", why_not_exact=None) is True
     with pytest.raises(UserError) as e:
         check_world_size(ck, 3, "ck.pth")
@@ -104,6 +106,8 @@ def test_a_sample_s_draws_are_its_own_and_leave_the_caller_s_streams():
     value = sample_seed(0, 1, 7)
     np.random.seed(value % 2**32)
     assert a[2] == np.random.rand(2).tolist()
+    big = sample_seed(5, 3, 7)  # above 2**32: numpy takes it modulo 2**32
+    assert big > 2**32 and inside(5, 3, 7)[2] == np.random.RandomState(big % 2**32).rand(2).tolist()
     random.seed(value)
     assert a[1] == random.random()
 
