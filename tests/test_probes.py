@@ -37,8 +37,9 @@ def encoder_file(tmp_path_factory):
 
 
 def probe(protocol, encoder_file, data, out, *extra):
+    crop = [] if "--crop-pct" in extra else ["--crop-pct", "1.0"]  # an option given twice is refused
     argv = ["probe", protocol, "--backbone", str(encoder_file), "--data", str(data), "--output", str(out),
-            "--workers", "0", "--batch-size", "16", "--crop-pct", "1.0", *extra]
+            "--workers", "0", "--batch-size", "16", *crop, *extra]
     return main(argv)
 
 
