@@ -93,6 +93,8 @@ def test_train_resume_evaluate(setup, capsys):
     (["--backbone", "scratch", "--output", "{out}", "--num-machines", "2"], "need --dist-url"),
     (["--backbone", "scratch", "--output", "{out}", "train.max_iterz=2"],
      "override train.max_iterz: the config has no 'max_iterz' under 'train'; did you mean train.max_iter?"),
+    (["--backbone", "scratch", "--output", "{out}", "model.roi_heads.mask_head=None"],
+     "override 'model.roi_heads.mask_head=None' would set the string 'None'; write model.roi_heads.mask_head=null"),
     (["--backbone", "scratch", "--output", "{out}", "model.roi_heads.box_predictor.test_topk_per_imagez=3"],
      "no 'test_topk_per_imagez' under 'model.roi_heads.box_predictor'; did you mean "
      "model.roi_heads.box_predictor.test_topk_per_image?"),
@@ -111,6 +113,33 @@ def test_missing_data_and_unknown_config(setup, capsys):
     assert "dataset folder not found" in capsys.readouterr().err
     rc = main(["detect", "--config-file", "nope", "--backbone", "scratch", "--output", str(root / "x")])
     assert rc == 2 and "mask_rcnn_vitdet_fmnist" in capsys.readouterr().err
+
+
+def test_a_set_without_instance_masks_is_one_line_and_trains_boxes_only(setup, tmp_path, capsys):
+    """A box-only COCO set under a Mask R-CNN config: one line naming the file and the overrides (before, the
+    first batch stopped in detectron2's mask loss with a traceback); with those overrides it trains and
+    evaluates boxes."""
+    import shutil
+
+    from droppos.transfer.detection.datasets import BOXES_ONLY
+
+    root, data, _ = setup
+    boxes = shutil.copytree(data, tmp_path / "coco")
+    path = boxes / "annotations" / "instances_train2017.json"
+    d = json.loads(path.read_text())
+    for a in d["annotations"]:
+        del a["segmentation"]
+    path.write_text(json.dumps(d))
+    out = tmp_path / "run"
+    rc = detect("--backbone", "scratch", "--output", out, "--data", boxes, *TINY, *RUN, "train.max_iter=1")
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"{path}: {len(d['annotations'])} of {len(d['annotations'])} usable annotations have no 'segmentation'" in err
+    assert BOXES_ONLY in err and not (out / "metrics.json").exists()
+    rc = detect("--backbone", "scratch", "--output", out, "--data", boxes, *TINY, *RUN, "train.max_iter=1",
+                *BOXES_ONLY.split())
+    assert rc == 0, capsys.readouterr().err
+    assert {k.split("_")[0] for k in json.loads((out / "metrics.json").read_text())["metrics"]} == {"bbox"}
 
 
 def test_wrong_width_checkpoint_stops_before_training(setup, capsys):

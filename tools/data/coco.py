@@ -133,6 +133,7 @@ class CocoReport:
     degenerate_boxes: int = 0
     invalid_segmentations: int = 0
     crowd: int = 0
+    without_masks: int = 0  # usable annotations with no ``segmentation`` at all (a box-only set)
     missing_images: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
@@ -227,7 +228,9 @@ def validate_coco(json_path: str | os.PathLike, image_dir: str | os.PathLike, ra
             rep.degenerate_boxes += 1
         else:
             segm = ann.get("segmentation")
-            if isinstance(segm, list) and not any(isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0 for p in segm):
+            if segm is None:
+                rep.without_masks += 1
+            elif isinstance(segm, list) and not any(isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0 for p in segm):
                 rep.invalid_segmentations += 1
     rep.images_without_annotations = sum(1 for iid in image_ids if iid not in annotated)
     if raise_on_error:

@@ -44,6 +44,10 @@ def load_config(args, init=None):
     bad = [o for o in opts if "=" not in o]
     if bad:
         raise UserError(f"override {bad[0]!r} is not KEY=VALUE (e.g. train.max_iter=100)")
+    none = [o for o in opts if o.split("=", 1)[1].strip() == "None"]
+    if none:  # hydra's grammar, which detectron2 parses overrides with, reads None as the string 'None'
+        key = none[0].split("=", 1)[0].strip()
+        raise UserError(f"override {none[0]!r} would set the string 'None'; write {key}=null for no value")
     check_override_keys(cfg, [o.split("=", 1)[0].strip() for o in opts])
     cfg = LazyConfig.apply_overrides(cfg, opts)
     missing = [k for k in REQUIRED if k not in cfg]

@@ -63,8 +63,19 @@ def split_files(prefix: str, root: str | os.PathLike) -> list[SplitFiles]:
             for s in SPLITS]
 
 
-def check_datasets(prefix: str, root: str | os.PathLike, num_classes: int | None = None) -> list[str]:
-    """Validate both splits; returns one summary line per split, raises :class:`DatasetError`."""
+#: the overrides that turn a Mask R-CNN config into a box-only one: StandardROIHeads without a mask branch, and a
+#: mapper that neither reads masks nor takes the boxes from them (ViTDet's ``recompute_boxes``)
+BOXES_ONLY = ("model.roi_heads.mask_in_features=null model.roi_heads.mask_pooler=null model.roi_heads.mask_head=null "
+              "dataloader.train.mapper.use_instance_mask=False dataloader.train.mapper.recompute_boxes=False")
+
+
+def check_datasets(prefix: str, root: str | os.PathLike, num_classes: int | None = None,
+                   masks: bool = False) -> list[str]:
+    """Validate both splits; returns one summary line per split, raises :class:`DatasetError`.
+
+    ``masks``: the config trains a mask head, so every usable annotation needs its instance mask (a polygon
+    list or RLE) in both splits: detectron2 would otherwise stop in the mask loss of the first batch without
+    one (``Cannot get field 'gt_masks'``) and COCOeval's ``segm`` task on ground truth without masks."""
     from droppos.tools.data.coco import validate_coco
     from droppos.tools.data.idx import DataError
 
@@ -82,6 +93,11 @@ def check_datasets(prefix: str, root: str | os.PathLike, num_classes: int | None
         if report.usable_annotations == 0:
             raise DatasetError(f"{split.json_file}: no usable annotation (all degenerate, crowd or without "
                                "polygon); nothing to train or evaluate on")
+        if masks and report.without_masks:
+            raise DatasetError(f"{split.json_file}: {report.without_masks} of {report.usable_annotations} usable "
+                               "annotations have no 'segmentation' (instance mask), which the config's mask head "
+                               "(Mask R-CNN) trains on; add polygon or RLE masks, or train boxes only with the "
+                               f"overrides {BOXES_ONLY}")
         lines.append(report.summary())
     if num_classes is not None:
         json_file = split_files(prefix, root)[0].json_file

@@ -21,7 +21,9 @@ def prepare(args) -> tuple[dict, list[str]]:
     (a generic backbone's source).
     """
     cfg = load_config(args)
-    for line in check_datasets(cfg.datasets.prefix, cfg.datasets.root, cfg.model.roi_heads.num_classes):
+    heads = cfg.model.roi_heads
+    for line in check_datasets(cfg.datasets.prefix, cfg.datasets.root, heads.num_classes,
+                               masks=heads.get("mask_in_features") is not None):
         print(line)
     state = into_engine.read(args.output)
     _check_world(args, state)

@@ -35,10 +35,11 @@ METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 def flat_metrics(results: dict) -> dict[str, float]:
     """COCOEvaluator's ``{"bbox": {"AP": ..}, "segm": {..}}`` -> ``{"bbox_AP": .., "segm_AP50": ..}``.
 
-    A metric COCOeval could not compute (NaN) is kept as NaN (written as null), never as 0.
+    A metric COCOeval could not compute (NaN) is kept as NaN (written as null), never as 0. The tasks are those
+    evaluated (a box-only config has no ``segm``); both when nothing was.
     """
     out = {}
-    for task in ("bbox", "segm"):
+    for task in [t for t in ("bbox", "segm") if t in (results or {})] or ["bbox", "segm"]:
         for name in METRIC_NAMES:
             value = (results or {}).get(task, {}).get(name, float("nan"))
             out[f"{task}_{name}"] = float(value)
