@@ -186,3 +186,33 @@ def write_augreg(path) -> TimmViT:
             w[f"{p}MlpBlock_3/Dense_{r}/bias"] = sd[f"{b}mlp.{fc}.bias"]
     np.savez(path, **w)
     return model
+
+
+def original_patch_tokens(model, x: torch.Tensor, with_cls: bool) -> torch.Tensor:
+    """The original network's own modules on ``x``: patches + their positions, through its blocks, no final norm
+    (what ViTDet computes without [cls], mmseg's ``MAE`` with [cls] in the sequence) -> (N, D, gh, gw) patch
+    tokens. Written per family from the original's modules (timm, Hugging Face, torchvision), not the reader's."""
+    from torchvision.models.vision_transformer import VisionTransformer as TV
+
+    if isinstance(model, TimmViT):
+        patches, pos, cls, blocks = model.patch_embed(x), model.pos_embed, model.cls_token, model.blocks
+    elif isinstance(model, TV):
+        patches = model.conv_proj(x).flatten(2).transpose(1, 2)
+        pos, cls, blocks = model.encoder.pos_embedding, model.class_token, model.encoder.layers
+    else:  # transformers ViTModel / ViTMAEModel: its layers one after the other
+        emb = model.embeddings
+        patches, pos, cls = emb.patch_embeddings(x), emb.position_embeddings, emb.cls_token
+        layers = model.layers if hasattr(model, "layers") else model.encoder.layer
+
+        def blocks(t):
+            for layer in layers:
+                out = layer(t)
+                t = out[0] if isinstance(out, tuple) else out
+            return t
+    t = patches + pos[:, 1:]
+    if with_cls:
+        t = blocks(torch.cat([(cls + pos[:, :1]).expand(x.shape[0], -1, -1), t], dim=1))[:, 1:]
+    else:
+        t = blocks(t)
+    side = int(round(t.shape[1] ** 0.5))
+    return t.transpose(1, 2).reshape(x.shape[0], -1, side, side)

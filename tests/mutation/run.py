@@ -15,6 +15,7 @@ cosmic-ray's session files: ``--resume`` goes on where a run was stopped).
 from __future__ import annotations
 
 import argparse
+import ast
 import os
 import re
 import shutil
@@ -44,6 +45,44 @@ def copy_checkout(dst: Path) -> None:
             link.symlink_to(Path("..") / name)
 
 
+def annotation_spans(source: str) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """(start, end) positions, (line 1-based, column 0-based) as cosmic-ray's, of every annotation of a module
+    that has ``from __future__ import annotations``: never evaluated (PEP 563), so a mutant inside one is
+    equivalent by construction. Empty for a module without that import (its annotations are evaluated)."""
+    tree = ast.parse(source)
+    future = any(isinstance(n, ast.ImportFrom) and n.module == "__future__" and
+                 any(a.name == "annotations" for a in n.names) for n in tree.body)
+    if not future:
+        return []
+    nodes = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.arg) and node.annotation is not None:
+            nodes.append(node.annotation)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.returns is not None:
+            nodes.append(node.returns)
+        elif isinstance(node, ast.AnnAssign):
+            nodes.append(node.annotation)
+    return [((n.lineno, n.col_offset), (n.end_lineno, n.end_col_offset)) for n in nodes]
+
+
+def skip_annotation_mutants(db: Path, module: Path) -> int:
+    """Mark the not-yet-run mutants that lie inside an annotation as skipped; returns how many."""
+    from cosmic_ray.work_db import use_db
+    from cosmic_ray.work_item import WorkerOutcome, WorkResult
+
+    spans = annotation_spans(module.read_text())
+    skipped = 0
+    with use_db(str(db)) as work_db:
+        done = {job_id for job_id, _ in work_db.results}
+        for item in work_db.work_items:
+            if item.job_id in done:
+                continue
+            if all(any(a <= tuple(m.start_pos) and tuple(m.end_pos) <= b for a, b in spans) for m in item.mutations):
+                work_db.set_result(item.job_id, WorkResult(worker_outcome=WorkerOutcome.SKIPPED))
+                skipped += 1
+    return skipped
+
+
 def equivalents(name: str) -> set[str]:
     data = tomllib.loads((HERE / "equivalent.toml").read_text()) if (HERE / "equivalent.toml").is_file() else {}
     return {f"{e['operator']} {e['occurrence']}" for e in data.get(name, [])}
@@ -68,6 +107,7 @@ name = "local"
     if fresh or not db.is_file():
         db.unlink(missing_ok=True)
         subprocess.run([*cr, "init", str(config), str(db)], cwd=copy, env=env, check=True)
+    skip_annotation_mutants(db, copy / mod["path"])
     base = subprocess.run([*cr, "baseline", str(config)], cwd=copy, env=env, capture_output=True, text=True)
     if base.returncode != 0:
         raise SystemExit(f"{mod['name']}: its tests fail on the unmutated copy:\n{base.stdout[-2000:]}{base.stderr[-2000:]}")
@@ -83,7 +123,8 @@ JOB = re.compile(r"^\[job-id\] (\S+)\n(\S+) (\S+) (\d+)", re.M)
 def summarize(name: str, report: str, out: Path) -> dict:
     """Counts from cr-report's text: one block per job, its outcome and diff."""
     blocks = re.split(r"(?m)^(?=\[job-id\] )", report)
-    counts = {"mutants": 0, "killed": 0, "survived": 0, "timeout": 0, "equivalent": 0, "incompetent": 0}
+    counts = {"mutants": 0, "killed": 0, "survived": 0, "timeout": 0, "equivalent": 0, "annotation": 0,
+              "incompetent": 0}
     survivors = []
     equiv = equivalents(name)
     for block in blocks:
@@ -92,7 +133,9 @@ def summarize(name: str, report: str, out: Path) -> dict:
             continue
         counts["mutants"] += 1
         key = f"{m.group(3)} {m.group(4)}"
-        if "WorkerOutcome.TIMEOUT" in block:
+        if "WorkerOutcome.SKIPPED" in block:
+            counts["annotation"] += 1  # inside an annotation (never evaluated): equivalent by construction
+        elif "WorkerOutcome.TIMEOUT" in block:
             counts["timeout"] += 1  # a mutant that makes the tests hang is caught: counted as killed
         elif "TestOutcome.SURVIVED" in block:
             if key in equiv:
@@ -104,7 +147,7 @@ def summarize(name: str, report: str, out: Path) -> dict:
             counts["incompetent"] += 1
         else:
             counts["killed"] += 1
-    scored = counts["mutants"] - counts["equivalent"] - counts["incompetent"]
+    scored = counts["mutants"] - counts["equivalent"] - counts["annotation"] - counts["incompetent"]
     counts["score"] = 100.0 * (counts["killed"] + counts["timeout"]) / scored if scored else 100.0
     out.mkdir(parents=True, exist_ok=True)
     (out / f"survivors-{name}.txt").write_text("\n\n".join(survivors) + ("\n" if survivors else ""))
@@ -148,11 +191,11 @@ def main(argv=None) -> int:
 
 
 def print_table(rows) -> None:
-    print("| module | file | mutants | killed | timeouts | survived | equivalent | score |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    print("| module | file | mutants | in annotations | killed | timeouts | survived | equivalent | score |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for mod, c in rows:
-        print(f"| {mod['name']} | `{mod['path']}` | {c['mutants']} | {c['killed']} | {c['timeout']} | {c['survived']} | "
-              f"{c['equivalent']} | {c['score']:.1f}% |", flush=True)
+        print(f"| {mod['name']} | `{mod['path']}` | {c['mutants']} | {c['annotation']} | {c['killed']} | {c['timeout']} | "
+              f"{c['survived']} | {c['equivalent']} | {c['score']:.1f}% |", flush=True)
 
 
 if __name__ == "__main__":
