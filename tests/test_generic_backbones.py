@@ -28,9 +28,31 @@ def run(protocol, backbone, data, out, *extra):
                  "--workers", "0", "--batch-size", "8", "--img-size", "32", *extra])
 
 
+def assert_linear_features_are_the_models(run_dir, model: nn.Module, data) -> None:
+    """The features a linear run trained its head on are ``model``'s pooled features of the validation images
+    (torchvision's ImageFolder through timm's evaluation transform at the run's 32 px, 0.875 crop): the weights
+    the run used are the file's, not a fresh init, and the pooling is the model's own."""
+    from timm.data import create_transform
+    from torchvision.datasets import ImageFolder
+
+    cached = torch.load(run_dir / "features.pth", weights_only=True)
+    ds = ImageFolder(str(data / "val"), create_transform(input_size=32, is_training=False, interpolation="bicubic",
+                                                         crop_pct=0.875))
+    x = torch.stack([img for img, _ in ds])
+    with torch.no_grad():
+        want = model.eval().forward_head(model.forward_features(x), pre_logits=True)
+    assert cached["val_y"].tolist() == [y for _, y in ds.samples]
+    torch.testing.assert_close(cached["val_x"].float(), want, atol=1e-4, rtol=1e-4)
+
+
 @pytest.mark.parametrize("model", ["test_vit", "test_convnext", "test_resnet"])
 def test_timm_models_run_knn_linear_and_finetune(tmp_path, data, model):
-    src = f"timm:{model}"
+    ref = timm.create_model(model, num_classes=0)
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.add_(torch.randn_like(p, generator=torch.Generator().manual_seed(p.numel())) * 0.1)
+    torch.save(ref.state_dict(), tmp_path / "w.pth")
+    src = f"timm:{model}:{tmp_path / 'w.pth'}"
     assert run("knn", src, data, tmp_path / "knn", "--k", "3") == 0
     assert run("linear", src, data, tmp_path / "lin", "--epochs", "2", "--lr", "0.1") == 0
     assert run("finetune", src, data, tmp_path / "ft", "--epochs", "1", "--warmup-epochs", "0", "--mixup", "0",
@@ -38,7 +60,8 @@ def test_timm_models_run_knn_linear_and_finetune(tmp_path, data, model):
     for name in ("knn", "lin", "ft"):
         m = json.loads((tmp_path / name / "metrics.json").read_text())
         assert m["backbone"]["arch"] == model and 0 <= m["metrics"]["top1"] <= 100
-    assert m["backbone"]["id"] == f"timm_{model}"
+    assert m["backbone"]["id"].startswith(f"timm_{model}")
+    assert_linear_features_are_the_models(tmp_path / "lin", ref, data)
 
 
 def test_weights_file_loads_through_timms_filter_and_lands(tmp_path):
@@ -109,7 +132,8 @@ def test_a_registered_plugin_runs_through_every_task(tmp_path, data):
     from segmentation_helpers import build_tiny_dataset
 
     register("tiny_encoder", TinyEncoder)
-    torch.save(TinyEncoder().state_dict(), tmp_path / "tiny.pth")
+    plugin = TinyEncoder()
+    torch.save(plugin.state_dict(), tmp_path / "tiny.pth")
     src = f"tiny_encoder:{tmp_path / 'tiny.pth'}"
     assert run("knn", src, data, tmp_path / "knn", "--k", "3") == 0
     assert run("linear", src, data, tmp_path / "lin", "--epochs", "2", "--lr", "0.1") == 0
@@ -117,6 +141,7 @@ def test_a_registered_plugin_runs_through_every_task(tmp_path, data):
                "--cutmix", "0", "--layer-decay", "1.0") == 0
     m = json.loads((tmp_path / "ft" / "metrics.json").read_text())
     assert m["backbone"]["arch"] == "tiny_encoder" and m["backbone"]["sha256"]
+    assert_linear_features_are_the_models(tmp_path / "lin", plugin, data)
     coco = build_tiny_coco(tmp_path / "coco", train=2, val=1)
     assert main(["detect", "--config-file", "mask_rcnn_timm_plain_fmnist", "--backbone", src, "--data", str(coco),
                  "--output", str(tmp_path / "det"), "dataloader.train.total_batch_size=2", "train.max_iter=1"]) == 0
