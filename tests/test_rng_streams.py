@@ -120,7 +120,10 @@ def test_a_sample_s_mask_stream_is_apart_from_its_crop_stream():
     with seeded(0, 0, 3):
         assert not torch.equal(sample_noise(seed, 16), torch.rand(16))
     assert not torch.equal(sample_noise(seed, 16), crop)
-    ref = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, MASK_STREAM]))).random(16, dtype=np.float32)
+    # the stream id (1) is written out: it is part of a run's reproducibility, a sample's masks must not change
+    # between versions of the code
+    assert MASK_STREAM == 1
+    ref = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, 1]))).random(16, dtype=np.float32)
     assert torch.equal(sample_noise(seed, 16), torch.from_numpy(ref))
     noise = sample_noise(seed, 20_000)
     assert noise.dtype == torch.float32 and 0.0 <= noise.min() and noise.max() < 1.0

@@ -75,7 +75,7 @@ def safe_load(path: str | Path, trust_pickle: bool = False) -> Any:
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001
         msg = str(e)
-        if "Weights only load failed" in msg or "weights_only" in msg:
+        if msg.startswith("Weights only load failed"):  # how torch (>= 2.6) words every weights-only refusal
             if trust_pickle:
                 return torch.load(path, map_location="cpu", weights_only=False)  # explicit trust option
             first = next((ln for ln in msg.splitlines() if "GLOBAL" in ln or "Unsupported" in ln), "")
@@ -83,7 +83,7 @@ def safe_load(path: str | Path, trust_pickle: bool = False) -> Any:
                 f"{path}: holds pickled Python objects besides tensors ({first.strip()}); "
                 "if you trust its source, pass --trust-pickle (it runs the pickle's code)"
             ) from None
-        raise UserError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {msg.splitlines()[0]})") from None
+        raise UserError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {' '.join(msg.split())})") from None
 
 
 class RestrictedUnpickler(pickle.Unpickler):

@@ -66,17 +66,15 @@ def annotation_spans(source: str) -> list[tuple[tuple[int, int], tuple[int, int]
 
 
 def skip_annotation_mutants(db: Path, module: Path) -> int:
-    """Mark the not-yet-run mutants that lie inside an annotation as skipped; returns how many."""
+    """Mark the mutants that lie inside an annotation as skipped (those already run too: a run from before this
+    rule); returns how many."""
     from cosmic_ray.work_db import use_db
     from cosmic_ray.work_item import WorkerOutcome, WorkResult
 
     spans = annotation_spans(module.read_text())
     skipped = 0
     with use_db(str(db)) as work_db:
-        done = {job_id for job_id, _ in work_db.results}
         for item in work_db.work_items:
-            if item.job_id in done:
-                continue
             if all(any(a <= tuple(m.start_pos) and tuple(m.end_pos) <= b for a, b in spans) for m in item.mutations):
                 work_db.set_result(item.job_id, WorkResult(worker_outcome=WorkerOutcome.SKIPPED))
                 skipped += 1
