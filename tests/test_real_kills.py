@@ -149,3 +149,95 @@ def test_only_the_temporary_files_of_cut_writes_are_removed(tmp_path):
         f.write_text("the user's")
     assert remove_partial_writes(tmp_path) == 15
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == sorted(["metrics.json"] + [f.name for f in mine])
+
+
+BENCH = """\
+name: killed
+seeds: [0]
+data:
+  imagefolder: {{path: {data}, build: false}}
+backbones:
+  - name: dp
+    pretrain: {{method: droppos, model: tiny, patch_size: 4, img_size: 16, epochs: 3, warmup_epochs: 1,
+               batch_size: 4, workers: 0, log_every: 1, decoder_dim: 32, decoder_heads: 2, save_every_iters: 1}}
+  - name: scratch
+    checkpoint: scratch:tiny_p4_16
+tasks:
+  - {{name: knn, kind: classify, protocol: knn, options: {{k: 3, batch_size: 8, workers: 0}}}}
+  - {{name: linear, kind: classify, protocol: linear, options: {{epochs: 3, batch_size: 8, workers: 0, log_every: 1}}}}
+"""
+
+
+def _group_kill(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGKILL)  # the bench and its run, as a scheduler's kill does
+    proc.wait()
+
+
+def bench_with_kills(argv: list[str], kills: list) -> list[str]:
+    """As :func:`run_with_kills`, for the bench: each launch in a session of its own, the whole group killed."""
+    landed = []
+    for make in kills:
+        proc = subprocess.Popen(argv, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+        ready, deadline = make(), time.time() + 600
+        while proc.poll() is None and not ready() and time.time() < deadline:
+            time.sleep(0.001)
+        if proc.poll() is None:
+            _group_kill(proc)
+            landed.append("killed")
+        else:
+            landed.append("ended before")
+            assert proc.returncode == 0, proc.stderr.read().decode()[-3000:]
+    res = subprocess.run(argv, env=ENV, capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return landed
+
+
+def _runs(out: Path) -> dict[str, dict]:
+    """Every run's numbers: metrics and (for classification) the per-epoch history, by run folder."""
+    found = {}
+    for path in sorted(out.rglob("metrics.json")):
+        if "results" in path.relative_to(out).parts:
+            continue
+        m = json.loads(path.read_text())
+        found[str(path.parent.relative_to(out))] = {"metrics": m["metrics"], "history": m.get("history"),
+                                                    "status": m.get("status")}
+    return found
+
+
+@pytest.mark.slow
+def test_the_bench_killed_at_random_points_equals_the_uninterrupted_bench(tmp_path):
+    """The whole bench (its process group) killed during a pretraining step, during a pretraining checkpoint
+    write and during a downstream run, relaunched each time with the same command: every run ends with the
+    numbers of the bench that was never interrupted, and the pretrained encoder is bit-identical."""
+    data = make_colour_imagefolder(tmp_path / "data", n_train=24, n_val=6, size=16, classes=2)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(BENCH.format(data=data))
+
+    def argv(out):
+        return [sys.executable, "-m", "droppos.cli", "bench", str(spec), "--out", str(out), "--no-results"]
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    subprocess.run(argv(straight), env=ENV, check=True, capture_output=True, timeout=900)
+    pre = killed / "dp" / "pretrain"
+    rng = random.Random(2)
+    downstream = sorted(f"{b}/{t}/seed0" for b in ("dp", "scratch") for t in ("knn", "linear"))
+
+    def in_downstream():
+        """A random downstream run, some moments after its folder appears."""
+        folder, delay, state = killed / rng.choice(downstream), rng.uniform(0.5, 3.0), {}
+
+        def ready():
+            if (folder / "run.json").is_file():
+                state.setdefault("t", time.monotonic())
+                return time.monotonic() - state["t"] >= delay
+            return False
+        return ready
+    landed = bench_with_kills(argv(killed), [lambda: in_step(pre, rng), lambda: in_checkpoint_write(pre),
+                                             in_downstream])
+    assert landed.count("killed") >= 2, landed
+    a = torch.load(straight / "dp" / "pretrain" / "encoder.pth", weights_only=True)
+    b = torch.load(pre / "encoder.pth", weights_only=True)
+    _equal_state(a["state_dict"], b["state_dict"])
+    want, got = _runs(straight), _runs(killed)
+    assert set(want) == {"dp/pretrain", *downstream} and got == want
+    assert all(r["status"] == "finished" for r in got.values())
+    assert not list(killed.rglob(".*.tmp")), "a write cut short left its temporary file"
