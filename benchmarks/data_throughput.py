@@ -143,7 +143,7 @@ def batched(sample, n, workers=0, batch=32):
 
 
 def dali_pipeline(files, img_size, device):
-    from droppos.pretrain.datapath import DaliBatches
+    from droppos.pretrain.dali import DaliBatches
 
     batch = 16
     dali = DaliBatches(files, [0] * len(files), img_size, batch, 0, 0.2, torch.device(device), threads=1)

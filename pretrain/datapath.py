@@ -1,4 +1,5 @@
-"""The pretraining input pipeline: three backends, one crop distribution, one seed rule.
+"""The pretraining input pipeline: three backends, one crop distribution, one seed rule (the crop sampling and
+the CPU decoders here; DALI's feeder in :mod:`.dali`, the backend's choice in :mod:`.backends`).
 
 ``--data-backend``:
 
@@ -25,7 +26,6 @@ PIL), DALI's cubic resize of the decoded window (``dali``).
 from __future__ import annotations
 
 import io
-from collections import deque
 from functools import lru_cache
 from pathlib import Path
 
@@ -39,10 +39,7 @@ from timm.data import IMAGENET_DEFAULT_STD as IMAGENET_STD
 from droppos.errors import UserError
 from droppos.utils.rng import sample_seed, seeded  # noqa: F401 - the seed rule, re-exported
 
-BACKENDS = ("torch", "fast", "dali")
 RATIO = (3.0 / 4.0, 4.0 / 3.0)
-JPEG_SUFFIXES = (".jpg", ".jpeg")
-DALI_PIP = "pip install nvidia-dali-cuda120 (CUDA 12; nvidia-dali-cuda130 for CUDA 13)"
 
 
 def sample_crop(height: int, width: int, seed: int, epoch: int, index: int,
@@ -187,129 +184,3 @@ def on_device(imgs: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
     scale, shift = _scale_shift(imgs.device)
     x = torch.where(flip.view(-1, 1, 1, 1).bool(), imgs.flip(-1), imgs)
     return torch.addcmul(shift, x.float(), scale)
-
-
-# ------------------------------------------------------------------ DALI
-def import_dali():
-    try:
-        import nvidia.dali  # noqa: F401
-        from nvidia.dali import fn, pipeline_def, types
-    except ImportError:
-        raise UserError(f"--data-backend dali needs NVIDIA DALI, which is not installed: {DALI_PIP}; "
-                        "or use --data-backend fast") from None
-    return fn, pipeline_def, types
-
-
-def jpeg_header(data: bytes) -> tuple[int, int] | None:
-    """(height, width) of a complete-looking JPEG (SOI at the start, EOI at the end), else None."""
-    from PIL import Image
-
-    if data[:2] != b"\xff\xd8" or not ends_jpeg(data):
-        return None
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            if im.format != "JPEG":
-                return None
-            return im.height, im.width
-    except (OSError, ValueError):
-        return None
-
-
-class DaliBatches:
-    """Batches decoded by DALI, in the sampler's order, each sample's window and flip from its seed.
-
-    A Python feeder reads each file, checks that it is a complete JPEG (start and end markers, a
-    readable header; otherwise the next readable file replaces it and the replacement is counted, as
-    on the other backends), computes the window and flip, and passes bytes, window and flip to
-    ``decoders.image_slice`` (decodes only the window), ``resize`` and ``crop_mirror_normalize``.
-    Output: normalised float batches on ``device``.
-    """
-
-    def __init__(self, files: list[Path], labels: list[int], img_size: int, batch_size: int, seed: int,
-                 min_scale: float, device: torch.device, threads: int = 4):
-        self.fn, self.pipeline_def, self.types = import_dali()
-        self.files, self.labels = files, labels
-        self.img_size, self.batch_size, self.seed, self.min_scale = img_size, batch_size, seed, min_scale
-        self.device, self.threads = device, max(1, threads)
-
-    def _read(self, index: int) -> tuple[bytes, int, int, int, int]:
-        """(bytes, height, width, file index, replaced) of sample ``index`` or its first readable successor."""
-        for offset in range(min(16, len(self.files))):
-            k = (index + offset) % len(self.files)
-            data = Path(self.files[k]).read_bytes()
-            hw = jpeg_header(data)
-            if hw is not None:
-                return data, hw[0], hw[1], k, int(offset > 0)
-        raise RuntimeError(f"16 consecutive unreadable images from {self.files[index]}; is the data folder corrupt?")
-
-    def epoch(self, epoch: int, indices: list[int]):
-        """Yield (images, labels, replaced, sample indices) for the batches of ``indices`` (drop-last)."""
-        fn, types = self.fn, self.types
-        n_batches = len(indices) // self.batch_size
-        meta: deque = deque()
-
-        def feed():
-            for b in range(n_batches):
-                datas, anchors, shapes, flips, labels, bad = [], [], [], [], [], []
-                for index in indices[b * self.batch_size:(b + 1) * self.batch_size]:
-                    data, height, width, k, replaced = self._read(index)
-                    i, j, h, w, flip = sample_crop(height, width, self.seed, epoch, index, self.min_scale)
-                    datas.append(np.frombuffer(data, dtype=np.uint8))
-                    anchors.append(np.array([j, i], dtype=np.float32))
-                    shapes.append(np.array([w, h], dtype=np.float32))
-                    flips.append(np.array(flip, dtype=np.int32))
-                    labels.append(self.labels[k])
-                    bad.append(replaced)
-                meta.append((labels, bad, indices[b * self.batch_size:(b + 1) * self.batch_size]))
-                yield datas, anchors, shapes, flips
-
-        gpu = self.device.type == "cuda"
-
-        @self.pipeline_def(batch_size=self.batch_size, num_threads=self.threads,
-                           device_id=(self.device.index or 0) if gpu else None, seed=self.seed,
-                           prefetch_queue_depth=2, exec_dynamic=True)
-        def pipe():
-            jpegs, anchor, shape, flip = fn.external_source(source=feed(), num_outputs=4, batch=True, no_copy=False)
-            img = fn.decoders.image_slice(jpegs, anchor, shape, device="mixed" if gpu else "cpu",
-                                          output_type=types.RGB, axis_names="WH",
-                                          normalized_anchor=False, normalized_shape=False)
-            img = fn.resize(img, resize_x=self.img_size, resize_y=self.img_size, interp_type=types.INTERP_CUBIC,
-                            antialias=True)
-            return fn.crop_mirror_normalize(img, mirror=flip, dtype=types.FLOAT, output_layout="CHW",
-                                            mean=[255.0 * m for m in IMAGENET_MEAN],
-                                            std=[255.0 * s for s in IMAGENET_STD])
-
-        p = pipe()
-        p.build()
-        for _ in range(n_batches):
-            (out,) = p.run()
-            labels, bad, batch = meta.popleft()
-            arr = out.as_tensor()
-            if gpu:
-                from nvidia.dali.plugin.pytorch import feed_ndarray
-
-                imgs = torch.empty(arr.shape(), dtype=torch.float32, device=self.device)
-                feed_ndarray(arr, imgs, cuda_stream=torch.cuda.current_stream(self.device))
-            else:
-                imgs = torch.from_numpy(np.array(arr))
-            yield (imgs, torch.tensor(labels).to(self.device, non_blocking=True), torch.tensor(bad).to(self.device),
-                   torch.tensor(batch))
-        del p
-
-
-def check_backend(backend: str, method: str, files: list[Path]) -> tuple[str, str]:
-    """(the backend to use, a note to print or ''): one line for what cannot work."""
-    if backend not in BACKENDS:
-        raise UserError(f"--data-backend must be one of {list(BACKENDS)}, got {backend!r}")
-    if backend != "torch" and method == "supervised":
-        raise UserError(f"--data-backend {backend}: supervised pretraining runs the DeiT transform "
-                        "(RandAugment, random erasing) in the loader; use --data-backend torch")
-    if backend == "dali":
-        import_dali()
-        other = [p for p in files if p.suffix.lower() not in JPEG_SUFFIXES]
-        if other:
-            return "fast", (f"--data-backend dali decodes JPEG windows only; {len(other)} of {len(files)} images "
-                            f"are not JPEG (e.g. {other[0].name}): using --data-backend fast instead")
-    if backend == "fast" and window_decoder() is None:
-        return backend, WINDOW_NOTE
-    return backend, ""

@@ -42,7 +42,9 @@ from droppos.utils.rng import check_world_size, gather_rng_states, restore_rng_s
 from .build import build_method, decay_groups
 from .config import PretrainConfig
 from .data import PretrainImages, ResumableSampler, check_labelled, find_images, iters_per_epoch, supervised_transform
-from .datapath import DaliBatches, check_backend, on_device, sample_seed
+from .backends import check_backend
+from .dali import DaliBatches
+from .datapath import on_device, sample_seed
 from .masking import sample_noise
 
 

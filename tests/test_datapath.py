@@ -14,7 +14,8 @@ from torchvision import transforms as T
 
 from droppos.errors import UserError
 from droppos.pretrain.data import PretrainImages
-from droppos.pretrain.datapath import check_backend, decode_fast, decode_torch, on_device, sample_crop
+from droppos.pretrain.backends import check_backend
+from droppos.pretrain.datapath import decode_fast, decode_torch, on_device, sample_crop
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from data_throughput import natural_image  # noqa: E402  (the benchmark's deterministic JPEG content)
@@ -249,7 +250,7 @@ def _dali_or_skip():
 
 def test_dali_windows_match_the_fast_backend(tmp_path):
     _dali_or_skip()
-    from droppos.pretrain.datapath import DaliBatches
+    from droppos.pretrain.dali import DaliBatches
 
     root = jpeg_folder(tmp_path, n=8, size=(160, 120))
     files = sorted((root / "train" / "a").glob("*.jpg"))
