@@ -4,8 +4,8 @@ different values, an output path that is a file, a training loss that diverges."
 from __future__ import annotations
 
 import pytest
+from cli_errors import one_line_error
 from imagefolders import make_colour_imagefolder, write_tiny_encoder
-from test_faults import one_line_error
 
 from droppos.cli import main
 
@@ -52,6 +52,26 @@ def test_an_output_path_that_is_a_file_is_refused_and_kept(tmp_path, capsys):
                  str(mine / "sub")]) == 2
     one_line_error(capsys, str(mine / "sub"), "Not a directory")
     assert mine.read_text() == "the user's own file"
+
+
+def test_a_run_that_fails_its_checks_leaves_no_empty_folder_behind(tmp_path, capsys):
+    """A missing backbone: the run folder (and the folders made for it) are removed, the user's own kept."""
+    data = make_colour_imagefolder(tmp_path / "imgs")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    for protocol in ("knn", "linear"):
+        out = mine / "new" / protocol
+        assert main(["classify", protocol, "--backbone", str(tmp_path / "nope.pth"), "--data", str(data),
+                     "--workers", "0", "--output", str(out)]) == 2
+        one_line_error(capsys, "nope.pth: no such checkpoint file")
+        assert not (mine / "new").exists() and mine.is_dir()
+    # a folder that held something before keeps it
+    kept = mine / "kept"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("mine")
+    assert main(["classify", "knn", "--backbone", str(tmp_path / "nope.pth"), "--data", str(data), "--workers", "0",
+                 "--output", str(kept)]) == 2
+    assert (kept / "notes.txt").read_text() == "mine"
 
 
 @pytest.mark.slow

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_errors import one_line_error
 from imagefolders import make_colour_imagefolder, write_tiny_encoder
 
 from droppos.cli import main
@@ -43,15 +44,6 @@ def hostile(tmp_path):
         pickle.dump({"model": {"backbone.net.pos_embed": Payload(marker)}}, f)
     torch.save({"model": Payload(marker), "state_dict": {}}, pth)
     return pkl, pth, marker
-
-
-def one_line_error(capsys, *needles: str) -> str:
-    """The command's error: one ``droppos <command>: error:`` line, no traceback (engines' own log lines,
-    such as torch's CUDA notice, may stand beside it)."""
-    text = capsys.readouterr().err
-    errors = [ln for ln in text.splitlines() if ln.startswith("droppos ") and ": error: " in ln]
-    assert "Traceback" not in text and len(errors) == 1 and all(n in errors[0] for n in needles), text
-    return errors[0]
 
 
 # ---------------------------------------------------------------------------------------- hostile pickles

@@ -10,9 +10,9 @@
 Processes, devices and collectives are :mod:`droppos.utils.dist`'s.
 """
 
-from .folder import JoinError, claim, lock, open_run, release, run_kind, together, unlock
+from .folder import JoinError, claim, lock, open_run, release, removed_on_failure, run_kind, together, unlock
 from .records import InitRecord, MetricsRecord, RunRecord, read_metrics, write_metrics
 from .tasks import TASKS, TaskKind, task_kind
 
-__all__ = ["JoinError", "claim", "lock", "open_run", "release", "run_kind", "together", "unlock", "InitRecord", "MetricsRecord",
+__all__ = ["JoinError", "claim", "lock", "open_run", "release", "removed_on_failure", "run_kind", "together", "unlock", "InitRecord", "MetricsRecord",
            "RunRecord", "read_metrics", "write_metrics", "TASKS", "TaskKind", "task_kind"]

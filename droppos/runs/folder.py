@@ -19,6 +19,8 @@ Files the benchmark writes beside a run (``run.json``, ``bench.log``) are no run
 
 from __future__ import annotations
 
+import contextlib
+
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -124,6 +126,50 @@ def claim(folder: str | Path, kind: str, *, resume: bool = False, overwrite: boo
     return folder
 
 
+def _first_missing(folder: str | Path) -> Path | None:
+    """The outermost folder of ``folder``'s path that does not exist yet (a claim will create it), or None."""
+    path, missing = Path(folder).absolute(), None
+    while not path.exists() and path != path.parent:
+        path, missing = path.parent, path
+    return missing
+
+
+@contextlib.contextmanager
+def removed_on_failure(folder: str | Path, main: bool = True):
+    """A run folder that did not exist before this block and holds nothing but its claim when the block fails is
+    removed, with the folders created for it (a failed check leaves no empty run behind). Only ``main`` (the
+    process that claims) removes anything."""
+    created = _first_missing(folder) if main else None
+    try:
+        yield
+    except BaseException:
+        if created is not None:
+            _undo_claim(Path(folder), created)
+        raise
+
+
+def _undo_claim(folder: Path, created: Path) -> None:
+    """A run that failed before writing anything leaves no folder behind: its claim's marker and lock are
+    removed, then the folders the claim created, each only if empty."""
+    release(folder)
+    try:
+        names = {p.name for p in folder.iterdir()}
+    except OSError:  # never made (a file on its path, no permission): nothing to undo
+        return
+    if names <= {KIND_FILE, LOCK}:
+        for name in (KIND_FILE, LOCK):
+            (folder / name).unlink(missing_ok=True)
+    path = folder.absolute()
+    while True:
+        try:
+            path.rmdir()
+        except OSError:  # not empty (or gone): stop
+            return
+        if path == created:
+            return
+        path = path.parent
+
+
 def open_run(folder: str | Path, kind: str, info, device, *, check: Callable[[], Any] | None = None,
              **claim_options) -> Any:
     """Claim ``folder`` on the main process, run ``check()`` there, and share the outcome with every process.
@@ -139,8 +185,9 @@ def open_run(folder: str | Path, kind: str, info, device, *, check: Callable[[],
     result = None
     if info.is_main:
         try:
-            claim(folder, kind, **claim_options)
-            result = check() if check is not None else None
+            with removed_on_failure(folder):
+                claim(folder, kind, **claim_options)
+                result = check() if check is not None else None
         except Exception as e:  # noqa: BLE001 - every process must learn of it, then it is raised again
             error = e
     if du.world_size() > 1:

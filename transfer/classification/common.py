@@ -20,7 +20,7 @@ import torch
 from droppos.backbones.protocol import Backbone
 from droppos.errors import UserError
 from droppos.utils import dist as du
-from droppos.runs import open_run, together, write_metrics
+from droppos.runs import open_run, removed_on_failure, together, write_metrics
 from droppos.utils.checkpoint import atomic_save, safe_load
 from droppos.utils.config import write_config
 from droppos.utils.logging import RunLogger
@@ -67,12 +67,13 @@ def prepare(cfg: CommonConfig, protocol: str, resume: bool = False, overwrite: b
     info = du.init_distributed(cfg.device)
     device = du.get_device(info, cfg.device)
     run_dir = Path(cfg.output)
-    _open_run_dir(run_dir, info, device, resume, overwrite, protocol, cfg.data)
-    torch.manual_seed(cfg.seed + info.rank)
-    random.seed(cfg.seed + info.rank)
-    np.random.seed(cfg.seed + info.rank)
-    # checked on every process; one line (once per machine) when any fails
-    s, log_bytes = together(info, device, lambda: _setup(cfg, protocol, info, device, run_dir, resume))
+    with removed_on_failure(run_dir, main=info.is_main):  # a bad backbone or data set leaves no empty run behind
+        _open_run_dir(run_dir, info, device, resume, overwrite, protocol, cfg.data)
+        torch.manual_seed(cfg.seed + info.rank)
+        random.seed(cfg.seed + info.rank)
+        np.random.seed(cfg.seed + info.rank)
+        # checked on every process; one line (once per machine) when any fails
+        s, log_bytes = together(info, device, lambda: _setup(cfg, protocol, info, device, run_dir, resume))
     s.logger = RunLogger(run_dir, enabled=info.is_main, keep_bytes=log_bytes)
     if info.is_main:
         write_config(cfg, run_dir)
