@@ -122,6 +122,8 @@ def test_builds_of_a_data_set_split_into_columns_only_when_they_differ():
     one = [run("/r/1", data_id="abcdef12"), run("/r/2", seed=1, data_id="abcdef12"), run("/r/3", seed=2)]
     table = aggregate(one)
     assert [c.dataset for c in table.columns] == ["fmnist"] and not table.warnings
+    table = aggregate(one[:2])  # one build, and no run without a build id
+    assert [c.dataset for c in table.columns] == ["fmnist"] and not table.warnings
     two = [run("/r/1", data_id="abcdef12"), run("/r/2", seed=1, data_id="99999999"), run("/r/3", seed=2)]
     table = aggregate(two)
     assert sorted(c.dataset for c in table.columns) == ["fmnist", "fmnist@999999", "fmnist@abcdef"]
@@ -155,9 +157,9 @@ def test_costs_without_an_input_size_or_a_count_add_no_flops_and_large_inputs_ar
 def test_rows_sort_by_method_then_pretraining_epochs_and_columns_by_task():
     runs = [run("/r/1", backbone={**BACKBONE, "id": "a", "epochs": 800}),
             run("/r/2", backbone={**BACKBONE, "id": "z", "epochs": 100}),
-            run("/r/3", backbone={**BACKBONE, "id": "b", "epochs": None}),
+            run("/r/3", backbone={**BACKBONE, "id": "d", "epochs": None}),
             run("/r/4", backbone={**BACKBONE, "id": "c", "epochs": 1})]
-    assert [r.key for r in aggregate(runs).rows] == ["b", "c", "z", "a"]
+    assert [r.key for r in aggregate(runs).rows] == ["d", "c", "z", "a"]  # no epochs first, then by epochs
     cols = aggregate([run("/r/5", task="probe", protocol="position"), run("/r/6", task="segmentation",
                                                                           protocol="upernet")]).columns
     assert [(c.task, c.metric) for c in cols] == [("segmentation", "mIoU"), ("probe", "top1"), ("probe", "mean_dist")]
