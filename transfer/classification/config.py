@@ -35,7 +35,9 @@ class CommonConfig(BackboneOptions):
     # system
     output: str = opt("runs/classify", "run folder: config, logs, checkpoints, metrics.json")
     device: str = opt("auto", "auto | cpu | cuda")
-    precision: str = opt("auto", "auto = bf16 autocast on GPU, fp32 on CPU", choices=["auto", "fp32", "bf16"])
+    precision: str = opt("auto", "auto = bf16 autocast on GPU, fp32 on CPU; fp16 = fp16 autocast with a gradient scaler "
+                                 "(the official MAE / DropPos fine-tuning and linear probing)",
+                         choices=["auto", "fp32", "bf16", "fp16"])
     seed: int = opt(0, "random seed (each process adds its rank)", ge=0)
 
 

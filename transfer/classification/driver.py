@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 import torch.nn as nn
 
 from droppos.utils.logging import progress
@@ -41,10 +42,16 @@ def fit(s: Setup, *, trained: nn.Module, runner: nn.Module, optimizer, criterion
     iters = len(train_ds) // (world * cfg.batch_size)
     schedule = dict(lr=lr, min_lr=cfg.min_lr, warmup_steps=cfg.warmup_epochs * iters, total_steps=cfg.epochs * iters)
     start, best, history = 0, 0.0, []
+    scaler = torch.amp.GradScaler(s.device.type) if amp is torch.float16 else None
     ck = load_checkpoint(s)
     if ck is not None:
         trained.load_state_dict(ck["model"])
         optimizer.load_state_dict(ck["optimizer"])
+        if scaler is not None:
+            if "scaler" not in ck:
+                raise InputError(f"{s.ckpt_path}: written without fp16's gradient scaler; resume with the run's own "
+                                 "--precision, or start over with --overwrite")
+            scaler.load_state_dict(ck["scaler"])
         start, best, history = ck["epoch"], ck["best_top1"], list(ck["history"])
         if s.info.is_main:
             print(f"resumed {s.ckpt_path} after epoch {start}")
@@ -58,7 +65,8 @@ def fit(s: Setup, *, trained: nn.Module, runner: nn.Module, optimizer, criterion
         loader = train_loader(train_ds, cfg.batch_size, workers, s.info.rank, world, cfg.seed, epoch, s.pin)
         stats = train_one_epoch(net, loader, optimizer, criterion, s.device, epoch=epoch, iters=iters,
                                 schedule=schedule, mixup=mixup, amp=amp, clip_grad=clip_grad,
-                                logger=s.logger if s.info.is_main else None, log_every=cfg.log_every, bar=bar)
+                                logger=s.logger if s.info.is_main else None, log_every=cfg.log_every, bar=bar,
+                                scaler=scaler)
         ev = evaluate(net, val, s.device, c, amp)
         best = max(best, ev["top1"])
         history.append({"epoch": epoch + 1, **stats, **ev})
@@ -67,7 +75,8 @@ def fit(s: Setup, *, trained: nn.Module, runner: nn.Module, optimizer, criterion
                          val_loss=ev["val_loss"], best_top1=best)
             bar.set_postfix(top1=f"{ev['top1']:.2f}", loss=f"{stats['train_loss']:.3f}")
         save_checkpoint(s, {"model": trained.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
-                            "best_top1": best, "history": history})
+                            "best_top1": best, "history": history,
+                            **({"scaler": scaler.state_dict()} if scaler is not None else {})})
     bar.close()
     if not history:
         raise InputError(f"--epochs {cfg.epochs}: nothing to train")

@@ -2,7 +2,9 @@
 
 ``train_one_epoch`` sets the per-iteration learning rate (``droppos.utils.optim.cosine_lr``, which
 honours each group's ``lr_scale`` from layer decay), applies mixup/cutmix when given, runs the
-forward under bf16 autocast when asked, and returns the epoch's mean loss. ``evaluate`` counts
+forward under bf16 or fp16 autocast when asked (fp16 with a ``torch.amp.GradScaler``: the loss scaled for the
+backward, the gradients unscaled before clipping, a step with inf/NaN gradients skipped, as the official code's
+``NativeScaler``), and returns the epoch's mean loss. ``evaluate`` counts
 top-1/top-5 hits over a (possibly sharded) loader and sums them over processes.
 """
 
@@ -20,13 +22,14 @@ from droppos.utils.optim import clip_gradients, cosine_lr, set_lr
 
 def train_one_epoch(model, loader, optimizer, criterion, device: torch.device, *, epoch: int, iters: int,
                     schedule: dict, mixup=None, amp: torch.dtype | None = None, clip_grad: float = 0.0,
-                    logger=None, log_every: int = 20, bar=None) -> dict[str, float]:
+                    logger=None, log_every: int = 20, bar=None, scaler=None) -> dict[str, float]:
     """One epoch of ``iters`` iterations.
 
     Args:
         schedule: ``{"lr", "min_lr", "warmup_steps", "total_steps"}`` of ``cosine_lr`` (in iterations).
         mixup: a timm ``Mixup`` (targets become soft; ``criterion`` must take them), or None.
         logger: a ``RunLogger`` (main process) for per-``log_every`` scalars.
+        scaler: a ``torch.amp.GradScaler`` (fp16), or None.
     Returns:
         ``{"train_loss", "lr"}`` (loss averaged over iterations and processes).
     """
@@ -46,10 +49,18 @@ def train_one_epoch(model, loader, optimizer, criterion, device: torch.device, *
         with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
             loss = criterion(model(images), target)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if clip_grad > 0:
-            clip_gradients(params, clip_grad)
-        optimizer.step()
+        if scaler is None:
+            loss.backward()
+            if clip_grad > 0:
+                clip_gradients(params, clip_grad)
+            optimizer.step()
+        else:
+            scaler.scale(loss).backward()
+            if clip_grad > 0:
+                scaler.unscale_(optimizer)  # clip the true gradients
+                clip_gradients(params, clip_grad)
+            scaler.step(optimizer)
+            scaler.update()
         loss_sum += loss.detach().float()
         seen += 1
         if bar is not None:
