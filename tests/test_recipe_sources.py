@@ -26,6 +26,8 @@ SPELLED = {
     ("clip_grad", 0.0): "'--clip_grad', type=float, default=None",  # None: no clipping (ours: 0)
     ("optimizer", "lars"): "LARS(",
     ("precision", "fp32"): "'--use_fp16', type=utils.bool_flag, default=False",
+    # CUDA autocast's default dtype is float16 (the loss scaler beside it is the other cited line)
+    ("precision", "fp16"): "torch.cuda.amp.autocast()",
     ("train_pos_embed", False): "if not fix_pos_emb:",  # the fixed table is frozen unless fix_pos_emb is off
 }
 

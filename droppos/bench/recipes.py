@@ -105,6 +105,8 @@ _FINETUNE_COMMON = {
     "clip_grad": _p(0.0, MAE + "main_finetune.py:61 (None: no clipping)"),
     "train_pos_embed": _p(True, MAE + "models_vit.py (timm's learnable pos_embed, loaded from the checkpoint)"),
     "effective_batch": _p(1024, MAE + "FINETUNE.md:77 (32 per GPU x 32 GPUs)"),
+    "precision": _p("fp16", MAE + "engine_finetune.py:55 (torch.cuda.amp.autocast: fp16) with a loss scaler, "
+                            "main_finetune.py:288 (NativeScaler)"),
 }
 
 _MAE_FINETUNE_B = {
@@ -141,6 +143,8 @@ _DROPPOS_FINETUNE_B = {
     "global_pool": _p("avg", DP + "main_finetune.py:122"),
     "clip_grad": _p(0.0, DP + "main_finetune.py:68 (None: no clipping)"),
     "train_pos_embed": _p(False, DP + "models_vit.py:34 (fix_pos_emb False freezes the sin-cos table)"),
+    "precision": _p("fp16", DP + "engine_finetune.py:59 (torch.cuda.amp.autocast: fp16) with a loss scaler, "
+                            "main_finetune.py:312 (NativeScaler)"),
     "effective_batch": _p(1024, "DropPos paper, Sec. 4 (fine-tuning ViT-B/16 on 32 GPUs) x "
                                 + DP + "scripts/finetune_base.sh:3 (32 per GPU)"),
 }
@@ -161,6 +165,8 @@ _MAE_LINEAR_B = {
     "weight_decay": _p(0.0, MAE + "FINETUNE.md:147"),
     "optimizer": _p("lars", MAE + "main_linprobe.py:252"),
     "cache_features": _p(False, MAE + "main_linprobe.py:133 (RandomResizedCrop + flip every epoch)"),
+    "precision": _p("fp16", MAE + "engine_finetune.py:55 (torch.cuda.amp.autocast: fp16; main_linprobe.py trains "
+                            "with engine_finetune's loop) with a loss scaler, main_linprobe.py:254 (NativeScaler)"),
     "effective_batch": _p(16384, MAE + "FINETUNE.md:150 (512 per GPU x 32 GPUs)"),
 }
 
