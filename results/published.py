@@ -4,7 +4,8 @@ Each CSV row is one number: ``method, arch, pretrain_epochs, task, protocol, dat
 value, schedule, source, reference, comparable``. ``source`` says what kind of document it is
 (paper / repo README / model zoo page; ``third party ...`` when only someone else's listing has it,
 which is then never comparable), ``reference`` where, ``comparable`` the condition under which a
-run of ours may be set against it (same dataset and schedule).
+run of ours may be set against it (same dataset and schedule). An empty ``arch`` or ``pretrain_epochs``
+means the source does not state it: unknown, never guessed.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ class Published:
 
     @property
     def label(self) -> str:
+        if not self.arch:  # the source does not state the backbone (third-party listings)
+            return f"published: {self.method}, architecture and epochs unknown [{self.source}]"
         return f"published: {backbone_label(self.key)} [{self.source}]"
 
     def to_dict(self) -> dict:

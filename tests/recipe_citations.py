@@ -49,8 +49,15 @@ def parse(source: str) -> list[Citation]:
     return out
 
 
-def citations() -> dict[tuple[str, str], list[Citation]]:
-    """(recipe, field) -> the lines its published value cites."""
+def published() -> dict[tuple[str, str], object]:
+    """(recipe, field) -> its :class:`~droppos.bench.recipes.Published`; an official source that disagrees
+    is its own entry, ``field~N`` (N from 1)."""
     from droppos.bench.recipes import RECIPES
 
-    return {(name, f): parse(p.source) for name, r in RECIPES.items() for f, p in r.fields.items()}
+    return {(name, f if i == 0 else f"{f}~{i}"): p for name, r in RECIPES.items() for f, pub in r.fields.items()
+            for i, p in enumerate(pub.all())}
+
+
+def citations() -> dict[tuple[str, str], list[Citation]]:
+    """(recipe, field or ``field~N``) -> the lines its published value cites."""
+    return {k: parse(p.source) for k, p in published().items()}

@@ -135,6 +135,24 @@ def test_dinov2_timm_layer_scale_folded_registers_kept(tmp_path, reg):
     assert_features(bb, ref)
 
 
+def test_deit3_as_timm_publishes_it_named_by_its_timm_model(tmp_path):
+    """DeiT III (paper's supervised ViT-L row, timm ``deit3_large_patch16_224.fb_in1k``): layer scale, no
+    [cls] row in pos_embed, its classifier; ``arch:`` names the timm model, as the spec does."""
+    import timm
+    from layout_files import randomise
+    from safetensors.torch import save_file
+
+    ref = randomise(timm.create_model("deit3_small_patch16_224", pretrained=False, num_classes=10), seed=14)
+    assert ref.pos_embed.shape[1] == 196 and hasattr(ref.blocks[0].ls1, "gamma")  # the layout under test
+    path = tmp_path / "deit3_small_patch16_224.safetensors"
+    save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, str(path))
+    bb = load_backbone(path, arch="deit3_small_patch16_224")
+    assert (bb.arch.num_heads, bb.arch.patch_size, bb.arch.grid) == (6, 16, (14, 14))
+    assert bb.head["weight"].shape == (10, 384) and dropped(bb) == {"head.weight", "head.bias"}
+    assert any("layer scale folded" in n for n in bb.notes) and any("zero row" in n for n in bb.notes)
+    assert_features(bb, ref, x64(224, 224))
+
+
 def test_dinov2_hub_names(tmp_path):
     ref = write_dinov2_hub(tmp_path / "dinov2_vits14_reg4_pretrain.pth")
     bb = load_backbone(tmp_path / "dinov2_vits14_reg4_pretrain.pth")

@@ -32,7 +32,7 @@ def test_shipped_cards_differ_only_where_a_reason_is_named(name, tmp_path, capsy
         assert all(r.endswith(("l16", "l_100ep")) == b.endswith("_l") for b, r in covered)
     assert cli(["bench", name, "--recipe-card", "--out", str(tmp_path)]) == 0
     md = (tmp_path / "recipe_card.md").read_text()
-    assert "Every field equals its source, except the deliberate differences named above." in md
+    assert "Every field equals its source, except the deliberate differences and declared choices named above." in md
     assert (tmp_path / "recipe_card.json").is_file() and "| field | ours | published | source |" in capsys.readouterr().out
 
 
@@ -46,8 +46,11 @@ def test_paper_runs_each_backbone_with_its_own_recipe():
     assert by["finetune", "mae_l"].recipe.name == "mae_finetune_l16"
     rows = {r.field: r for r in by["pretrain", "droppos"].rows}
     for field, value in [("smooth_norm", "released"), ("clip_grad", 5.0), ("clip_mode", "official"),
-                         ("precision", "fp32"), ("decay_exempt", "official"), ("effective_batch", 4096)]:
+                         ("precision", "fp32"), ("decay_exempt", "official")]:
         assert rows[field].ours == value and rows[field].verdict == "same"
+    batch = rows["effective_batch"]  # three official statements: the paper's is followed, and the card says why
+    assert batch.ours == 4096 and batch.verdict.startswith("sources disagree; follows the first source (declared:")
+    assert [v for v, _ in batch.others] == [2048, 512] and "PRETRAIN.md:4" in batch.others[0][1]
     cmds = {r.id: r.args for r in build_plan(spec, "OUT")}
     ft_dp, ft_mae = cmds["droppos/finetune/seed0"], cmds["mae/finetune/seed0"]
     assert ft_dp[ft_dp.index("--blr") + 1] == "0.001" and ft_dp[ft_dp.index("--train-pos-embed") + 1] == "false"
@@ -72,7 +75,7 @@ def test_an_undeclared_difference_fails_the_card_and_a_reason_makes_it_deliberat
     md = (tmp_path / "a" / "recipe_card.md").read_text()
     assert f"| blr | 0.002 | 0.001 |" in md and UNDECLARED in md and "2 field(s) differ without a declared reason" in md
     raw["tasks"][0]["per_backbone"]["droppos"]["deviations"] = {"blr": "tuned for this data"}
-    raw["backbones"][0]["deviations"] = {"precision": "bf16 on H100s"}
+    raw["backbones"][0]["deviations"]["precision"] = "bf16 on H100s"
     assert cli(["bench", str(write(tmp_path, raw)), "--recipe-card", "--out", str(tmp_path / "b")]) == 0
     assert "differs (deliberate: tuned for this data)" in (tmp_path / "b" / "recipe_card.md").read_text()
 
@@ -118,3 +121,24 @@ def test_a_spec_without_recipes_says_so(tmp_path):
     assert cli(["bench", "smoke", "--recipe-card", "--out", str(tmp_path)]) == 0
     md = (tmp_path / "recipe_card.md").read_text()
     assert "No run of this spec names a published recipe" in md and "Every field equals" not in md
+
+
+def test_a_field_whose_sources_disagree_needs_the_spec_to_name_its_choice(tmp_path):
+    """The DropPos ViT-B batch: paper 4096, PRETRAIN.md 2048, the script 512. Following any of them without
+    saying which fails the card; following PRETRAIN.md with a reason names that source."""
+    from droppos.bench.card import UNCHOSEN
+
+    raw = raw_spec("paper")
+    del raw["backbones"][0]["deviations"]
+    assert cli(["bench", str(write(tmp_path, raw)), "--recipe-card", "--out", str(tmp_path / "a")]) == 1
+    md = (tmp_path / "a" / "recipe_card.md").read_text()
+    assert f"| effective_batch | 4096 | 4096 |" in md and UNCHOSEN in md and "1 field(s) differ" in md
+    assert "| effective_batch (other source 1) | | 2048 |" in md and "| effective_batch (other source 2) | | 512 |" in md
+    raw["backbones"][0]["pretrain"]["accum_iter"] = 4
+    raw["backbones"][0]["deviations"] = {"effective_batch": "the repository's own instructions"}
+    assert cli(["bench", str(write(tmp_path, raw)), "--recipe-card", "--out", str(tmp_path / "b")]) == 0
+    assert ("| effective_batch | 2048 | 4096 |" in (tmp_path / "b" / "recipe_card.md").read_text()
+            and "follows other source 1 (declared: the repository's own instructions)" in (tmp_path / "b" / "recipe_card.md").read_text())
+    raw["backbones"][0]["pretrain"]["accum_iter"] = 3  # 1536: none of the sources, so a plain deliberate difference
+    assert cli(["bench", str(write(tmp_path, raw)), "--recipe-card", "--out", str(tmp_path / "c")]) == 0
+    assert "differs (deliberate: the repository's own instructions)" in (tmp_path / "c" / "recipe_card.md").read_text()

@@ -148,8 +148,14 @@ def test_published_numbers_have_sources_and_meet_runs(table, tmp_path):
     third = [p for p in pubs if p.third_party]
     assert len(third) == 3 and all(p.method == "droppos" for p in third)
     assert all(comparability(p, table).startswith("not comparable (third party") for p in third)
+    # the listing states neither architecture nor pretraining epochs: unknown, not guessed
+    assert all(p.arch == "" and p.pretrain_epochs is None and "architecture and epochs unknown" in p.label for p in third)
+    # MAE's ViT-L 75.8 is the paper's TF/TPU number: not labelled with the repo's 50-epoch schedule
+    tpu_l = next(p for p in pubs if p.text == "75.8")
+    assert "50 ep" not in tpu_l.schedule.split(";")[0] and "76.0" in tpu_l.comparable
     mseg = next(p for p in pubs if p.column.metric == "mIoU" and p.text == "48.13")
     assert mseg.key == ("mae", "vit_base_p16", 1600) and mseg.text == "48.13"
+    assert "0.x configs/mae/upernet_mae-base_fp16_8x2_512x512_160k_ade20k.py" in mseg.comparable  # the run's own config
     assert comparability(mseg, table).startswith("reference only: no run of segmentation/upernet on ade20k")
     full = aggregate(discover([FIX / "suite"]).runs)
     dp800 = next(p for p in pubs if p.key == ("droppos", "vit_base_p16", 800))

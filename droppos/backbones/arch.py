@@ -39,7 +39,7 @@ from droppos.errors import UserError
 
 ARCH_KEYS = ("img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads", "mlp_ratio", "reg_tokens")
 
-_MODEL_NAME = re.compile(r"vit_(tiny|small|base|large|huge)_patch(\d+)(?:_(\d+))?")
+_MODEL_NAME = re.compile(r"(?:vit|deit3?)_(tiny|small|base|large|huge)_patch(\d+)(?:_(\d+))?")  # timm ViT / DeiT / DeiT III
 
 
 @dataclass(frozen=True)

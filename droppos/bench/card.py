@@ -3,7 +3,9 @@
 For every pretraining backbone and every task with a ``recipe:``, one table: field, this spec's
 value (the engine's defaults, the spec's options, the loaded detection/segmentation config with
 its overrides), the published value, its source, and ``same`` / ``differs (deliberate: why)`` /
-``differs (not declared)``. Backbones that run a task the same way share its table. Tasks without
+``differs (not declared)``. Where official sources disagree (the DropPos pretraining batch: the paper,
+PRETRAIN.md and the scripts), each has its row and the spec must name the one it follows and why
+(``deviations:``), or the field counts as undeclared. Backbones that run a task the same way share its table. Tasks without
 a published recipe (k-NN, the probes) are listed as this project's protocols.
 """
 
@@ -19,6 +21,8 @@ from .recipes import RECIPES, Recipe
 from .spec import Spec, TaskSpec
 
 SAME, DELIBERATE, UNDECLARED = "same", "differs (deliberate: {})", "differs (not declared)"
+#: a field whose official sources disagree: the spec names the one it follows and why
+CHOSEN, UNCHOSEN = "sources disagree; follows {} (declared: {})", "sources disagree (choice not declared)"
 
 
 @dataclass
@@ -28,6 +32,7 @@ class Row:
     published: Any
     source: str
     verdict: str
+    others: list = field(default_factory=list)  # [value, source] of the official sources that disagree
 
 
 @dataclass
@@ -39,7 +44,7 @@ class Section:
 
     @property
     def undeclared(self) -> list[Row]:
-        return [r for r in self.rows if r.verdict == UNDECLARED]
+        return [r for r in self.rows if r.verdict in (UNDECLARED, UNCHOSEN)]
 
 
 def _norm(v):
@@ -114,13 +119,20 @@ def compare(recipe: Recipe, ours: dict, deviations: dict) -> list[Row]:
     rows = []
     for name, pub in recipe.fields.items():
         value = ours.get(name, "(not set)")
-        if equal(value, pub.value):
+        followed = [i for i, p in enumerate(pub.all()) if equal(value, p.value)]
+        if pub.others and followed and name in deviations:
+            verdict = CHOSEN.format("the first source" if followed[0] == 0 else f"other source {followed[0]}",
+                                    deviations[name])
+        elif pub.others and followed:
+            verdict = UNCHOSEN
+        elif followed:
             verdict = SAME
         elif name in deviations:
             verdict = DELIBERATE.format(deviations[name])
         else:
             verdict = UNDECLARED
-        rows.append(Row(name, _norm(value), _norm(pub.value), pub.source, verdict))
+        rows.append(Row(name, _norm(value), _norm(pub.value), pub.source, verdict,
+                        [[_norm(o.value), o.source] for o in pub.others]))
     return rows
 
 
@@ -165,8 +177,10 @@ def to_markdown(spec: Spec, sections: list[Section], without: list[str]) -> str:
     for s in sections:
         lines += [f"## {s.task}: {', '.join(s.backbones)} ({s.recipe.name})", "", s.recipe.title, "",
                   "| field | ours | published | source | |", "|---|---|---|---|---|"]
-        lines += [f"| {r.field} | {_cell(r.ours)} | {_cell(r.published)} | {_cell(r.source)} | {r.verdict} |"
-                  for r in s.rows]
+        for r in s.rows:
+            lines.append(f"| {r.field} | {_cell(r.ours)} | {_cell(r.published)} | {_cell(r.source)} | {r.verdict} |")
+            lines += [f"| {r.field} (other source {i}) | | {_cell(v)} | {_cell(src)} | |"
+                      for i, (v, src) in enumerate(r.others, 1)]
         if s.recipe.note:
             lines += ["", f"Note: {s.recipe.note}"]
         lines.append("")
@@ -177,7 +191,7 @@ def to_markdown(spec: Spec, sections: list[Section], without: list[str]) -> str:
         lines.append("No run of this spec names a published recipe (`recipe:`): nothing to compare.")
     else:
         lines.append(f"{n} field(s) differ without a declared reason." if n else
-                     "Every field equals its source, except the deliberate differences named above.")
+                     "Every field equals its source, except the deliberate differences and declared choices named above.")
     return "\n".join(lines) + "\n"
 
 

@@ -25,6 +25,12 @@ MMSEG_MAE = "open-mmlab/mmsegmentation 1.x configs/mae/mae-base_upernet_8xb2-amp
 class Published:
     value: Any
     source: str
+    #: other official sources that state another value for the same field (a spec following one of them
+    #: must say which and why: the card shows them all)
+    others: tuple[Published, ...] = ()
+
+    def all(self) -> tuple[Published, ...]:
+        return (self, *self.others)
 
 
 @dataclass(frozen=True)
@@ -38,8 +44,8 @@ class Recipe:
     derived: bool = field(default=False)  # no published file: values carried over from another recipe
 
 
-def _p(value, source: str) -> Published:
-    return Published(value, source)
+def _p(value, source: str, *others: Published) -> Published:
+    return Published(value, source, tuple(others))
 
 
 _DROPPOS_PRETRAIN_B = {
@@ -72,13 +78,19 @@ _DROPPOS_PRETRAIN_B = {
     "clip_grad": _p(5.0, DP + "main_pretrain.py:108 (default, not changed by the script)"),
     "clip_mode": _p("official", DP + "util/utils.py:271 (every parameter on its own) via engine_pretrain.py:86"),
     "precision": _p("fp32", DP + "main_pretrain.py:104 (use_fp16 False; no script turns it on)"),
+    # Three official statements disagree. The released engine cannot turn one into another by accumulation:
+    # it steps the optimiser on every iteration and only zeroes the gradients every accum_iter
+    # (engine_pretrain.py:88 and :95 against :98), so --accum_iter k is not a k-times larger batch.
     "effective_batch": _p(4096, "DropPos paper, Sec. 4 implementation details (ViT-B/16 pretrained on 64 GPUs) x "
-                                + DP + "scripts/pretrain_base.sh:3 (64 per GPU)"),
+                                + DP + "scripts/pretrain_base.sh:3 (64 per GPU)",
+                          _p(2048, DP + "PRETRAIN.md:4 (32 GPUs, 4 nodes x 8) and :9 (--batch_size 64)"),
+                          _p(512, DP + "scripts/pretrain_base.sh:1 (--nproc_per_node=8 --nnodes 1: 8 GPUs) and "
+                                       ":3 (64 per GPU)")),
 }
 
 _DROPPOS_PRETRAIN_L = {
     **{k: Published(v.value, v.source.replace("pretrain_base.sh", "pretrain_large.sh"))
-       for k, v in _DROPPOS_PRETRAIN_B.items()},  # the large script has the base script's layout, line for line
+       for k, v in _DROPPOS_PRETRAIN_B.items() if k != "effective_batch"},  # the large script has the base script's layout, line for line
     "mask_token": _p("param", DP + "main_pretrain.py:83 (default; scripts/pretrain_large.sh:8 passes --use_mask_token "
                               "instead, which is not an option)"),
     "patch_size": _p(16, DP + "models_DropPos_mae.py:477"),
@@ -88,7 +100,9 @@ _DROPPOS_PRETRAIN_L = {
     "decoder_heads": _p(16, DP + "models_DropPos_mae.py:478"),
     "warmup_epochs": _p(40, DP + "scripts/pretrain_large.sh:19"),
     "effective_batch": _p(4096, "DropPos paper, Sec. 4 implementation details (ViT-L/16 pretrained on 32 GPUs) x "
-                                + DP + "scripts/pretrain_large.sh:3 (128 per GPU)"),
+                                + DP + "scripts/pretrain_large.sh:3 (128 per GPU)",
+                          _p(1024, DP + "scripts/pretrain_large.sh:1 (--nproc_per_node=8 --nnodes 1: 8 GPUs) and "
+                                        ":3 (128 per GPU)")),
 }
 
 _FINETUNE_COMMON = {
@@ -123,6 +137,8 @@ _MAE_FINETUNE_L = {
     "blr": _p(1e-3, MAE + "FINETUNE.md:91"),
     "layer_decay": _p(0.75, MAE + "FINETUNE.md:91"),
     "drop_path": _p(0.2, MAE + "FINETUNE.md:92"),
+    "effective_batch": _p(1024, MAE + "FINETUNE.md:87 (--batch_size 32) and :86 (--nodes 4, 8 GPUs each as the "
+                                      "ViT-B note at :77 says)"),
 }
 
 _DROPPOS_FINETUNE_B = {
@@ -203,6 +219,9 @@ _UPERNET_B = {
     "optim_wrapper.type": _p("OptimWrapper", MMSEG_MAE + ":29 (its fp16= at :49 is ignored by mmseg 1.x)"),
     "model.backbone.drop_path_rate": _p(0.1, MMSEG_MAE + ":19"),
     "crop_size": _p([512, 512], MMSEG_MAE + ":5"),
+    "model.test_cfg.mode": _p("slide", MMSEG_MAE + ":25"),
+    "model.test_cfg.crop_size": _p([512, 512], MMSEG_MAE + ":25"),
+    "model.test_cfg.stride": _p([341, 341], MMSEG_MAE + ":25 (mmsegmentation 1.2.2, the pinned release)"),
     "train_cfg.max_iters": _p(160000, "mmsegmentation 1.x configs/_base_/schedules/schedule_160k.py:16"),
     "param_scheduler.0.end": _p(1500, MMSEG_MAE + ":37"),
     "param_scheduler.1.end": _p(160000, MMSEG_MAE + ":43"),
