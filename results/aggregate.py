@@ -10,10 +10,16 @@ over seeds: ``finished`` and ``recovered`` values give mean and sample std (n - 
 Deltas: only against the rows named as references (a bench spec's ``reference:``, ``droppos
 results --reference NAME``): each cell's mean minus the reference row's mean in the same column.
 No reference is guessed from a method label.
+
+Statistics: a cell's mean has its 95% confidence interval from the t-distribution on its seeds
+(n - 1 degrees of freedom); a difference against a reference has Welch's 95% interval (unequal
+variances, Welch-Satterthwaite degrees of freedom). The difference is a tie when that interval
+contains 0; with one seed on either side there is no interval and nothing is ranked.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,7 +75,8 @@ class Cell:
     other: dict[str, int] = field(default_factory=dict)
     paths: list[str] = field(default_factory=list)
     deltas: dict[str, float] = field(default_factory=dict)  # reference name -> mean - reference mean
-    ties: dict[str, bool] = field(default_factory=dict)  # reference name -> the difference is within the spread
+    ties: dict[str, bool] = field(default_factory=dict)  # reference name -> Welch's interval contains 0
+    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)  # reference name -> Welch's 95% interval
 
     @property
     def n(self) -> int:
@@ -84,6 +91,15 @@ class Cell:
         return statistics.stdev(self.values) if len(self.values) > 1 else None
 
     @property
+    def ci95(self) -> float | None:
+        """Half-width of the mean's 95% confidence interval, t-distribution on the seeds; None with one seed."""
+        if self.n < 2:
+            return None
+        from scipy.stats import t
+
+        return float(t.ppf(0.975, self.n - 1)) * self.std / math.sqrt(self.n)
+
+    @property
     def status(self) -> str:
         """Summary: finished / recovered / partial / missing / <other status>."""
         if self.values:
@@ -95,8 +111,8 @@ class Cell:
         return "missing"
 
     def to_dict(self) -> dict:
-        return {"mean": self.mean, "std": self.std, "n": self.n, "values": self.values, "seeds": self.seeds,
-                "ties": self.ties,
+        return {"mean": self.mean, "std": self.std, "ci95": self.ci95, "n": self.n, "values": self.values,
+                "seeds": self.seeds, "ties": self.ties, "intervals": {k: list(v) for k, v in self.intervals.items()},
                 "status": self.status, "recovered": self.recovered, "partial": [list(p) for p in self.partial],
                 "missing": self.missing, "other": self.other, "deltas": self.deltas, "runs": self.paths}
 
@@ -291,5 +307,24 @@ def _add_deltas(rows: list[Row], references: list[str], by_name: dict[str, Row])
                 ref = by_name[name].cells.get(col)
                 if name != row.key and ref is not None and ref.mean is not None:
                     cell.deltas[name] = cell.mean - ref.mean
-                    if cell.std is not None and ref.std is not None:  # a spread measured on both sides
-                        cell.ties[name] = abs(cell.deltas[name]) <= (cell.std ** 2 + ref.std ** 2) ** 0.5
+                    interval = welch_interval(cell, ref)
+                    if interval is not None:  # seeds on both sides
+                        cell.intervals[name] = interval
+                        cell.ties[name] = interval[0] <= 0.0 <= interval[1]
+
+
+def welch_interval(a: Cell, b: Cell) -> tuple[float, float] | None:
+    """Welch's 95% interval of mean(a) - mean(b) (unequal variances); None unless both have two seeds or more.
+
+    Two cells without spread (every seed the same value) give the point interval [d, d]."""
+    if a.n < 2 or b.n < 2:
+        return None
+    from scipy.stats import t
+
+    va, vb = a.std ** 2 / a.n, b.std ** 2 / b.n
+    d = a.mean - b.mean
+    if va + vb == 0.0:
+        return (d, d)
+    dof = (va + vb) ** 2 / (va ** 2 / (a.n - 1) + vb ** 2 / (b.n - 1))
+    half = float(t.ppf(0.975, dof)) * math.sqrt(va + vb)
+    return (d - half, d + half)

@@ -15,13 +15,15 @@ from droppos.results.published import Published, comparability
 
 SCHEMA = "droppos-bench/results/v1"
 CSV_FIELDS = ["kind", "backbone", "method", "arch", "pretrain_epochs", "backbone_ids", "task", "protocol", "dataset",
-              "metric", "mean", "std", "n", "seeds", "status", "partial", "missing", "source", "reference", "comparable"]
+              "metric", "mean", "std", "ci95", "n", "seeds", "status", "partial", "missing", "source", "reference", "comparable"]
 
 
 def csv_fields(table: Table) -> list[str]:
-    """The CSV columns: one ``delta_vs_<name>`` per reference row, before ``source``."""
+    """The CSV columns: ``delta_vs_<name>`` and ``welch95_vs_<name>`` (``low;high``) per reference row, before
+    ``source``."""
     i = CSV_FIELDS.index("source")
-    return CSV_FIELDS[:i] + [f"delta_vs_{name}" for name in table.references] + CSV_FIELDS[i:]
+    refs = [f"{what}_vs_{name}" for name in table.references for what in ("delta", "welch95")]
+    return CSV_FIELDS[:i] + refs + CSV_FIELDS[i:]
 
 
 def _num(v: float | None) -> str:
@@ -43,10 +45,11 @@ def write_csv(table: Table, published: list[Published], path: str | Path) -> Pat
                     "kind": "run", "backbone": row.label, "method": method, "arch": arch,
                     "pretrain_epochs": "" if epochs is None else epochs, "backbone_ids": ";".join(row.ids),
                     "task": col.task, "protocol": col.protocol, "dataset": col.dataset, "metric": col.metric,
-                    "mean": _num(cell.mean), "std": _num(cell.std), "n": cell.n,
+                    "mean": _num(cell.mean), "std": _num(cell.std), "ci95": _num(cell.ci95), "n": cell.n,
                     "seeds": ";".join(str(s) for s in cell.seeds), "status": cell.status,
                     "partial": ";".join(f"{_num(v)}@{p}" for v, p in cell.partial), "missing": cell.missing,
                     **{f"delta_vs_{k}": _num(v) for k, v in cell.deltas.items()},
+                    **{f"welch95_vs_{k}": f"{_num(lo)};{_num(hi)}" for k, (lo, hi) in cell.intervals.items()},
                     "source": "runs", "reference": ";".join(cell.paths), "comparable": "",
                 })
         for p in published:
@@ -54,7 +57,7 @@ def write_csv(table: Table, published: list[Published], path: str | Path) -> Pat
                 "kind": "published", "backbone": p.label, "method": p.method, "arch": p.arch,
                 "pretrain_epochs": "" if p.pretrain_epochs is None else p.pretrain_epochs, "backbone_ids": "",
                 "task": p.column.task, "protocol": p.column.protocol, "dataset": p.column.dataset,
-                "metric": p.column.metric, "mean": _num(p.value), "std": "", "n": "", "seeds": "",
+                "metric": p.column.metric, "mean": _num(p.value), "std": "", "ci95": "", "n": "", "seeds": "",
                 "status": "published", "partial": "", "missing": "", "source": p.source, "reference": p.reference,
                 "comparable": f"{p.comparable} | {comparability(p, table)}",
             })

@@ -1,7 +1,7 @@
 """The Markdown report: main table, published numbers, unfinished runs, warnings.
 
 Main table: one row per backbone, one column per (task, protocol, dataset, metric); a cell
-reads ``84.10 ± 0.20 (n=3) [Δ +0.50 vs MAE]``. Published numbers follow in their own rows,
+reads ``84.10 ± 0.50 (n=3) [Δ +0.50 vs MAE]``: the mean and the half-width of its 95% confidence interval. Published numbers follow in their own rows,
 labelled ``published: ...``, in the columns that match a run's task, protocol, dataset and
 metric. Nothing becomes a zero: ``—`` means no run, ``missing`` a run without a value,
 ``partial: x @ iter k`` an unfinished run's last evaluation (not in the mean).
@@ -13,11 +13,12 @@ from droppos.results.aggregate import Cell, Table
 from droppos.results.published import Published, comparability
 
 LEGEND = (
-    "Cells: mean ± sample std over seeds (n = seeds when more than one). "
+    "Cells: mean ± half-width of its 95% confidence interval (t-distribution on the n seeds, n − 1 degrees of "
+    "freedom; shown when n >= 2). "
     "† recovered from the engine's own log (no metrics.json). "
     "Δ: difference of means against a reference row (a spec's `reference:`, `--reference`); "
-    "'tie' when both cells have a measured spread (n >= 2) and the difference is within it "
-    "(|Δ| <= sqrt(std_a² + std_b²)); without a spread on both sides no tie or win can be told (n=1). "
+    "'tie' when Welch's 95% interval of the difference (unequal variances) contains 0; with one seed on "
+    "either side there is no interval and nothing is ranked. "
     "— not run; missing: run folder without this value; partial: last evaluation of an unfinished run "
     "(not in the mean). Rows marked *published* are numbers from the literature, not runs."
 )
@@ -41,8 +42,8 @@ def cell_text(cell: Cell | None) -> str:
         return "—"
     if cell.values:
         s = fmt(cell.mean)
-        if cell.std is not None:
-            s += f" ± {fmt(cell.std, cell.mean)}"
+        if cell.ci95 is not None:
+            s += f" ± {fmt(cell.ci95, cell.mean)}"
         if cell.n > 1:
             s += f" (n={cell.n})"
         if cell.recovered:
@@ -129,9 +130,9 @@ def attention_list(table: Table) -> str:
 
 
 def comparisons(table: Table) -> str:
-    """One sentence per backbone, reference and column, by the tie rule of the legend: above or below
-    beyond the spread of both cells, a tie within it, or not ranked when a side has one seed. The
-    README's sentences about a ranking are these."""
+    """One sentence per backbone, reference and column, by the rule of the legend: above or below when
+    Welch's 95% interval of the difference excludes 0, a tie when it contains 0, not ranked when a side
+    has one seed. The README's sentences about a ranking are these."""
     lines = []
     for col in table.columns:
         for row in table.rows:
@@ -142,12 +143,13 @@ def comparisons(table: Table) -> str:
                 ref = next(r for r in table.rows if r.key == name).cells[col]
                 what = f"{row.label} vs {name}, {col.label}: {_signed(d, cell.mean)}"
                 if name not in cell.ties:
-                    lines.append(f"- {what}; not ranked (n={cell.n} vs n={ref.n}: one seed gives no spread)")
-                elif cell.ties[name]:
-                    lines.append(f"- {what}; tie (within the spread, n={cell.n} vs n={ref.n})")
-                else:
-                    side = "above" if d > 0 else "below"
-                    lines.append(f"- {what}; {side} beyond the spread (n={cell.n} vs n={ref.n})")
+                    lines.append(f"- {what}; not ranked (n={cell.n} vs n={ref.n}: one seed gives no interval)")
+                    continue
+                lo, hi = cell.intervals[name]
+                interval = f"Welch 95% interval [{_signed(lo, cell.mean)}, {_signed(hi, cell.mean)}]"
+                verdict = "tie" if cell.ties[name] else "above" if d > 0 else "below"
+                lines.append(f"- {what}; {verdict}: {interval} {'contains' if cell.ties[name] else 'excludes'} 0 "
+                             f"(n={cell.n} vs n={ref.n})")
     return "\n".join(lines) + "\n" if lines else "_No reference rows: no differences to state._\n"
 
 

@@ -1,6 +1,6 @@
 """``results.png``: one panel per table column, one bar per backbone, published numbers as markers.
 
-Bars are means with sample-std error bars (hatched when recovered from an engine log); the
+Bars are means with error bars of the mean's 95% confidence interval (t on the seeds) (hatched when recovered from an engine log); the
 colour of a backbone is the same in every panel. An unfinished run's last evaluation is a
 dashed outline marked ``partial``; a run with no value has its status written in its slot
 (``missing``, ``failed``) instead of a zero bar. Published numbers of the same column are black stars
@@ -43,7 +43,7 @@ def write_png(table: Table, published: list[Published], path: str | Path) -> Pat
         for x, row in enumerate(rows):
             cell = row.cells[col]
             if cell.mean is not None:
-                ax.bar(x, cell.mean, yerr=cell.std, color=colour[row.key], capsize=3,
+                ax.bar(x, cell.mean, yerr=cell.ci95, color=colour[row.key], capsize=3,
                        hatch="//" if cell.recovered else None, edgecolor="black", linewidth=0.5)
             elif cell.partial:  # outline only: an unfinished run's last evaluation, not a result
                 ax.bar(x, cell.partial[-1][0], fill=False, edgecolor=colour[row.key], linestyle="--", linewidth=1.2)

@@ -150,9 +150,9 @@ def test_shipped_specs_plan_every_task():
     kinds = {r.kind for r in runs}
     assert kinds == {"data", "pretrain", "classify", "detect", "segment", "probe"}
     assert {b.name for b in smoke.backbones} == {"droppos", "mae", "supervised", "scratch"}
-    # 3 pretrainings; per backbone fine-tune, order probe, detection, segmentation once, linear, k-NN and
+    # 3 pretrainings; per backbone fine-tune, order probe, detection, segmentation and k-NN once, linear and
     # the position probe over three seeds
-    assert len([r for r in runs if r.kind != "data"]) == 3 + 4 * (4 + 3 * 3)
+    assert len([r for r in runs if r.kind != "data"]) == 3 + 4 * (5 + 2 * 3)
     # every downstream run of a pretrained backbone waits for its pretraining and reads its encoder
     ft = next(r for r in runs if r.id == "mae/finetune/seed0")
     assert "mae/pretrain" in ft.deps and "data/imagefolder" in ft.deps
@@ -168,11 +168,11 @@ def test_shipped_specs_plan_every_task():
     assert {t.name for t in paper.tasks} >= {"finetune", "linear", "knn", "detection", "segmentation"}
     assert next(b for b in paper.backbones if b.name == "droppos").pretrain["epochs"] == 800
     assert build_plan(paper, "OUT")  # plans without the data or checkpoints being there
-    # smoke3 extends smoke: the same backbones and tasks, three seeds of every downstream task
+    # smoke3 extends smoke: the same backbones and tasks, three seeds of every seeded downstream task (k-NN once)
     smoke3 = load_spec(resolve_spec_path("smoke3"))
     runs3 = build_plan(smoke3, "OUT3")
     assert smoke3.name == "smoke3" and [b.name for b in smoke3.backbones] == [b.name for b in smoke.backbones]
-    assert len([r for r in runs3 if r.kind != "data"]) == 3 + 4 * 7 * 3
+    assert len([r for r in runs3 if r.kind != "data"]) == 3 + 4 * (6 * 3 + 1)
     assert {r.seed for r in runs3 if r.kind == "detect"} == {0, 1, 2}
 
 
@@ -548,3 +548,25 @@ def _gone(pid: int) -> bool:
         return True
     with open(f"/proc/{pid}/stat") as f:
         return f.read().split(") ")[1][0] == "Z"
+
+
+def test_knn_runs_once_whatever_the_seeds_and_refuses_a_list_of_several():
+    """k-NN on fixed features is deterministic: three seeds would be three copies of one number (a spread of
+    0 that ranks anything). The plan runs it once; asking for several seeds on it is one line."""
+    import copy
+
+    import yaml
+
+    from droppos.bench.plan import build_plan
+    from droppos.bench.spec import SpecError, load_spec, parse_spec, shipped_specs
+
+    plan3 = build_plan(load_spec(shipped_specs()["smoke3"]), "OUT")
+    knn = [r.id for r in plan3 if r.task == "knn"]
+    assert knn == [f"{b}/knn/seed0" for b in ("droppos", "mae", "supervised", "scratch")]
+    assert {r.seed for r in plan3 if r.task == "finetune"} == {0, 1, 2}  # seeded tasks keep every seed
+    raw = yaml.safe_load(shipped_specs()["smoke"].read_text())
+    bad = copy.deepcopy(raw)
+    next(t for t in bad["tasks"] if t["name"] == "knn")["seeds"] = [0, 1]
+    with pytest.raises(SpecError) as e:
+        parse_spec(bad, "smoke.yaml")
+    assert "(knn).seeds: knn does not depend on its seed" in str(e.value) and "\n" not in str(e.value)

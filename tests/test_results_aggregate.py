@@ -30,7 +30,9 @@ def test_mean_and_sample_std_over_seeds(table):
     assert cell.n == 3 and sorted(cell.seeds) == [0, 1, 2]
     assert cell.mean == pytest.approx(statistics.fmean([84.1, 84.5, 83.9]))
     assert cell.std == pytest.approx(statistics.stdev([84.1, 84.5, 83.9]))
-    assert cell_text(cell).startswith("84.17 ± 0.31 (n=3)")
+    # ± is the half-width of the mean's 95% t-interval: t(0.975, 2) = 4.3027 x 0.3055 / sqrt(3)
+    assert cell.ci95 == pytest.approx(4.302653 * statistics.stdev([84.1, 84.5, 83.9]) / 3 ** 0.5, rel=1e-6)
+    assert cell_text(cell).startswith("84.17 ± 0.76 (n=3)")
     single = row(table, "supervised").cells[TOP1]
     assert single.std is None and cell_text(single).startswith("85.00 [")
 
@@ -39,7 +41,7 @@ def test_deltas_against_mae_and_supervised(table):
     dp = row(table, "droppos").cells[TOP1]
     assert dp.deltas[MAE] == pytest.approx(84.1667 - 83.2, abs=1e-3)
     assert dp.deltas[SUP] == pytest.approx(84.1667 - 85.0, abs=1e-3)
-    assert f"[Δ +0.97 vs {MAE}, −0.83 vs {SUP}]" in cell_text(dp)
+    assert f"[Δ +0.97 vs {MAE} tie, −0.83 vs {SUP}]" in cell_text(dp)  # Welch's interval vs MAE holds 0
     mae = row(table, "mae").cells[TOP1]
     assert MAE not in mae.deltas and mae.deltas[SUP] == pytest.approx(-1.8)
     det = row(table, "droppos").cells[Column("detection", "mask_rcnn", "fmnist", "bbox_AP")]
@@ -97,7 +99,7 @@ def test_mixed_statuses_in_one_cell_and_named_references():
     col = Column("classification", "linear", "d", "top1")
     cell = next(r for r in t.rows if r.key == "droppos20").cells[col]
     assert cell.values == [70.0, 72.0] and cell.partial == [(10.0, "")]
-    assert cell_text(cell) == "71.00 ± 1.41 (n=2) [Δ +6.00 vs mae20] (+1 partial)"
+    assert cell_text(cell) == "71.00 ± 12.71 (n=2) [Δ +6.00 vs mae20] (+1 partial)"  # t(0.975, 1) = 12.706
     assert next(r for r in t.rows if r.key == "droppos40").cells[col].deltas == {"mae20": pytest.approx(10.0)}
     assert next(r for r in t.rows if r.key == "mae10").cells[col].deltas == {"mae20": pytest.approx(-5.0)}
 
@@ -222,7 +224,7 @@ def test_vit_b_gflops_match_the_published_count():
     assert cost["params_M"] == pytest.approx(85.8, abs=0.11) and cost["GFLOPs"] == pytest.approx(17.6, rel=0.01)
 
 
-def test_a_difference_within_the_spread_is_a_tie():
+def test_a_difference_whose_welch_interval_holds_zero_is_a_tie():
     runs = [_run("droppos", 10, v, seed, f"d{seed}") for seed, v in enumerate([70.0, 72.0, 71.0])]
     runs += [_run("mae", 10, v, seed, f"m{seed}") for seed, v in enumerate([70.5, 71.5, 70.0])]
     runs += [_run("scratch", 0, v, seed, f"s{seed}") for seed, v in enumerate([60.0, 60.5, 61.0])]
@@ -237,7 +239,9 @@ def test_a_difference_within_the_spread_is_a_tie():
     from droppos.results.markdown import comparisons, render
 
     text = comparisons(t)
-    assert "- droppos10 vs mae10, cls linear (d) top1: +0.33; tie (within the spread, n=3 vs n=3)" in text
-    assert "- scratch0 vs mae10, cls linear (d) top1: −10.17; below beyond the spread (n=3 vs n=3)" in text
-    assert "- sup10 vs mae10, cls linear (d) top1: +4.33; not ranked (n=1 vs n=3: one seed gives no spread)" in text
+    assert ("- droppos10 vs mae10, cls linear (d) top1: +0.33; tie: Welch 95% interval [−1.74, +2.41] contains 0 "
+            "(n=3 vs n=3)") in text
+    assert ("- scratch0 vs mae10, cls linear (d) top1: −10.17; below: Welch 95% interval [−11.73, −8.61] excludes 0 "
+            "(n=3 vs n=3)") in text
+    assert "- sup10 vs mae10, cls linear (d) top1: +4.33; not ranked (n=1 vs n=3: one seed gives no interval)" in text
     assert "## Differences against the references" in render(t, [], [])

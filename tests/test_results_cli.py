@@ -16,7 +16,7 @@ def test_results_command_writes_md_csv_json_png(tmp_path, capsys):
     printed, err = capsys.readouterr()
     assert rc == 0
     assert printed.startswith("| backbone | cls finetune (fmnist) top1 |")
-    assert ("| droppos-vit_tiny_p4-e10 | 84.17 ± 0.31 (n=3) [Δ +0.97 vs mae-vit_tiny_p4-e10, −0.83 vs "
+    assert ("| droppos-vit_tiny_p4-e10 | 84.17 ± 0.76 (n=3) [Δ +0.97 vs mae-vit_tiny_p4-e10 tie, −0.83 vs "
             "supervised-vit_tiny_p4-e10] |") in printed
     assert "*published: mae vit_base_p16 1600ep [paper]*" in printed
     for name in ("broken/not_json/metrics.json", "scratch-tiny/seg/metrics.json", "bad_log/log.jsonl:2"):

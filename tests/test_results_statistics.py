@@ -1,11 +1,12 @@
 """The statistics of the results table against hand-computed cases: mean, sample spread (n - 1), the
-deltas against a reference, the tie rule |delta| <= sqrt(sa^2 + sb^2) on both sides of its edge, what is
-counted; and non-finite metrics shown as failed runs, never as ``nan``."""
+deltas against a reference, the mean's 95% t-interval, Welch's 95% interval of a difference (against
+a printed t table and scipy's Welch t-test) and the tie rule on both sides of its edge, what is counted; and non-finite metrics shown as failed runs, never as ``nan``."""
 
 from __future__ import annotations
 
 import json
 import math
+import statistics
 from pathlib import Path
 
 import pytest
@@ -38,23 +39,53 @@ def test_mean_and_sample_spread_by_hand():
 
 def test_one_value_has_no_spread_and_no_tie_verdict():
     c = cells([run("a", 0, 80.0), run("b", 0, 79.0), run("b", 1, 81.0)], references=["b"])
-    assert c["a"].std is None and c["a"].deltas == {"b": 0.0} and c["a"].ties == {}
+    assert c["a"].std is None and c["a"].deltas == {"b": 0.0} and c["a"].ties == {} and c["a"].intervals == {}
 
 
-@pytest.mark.parametrize("ref_values,delta,tie", [
-    ([-1.0, 3.0, 7.0], 5.0, True),    # |delta| = 5 = sqrt(3^2 + 4^2): the edge counts as a tie
-    ([-1.5, 2.5, 6.5], 5.5, False),   # just beyond it
-    ([11.0, 15.0, 19.0], -7.0, False),  # negative deltas by their size
-    ([5.0, 9.0, 13.0], -1.0, True),
-])
-def test_the_tie_rule_on_both_sides_of_its_edge(ref_values, delta, tie):
-    runs = [run("a", s, v) for s, v in enumerate([5.0, 8.0, 11.0])]  # mean 8, std 3
-    runs += [run("ref", s, v) for s, v in enumerate(ref_values)]  # std 4
+#: two-sided 95% quantiles of Student's t, from a printed table (not from the code under test)
+T975 = {1: 12.706204736174705, 2: 4.302652729911275, 4: 2.7764451051977987}
+
+
+@pytest.mark.parametrize("values,dof", [([1.0, 2.0, 4.0], 2), ([3.0, 5.0], 1)])
+def test_a_cells_95_interval_is_t_on_its_seeds_by_hand(values, dof):
+    c = cells([run("a", s, v) for s, v in enumerate(values)])["a"]
+    assert c.ci95 == pytest.approx(T975[dof] * statistics.stdev(values) / math.sqrt(len(values)), rel=1e-9)
+    assert cells([run("a", 0, 1.0)])["a"].ci95 is None  # one seed: no interval
+
+
+#: a = [5, 8, 11] (mean 8, std 3), ref = a - delta (std 3): Welch's se = sqrt(9/3 + 9/3), 4 degrees of freedom
+EDGE = T975[4] * math.sqrt(6.0)  # 6.8008...
+
+
+@pytest.mark.parametrize("delta,tie", [(EDGE - 0.01, True), (EDGE + 0.01, False), (-EDGE - 0.01, False),
+                                       (-EDGE + 0.01, True), (0.0, True)])
+def test_the_tie_rule_is_welchs_interval_containing_zero_on_both_sides_of_its_edge(delta, tie):
+    runs = [run("a", s, v) for s, v in enumerate([5.0, 8.0, 11.0])]
+    runs += [run("ref", s, v - delta) for s, v in enumerate([5.0, 8.0, 11.0])]
     c = cells(runs, references=["ref"])
-    assert c["ref"].std == pytest.approx(4.0, abs=1e-12) and c["a"].std == pytest.approx(3.0, abs=1e-12)
     assert c["a"].deltas["ref"] == pytest.approx(delta, abs=1e-12)
+    lo, hi = c["a"].intervals["ref"]
+    assert (lo, hi) == (pytest.approx(delta - EDGE, abs=1e-9), pytest.approx(delta + EDGE, abs=1e-9))
     assert c["a"].ties == {"ref": tie}
-    assert c["ref"].deltas == {}  # no delta of a reference against itself
+    assert c["ref"].deltas == {} and c["ref"].intervals == {}  # no difference of a reference with itself
+
+
+@pytest.mark.parametrize("a,b", [([5.0, 8.0, 11.0], [-1.0, 3.0, 7.0, 9.0]), ([60.1, 60.4, 59.8], [58.0, 58.9]),
+                                 ([1.0, 1.1], [0.2, 0.9, 0.4, 0.3, 0.35])])
+def test_welchs_interval_is_scipys_welch_t_test_interval(a, b):
+    """Unequal variances and unequal n: the interval of scipy's Welch t-test (``equal_var=False``)."""
+    from scipy.stats import ttest_ind
+
+    c = cells([run("a", s, v) for s, v in enumerate(a)] + [run("ref", s, v) for s, v in enumerate(b)], ["ref"])
+    ref = ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    assert c["a"].intervals["ref"] == (pytest.approx(ref.low, abs=1e-9), pytest.approx(ref.high, abs=1e-9))
+    assert c["a"].ties["ref"] == (ttest_ind(a, b, equal_var=False).pvalue >= 0.05)
+
+
+def test_seeds_that_change_nothing_give_a_point_interval():
+    """Every seed the same value on both sides (a deterministic protocol): the difference is exact."""
+    c = cells([run("a", s, 61.2) for s in range(3)] + [run("ref", s, 61.6) for s in range(3)], ["ref"])
+    assert c["a"].intervals["ref"] == (pytest.approx(-0.4), pytest.approx(-0.4)) and c["a"].ties == {"ref": False}
 
 
 def test_only_finished_and_recovered_values_are_counted():

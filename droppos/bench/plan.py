@@ -155,7 +155,8 @@ def build_plan(spec: Spec, out: str | Path) -> list[PlannedRun]:
             entry = task_kind(t.kind, t.protocol)
             task, protocol = entry.metrics_task, entry.protocol
             d = spec.data[t.data]
-            for seed in (t.seeds if t.seeds is not None else spec.seeds):
+            seeds = t.seeds if t.seeds is not None else spec.seeds
+            for seed in (seeds if entry.seeded else seeds[:1]):  # a seed-free protocol runs once
                 folder = out / bb.name / t.name / f"seed{seed}"
                 options = _substitute(t.options, out, spec, bb.name, seed, src, folder)
                 deps = pre + [data_run[n] for n in _data_used(spec, t)]

@@ -30,6 +30,7 @@ class TaskKind:
     schedule_option: str | None = None  # the option that sets it (a flag name or a config key)
     batch_option: str | None = None  # the option of the batch (per process, or global for detectron2)
     batch_scope: str = "process"  # "process" (each process takes batch) | "global" (split over processes)
+    seeded: bool = True  # False: the result does not depend on the seed (the bench runs it once)
 
     @property
     def command(self) -> list[str]:
@@ -49,8 +50,9 @@ _KINDS = [
              "epochs", "epochs", "batch_size"),
     TaskKind("classify linear", "classify", "classification", "linear", "torchrun", "--resume", "imagefolder",
              "epochs", "epochs", "batch_size"),
+    # k-NN: fixed features of un-augmented images and a deterministic vote: no draw depends on the seed
     TaskKind("classify knn", "classify", "classification", "knn", "torchrun", "--resume", "imagefolder", None, None,
-             "batch_size"),
+             "batch_size", seeded=False),
     TaskKind("probe position", "probe", "probe", "position", "single", None, "imagefolder", "epochs", "epochs"),
     TaskKind("probe order", "probe", "probe", "order", "single", None, "imagefolder", "epochs", "epochs"),
     TaskKind("detect", "detect", "detection", "mask_rcnn", "detectron2", "--resume", "coco", "iters",

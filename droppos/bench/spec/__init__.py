@@ -34,7 +34,8 @@ Task ``options`` are the flags of the engine's command (``epochs`` -> ``--epochs
 ``{task:NAME}`` (the folder of task NAME for the same backbone and seed; the run then waits for
 it), ``{backbone}`` (the backbone's weights), ``{run}`` (this run's folder). Optional per task:
 ``schedule`` (``{epochs: N}`` or ``{iters: N}``, written to run.json; derived from the options
-when omitted), ``seeds`` (instead of the spec's), ``backbones`` (a subset of backbone names),
+when omitted), ``seeds`` (instead of the spec's; k-NN, whose result no seed changes, runs once with
+the first and refuses a list of several), ``backbones`` (a subset of backbone names),
 ``needs`` (task names to wait for), ``per_backbone`` (``{NAME: {options, config, schedule, recipe,
 deviations}}``: what differs for one backbone, e.g. its own published recipe; options are merged
 over the task's), ``recipe`` and ``deviations`` (below). Relative paths are relative to the

@@ -10,6 +10,7 @@ from typing import Any
 
 from droppos.backbones.options import BackboneOptions
 from droppos.errors import UserError
+from droppos.runs.tasks import task_kind
 from droppos.utils.config import check_fields
 
 from ..recipes import RECIPES
@@ -261,6 +262,10 @@ def _load_task(c: _Checker, raw, i: int, data: dict[str, DataSpec], backbones: l
         t.schedule = c.schedule(raw["schedule"], f"{key}.schedule")
     if "seeds" in raw:
         t.seeds = c.seeds(raw["seeds"], f"{key}.seeds")
+        if len(t.seeds) > 1 and kind in ("classify", "probe") and not task_kind(kind, t.protocol).seeded:
+            c.fail(f"{key}.seeds", f"{t.protocol} does not depend on its seed (fixed features, a deterministic "
+                                   "vote): more seeds repeat one number; give it one seed (what varies it is the "
+                                   "pretraining)")
     if "backbones" in raw:
         bbs = raw["backbones"]
         if not isinstance(bbs, list) or not bbs or not all(isinstance(b, str) for b in bbs):
