@@ -150,9 +150,12 @@ def test_shipped_specs_plan_every_task():
     kinds = {r.kind for r in runs}
     assert kinds == {"data", "pretrain", "classify", "detect", "segment", "probe"}
     assert {b.name for b in smoke.backbones} == {"droppos", "mae", "supervised", "scratch"}
-    # 3 pretrainings; per backbone fine-tune, order probe, detection, segmentation and k-NN once, linear and
-    # the position probe over three seeds
-    assert len([r for r in runs if r.kind != "data"]) == 3 + 4 * (5 + 2 * 3)
+    # 3 pretrainings; per backbone fine-tune, order probe, detection, segmentation and k-NN once, linear, the
+    # position probe and the two dense probes over three seeds
+    assert len([r for r in runs if r.kind != "data"]) == 3 + 4 * (5 + 4 * 3)
+    dense = next(r for r in runs if r.id == "mae/dense4/seed2")  # a probe's own column: its config's protocol
+    assert dense.plan["protocol"] == "linear4" and dense.args[dense.args.index("--config") + 1] == "linear4_vit_fmnist"
+    assert next(r for r in runs if r.id == "mae/segmentation/seed0").plan["protocol"] == "upernet"
     # every downstream run of a pretrained backbone waits for its pretraining and reads its encoder
     ft = next(r for r in runs if r.id == "mae/finetune/seed0")
     assert "mae/pretrain" in ft.deps and "data/imagefolder" in ft.deps
@@ -172,7 +175,7 @@ def test_shipped_specs_plan_every_task():
     smoke3 = load_spec(resolve_spec_path("smoke3"))
     runs3 = build_plan(smoke3, "OUT3")
     assert smoke3.name == "smoke3" and [b.name for b in smoke3.backbones] == [b.name for b in smoke.backbones]
-    assert len([r for r in runs3 if r.kind != "data"]) == 3 + 4 * (6 * 3 + 1)
+    assert len([r for r in runs3 if r.kind != "data"]) == 3 + 4 * (8 * 3 + 1)
     assert {r.seed for r in runs3 if r.kind == "detect"} == {0, 1, 2}
 
 

@@ -30,8 +30,27 @@ GENERIC = ["upernet_timm_fpn_b_ade20k_512", "upernet_timm_fpn_fmnist", "upernet_
            "upernet_timm_plain_fmnist"]
 
 
+PROBES = ["linear4_vit_fmnist", "linear_timm_fmnist", "linear_vit_fmnist"]  # the frozen dense probes
+
+
 def test_shipped_configs_are_the_documented():
-    assert shipped_configs() == sorted(ADE + ["upernet_vit_fmnist"] + GENERIC)
+    assert shipped_configs() == sorted(ADE + ["upernet_vit_fmnist"] + GENERIC + PROBES)
+    from droppos.transfer.segmentation import config
+
+    assert all(f"    {name} " in config.__doc__ for name in shipped_configs() if name in PROBES)
+
+
+@pytest.mark.parametrize("name,protocol", [("linear_vit_fmnist", "linear"), ("linear4_vit_fmnist", "linear4"),
+                                           ("linear_timm_fmnist", "linear"), ("upernet_vit_fmnist", "upernet")])
+def test_a_probe_config_is_frozen_with_a_bn_head_and_names_its_protocol(name, protocol):
+    from droppos.transfer.segmentation.config import protocol_of
+
+    cfg = load_config(name)
+    assert protocol_of(name) == protocol
+    if protocol != "upernet":
+        assert cfg.frozen_backbone is True and cfg.model.decode_head.type == "BNHead"
+        assert cfg.model.neck is None and cfg.model.auxiliary_head is None
+        assert cfg.model.decode_head.channels == sum(cfg.model.decode_head.in_channels)
 
 
 @pytest.mark.parametrize("name", GENERIC)

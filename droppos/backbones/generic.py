@@ -335,9 +335,10 @@ class DensePlan:
     strides: list[int]
 
 
-def dense_plan(model: torch.nn.Module, maps: int = 1) -> DensePlan:
+def dense_plan(model: torch.nn.Module, maps: int = 1, last: bool = False) -> DensePlan:
     """From timm's ``feature_info``: a plain model gives ``maps`` evenly spaced blocks (the last one
-    when ``maps`` is 1); a hierarchical one the last stage of each stride 4, 8, 16, 32."""
+    when ``maps`` is 1); a hierarchical one the last stage of each stride 4, 8, 16, 32. ``last`` (the
+    dense probe): the last ``maps`` blocks of a plain model, the deepest ``maps`` of those stages."""
     info = getattr(model, "feature_info", None)
     if not info or not callable(getattr(model, "forward_intermediates", None)):
         raise UserError(f"{type(model).__name__}: no feature_info / forward_intermediates, so no feature maps for "
@@ -346,11 +347,16 @@ def dense_plan(model: torch.nn.Module, maps: int = 1) -> DensePlan:
     reductions = {int(i["reduction"]) for i in info}
     if len(reductions) == 1:
         n = len(info)
-        idx = [n - 1] if maps == 1 else [max(0, math.ceil((k + 1) * n / maps) - 1) for k in range(maps)]
+        if last:
+            idx = [max(0, n - maps + k) for k in range(maps)]
+        else:
+            idx = [n - 1] if maps == 1 else [max(0, math.ceil((k + 1) * n / maps) - 1) for k in range(maps)]
         return DensePlan(True, idx, [int(info[i]["num_chs"]) for i in idx], [int(info[i]["reduction"]) for i in idx])
     idx = [max(i for i, f in enumerate(info) if int(f["reduction"]) == r) for r in (4, 8, 16, 32)
            if any(int(f["reduction"]) == r for f in info)]
-    if len(idx) < 3:
+    if last:
+        idx = idx[-maps:]
+    elif len(idx) < 3:
         raise UserError(f"{type(model).__name__}: feature maps at strides {sorted(reductions)}: a pyramid needs "
                         "strides 4/8/16/32 (at least three of them)")
     return DensePlan(False, idx, [int(info[i]["num_chs"]) for i in idx], [int(info[i]["reduction"]) for i in idx])

@@ -161,6 +161,10 @@ def build_plan(spec: Spec, out: str | Path) -> list[PlannedRun]:
                 options = _substitute(t.options, out, spec, bb.name, seed, src, folder)
                 deps = pre + [data_run[n] for n in _data_used(spec, t)]
                 deps += [f"{bb.name}/{ref}/seed{seed}" for ref in task_references(t)]
+                if t.kind == "segment":  # UperNet or a dense probe: the config says
+                    from droppos.transfer.segmentation.config import protocol_of
+
+                    protocol = protocol_of(t.config)
                 plan = {"task": task, "protocol": protocol or t.protocol, "dataset": default_dataset_name(d),
                         "seed": seed, "schedule": derive_schedule(t)}
                 runs.append(PlannedRun(id=f"{bb.name}/{t.name}/seed{seed}", kind=t.kind, folder=folder,

@@ -67,11 +67,20 @@ def arch_overrides(arch: ViTArch, cfg) -> list[str]:
     for a, b in _ARCH_FIELDS:
         v = getattr(arch, a)
         out.append(f"model.backbone.{b}={float(v):g}" if a == "mlp_ratio" else f"model.backbone.{b}={int(v)}")
+    linear = not cfg.model.get("neck")  # the dense probe: the last block(s), straight into the head
     if depth != int(bb.num_layers):
-        quarter = [max(0, depth * k // 4 - 1) for k in (1, 2, 3, 4)]
-        out += [f"model.backbone.out_indices=[{','.join(map(str, quarter))}]",
-                f"optim_wrapper.paramwise_cfg.num_layers={depth}"]
+        if linear:  # the same blocks counted from the end
+            last = [depth - int(bb.num_layers) + i for i in bb.out_indices]
+            out.append(f"model.backbone.out_indices=[{','.join(map(str, last))}]")
+        else:
+            quarter = [max(0, depth * k // 4 - 1) for k in (1, 2, 3, 4)]
+            out += [f"model.backbone.out_indices=[{','.join(map(str, quarter))}]",
+                    f"optim_wrapper.paramwise_cfg.num_layers={depth}"]
     patch, old_patch = arch.patch_size, int(bb.patch_size)
+    if linear:
+        n_out = len(cfg.model.decode_head.in_channels)
+        return out + [f"model.decode_head.in_channels=[{','.join([str(d)] * n_out)}]",
+                      f"model.decode_head.channels={d * n_out}"]
     if patch != old_patch and cfg.model.get("neck", {}).get("rescales") is not None:
         # keep the pyramid's strides (e.g. 4..32): rescale by the change of patch size
         scaled = [r * patch / old_patch for r in cfg.model.neck.rescales]
@@ -109,8 +118,15 @@ def fit_heads(cfg, generic=None) -> list[str]:
     size = bb.get("img_size", 224)
     generic = generic or load_generic(str(bb.source), trust_pickle=bool(bb.get("trust_pickle", False)))
     model = generic.encoder(img_size=size[0] if isinstance(size, (list, tuple)) else size)
-    plan = dense_plan(model, maps=int(bb.get("maps", 4)))
+    plan = dense_plan(model, maps=int(bb.get("maps", 4)), last=bool(bb.get("last", False)))
     changes = []
+    head = cfg.model.decode_head
+    if head.get("type") == "BNHead":  # the dense probe: the planned maps, concatenated
+        chans = list(plan.channels)
+        if list(head.in_channels) != chans or head.channels != sum(chans):
+            changes.append(f"adapted to the backbone: decode_head.in_channels {list(head.in_channels)} -> {chans}")
+            head.in_channels, head.in_index, head.channels = chans, list(range(len(chans))), sum(chans)
+        return changes
     if cfg.model.get("neck"):
         if not plan.plain:
             raise InitError(f"{bb.source}: a hierarchical backbone (strides {plan.strides}) feeds UPerHead directly; "

@@ -5,6 +5,9 @@ Shipped configs live in ``configs/`` and are named without the folder or suffix:
     upernet_mae_b16_ade20k_512   UperNet + ViT-B/16, ADE20K, 160k iterations (published recipe)
     upernet_mae_l16_ade20k_512   the same for ViT-L/16
     upernet_vit_fmnist           tiny ViT on the embedded Fashion-MNIST scenes, CPU friendly
+    linear_vit_fmnist            the frozen dense probe: BatchNorm + 1x1 conv on the last block (DINOv2's linear)
+    linear4_vit_fmnist           the same on the last four blocks concatenated (DINOv2's boosted linear)
+    linear_timm_fmnist           the frozen dense probe of a generic backbone (timm:, plug-ins)
 
 They inherit from the config mmsegmentation ships (``_base_ = ['mmseg::mae/...']``), which
 mmengine resolves from the installed package (through ``pkg_resources``: setuptools < 81).
@@ -43,6 +46,17 @@ def load_config(config: str | Path, cfg_options: dict | None = None):
         check_override_keys(cfg, cfg_options, "--cfg-options")
         cfg.merge_from_dict(cfg_options)
     return cfg
+
+
+def protocol_of(config: str | Path) -> str:
+    """The protocol a config's runs write to metrics.json: ``upernet``, or its own ``protocol`` (the dense
+    probes: ``linear``, ``linear4``)."""
+    from mmengine.config import Config
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*pkg_resources.*")  # read only: its custom_imports are not run
+        cfg = Config.fromfile(str(config_path(config)), import_custom_modules=False)
+    return str(cfg.get("protocol", "upernet"))
 
 
 def set_data_root(cfg, root: str | Path) -> None:

@@ -77,7 +77,7 @@ class SegRunner(Runner):
         from mmengine.model import MMDistributedDataParallel, is_model_wrapper, revert_sync_batchnorm
 
         if not (self.distributed and model_wrapper_cfg is None and not is_model_wrapper(model)):
-            return super().wrap_model(model_wrapper_cfg, model)
+            return self._frozen(super().wrap_model(model_wrapper_cfg, model))
         from droppos.utils import dist as du
 
         device = du.get_device(du.env_dist_info(), "auto")
@@ -88,9 +88,21 @@ class SegRunner(Runner):
             model = revert_sync_batchnorm(model)
         else:
             model = self._maybe_sync_bn(model)
+        model = self._frozen(model)  # before DDP: it then registers only the trainable parameters
         return MMDistributedDataParallel(module=model, device_ids=[device.index] if device.type == "cuda" else None,
                                          broadcast_buffers=False,
                                          find_unused_parameters=self.cfg.get("find_unused_parameters", False))
+
+    def _frozen(self, model):
+        """``frozen_backbone=True`` (the dense probe, :mod:`.linear`): the backbone's parameters stop training."""
+        if self.cfg.get("frozen_backbone"):
+            from mmengine.model import is_model_wrapper
+
+            from .linear import freeze
+
+            n = freeze(model.module if is_model_wrapper(model) else model)
+            self.logger.info(f"frozen backbone: its {n} parameters are not trained (the dense probe)")
+        return model
 
     def _maybe_sync_bn(self, model):
         from mmengine.model import convert_sync_batchnorm

@@ -133,7 +133,7 @@ def _run(args: argparse.Namespace) -> int:
 
         summary = {k: round(float(metrics[k]), 4) for k in ("mIoU", "mAcc", "aAcc")}
         path = write_metrics(
-            work_dir, task="segmentation", protocol="upernet", backbone=init.record,
+            work_dir, task="segmentation", protocol=str(cfg.get("protocol", "upernet")), backbone=init.record,
             dataset=dataset_name(cfg), metrics=summary, seed=int(cfg.get("randomness", {}).get("seed") or 0),
             data_root=cfg.get("data_root") or "", cost=backbone_cost(model.backbone, cfg.get("crop_size") or 512,
                                                                      pooled=False),
