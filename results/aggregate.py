@@ -15,11 +15,17 @@ Statistics: a cell's mean has its 95% confidence interval from the t-distributio
 (n - 1 degrees of freedom); a difference against a reference has Welch's 95% interval (unequal
 variances, Welch-Satterthwaite degrees of freedom). The difference is a tie when that interval
 contains 0; with one seed on either side there is no interval and nothing is ranked.
+
+Pretraining seeds: rows named ``NAME@pt<k>`` (a bench spec's ``pretrain_seeds``: one pretraining per
+seed, each with its downstream runs) are pooled into row ``NAME``. Its cells hold one value per
+pretraining, the mean over that pretraining's downstream seeds, so n counts pretrainings (the
+variation that matters for comparing pretraining methods) and the intervals above are over them.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,6 +83,7 @@ class Cell:
     deltas: dict[str, float] = field(default_factory=dict)  # reference name -> mean - reference mean
     ties: dict[str, bool] = field(default_factory=dict)  # reference name -> Welch's interval contains 0
     intervals: dict[str, tuple[float, float]] = field(default_factory=dict)  # reference name -> Welch's 95% interval
+    over: str = "seeds"  # what the values are over: downstream "seeds", or "pretrainings" (each one's mean)
 
     @property
     def n(self) -> int:
@@ -112,7 +119,8 @@ class Cell:
 
     def to_dict(self) -> dict:
         return {"mean": self.mean, "std": self.std, "ci95": self.ci95, "n": self.n, "values": self.values,
-                "seeds": self.seeds, "ties": self.ties, "intervals": {k: list(v) for k, v in self.intervals.items()},
+                "seeds": self.seeds, "over": self.over, "ties": self.ties,
+                "intervals": {k: list(v) for k, v in self.intervals.items()},
                 "status": self.status, "recovered": self.recovered, "partial": [list(p) for p in self.partial],
                 "missing": self.missing, "other": self.other, "deltas": self.deltas, "runs": self.paths}
 
@@ -258,6 +266,7 @@ def aggregate(runs: list[RunResult], all_metrics: bool = False, references: list
                 cell.missing += 1
             else:
                 cell.other[run.status] = cell.other.get(run.status, 0) + 1
+    rows = _pool_pretrainings(rows)
     columns = sorted({c for r in rows.values() for c in r.cells}, key=_col_sort)
     ordered = sorted(rows.values(), key=_row_sort)
     unknown = [r for r in references if r not in rows]
@@ -266,6 +275,56 @@ def aggregate(runs: list[RunResult], all_metrics: bool = False, references: list
     refs = [r for r in references if r in rows]
     _add_deltas(ordered, refs, rows)
     return Table(columns, ordered, runs, warnings, refs)
+
+
+PRETRAINING = re.compile(r"^(?P<name>.+)@pt(?P<seed>\d+)$")  # droppos.bench.spec.PRETRAIN_SEED_MARK
+
+
+def _pool_pretrainings(rows: dict[str, Row]) -> dict[str, Row]:
+    """Rows ``NAME@pt<k>`` -> row ``NAME``: per column, one value per pretraining (the mean of its counted
+    downstream values) with ``seeds`` = the pretraining seeds; other statuses and paths are carried over."""
+    families: dict[str, list[tuple[int, Row]]] = {}
+    out: dict[str, Row] = {}
+    for key, row in rows.items():
+        m = PRETRAINING.match(key)
+        if m:
+            families.setdefault(m["name"], []).append((int(m["seed"]), row))
+        else:
+            out[key] = row
+    for name, members in families.items():
+        members.sort(key=lambda x: x[0])
+        first = members[0][1]
+        if name in out:
+            raise UserError(f"backbone name {name!r} is both a row of its own ({out[name].first}) and the pretrainings "
+                            f"{', '.join(r.key for _, r in members)}: rename one")
+        for _, row in members[1:]:
+            unhashed = [{k: v for k, v in r.record.items() if k != "sha256"} for r in (first, row)]
+            if not _same_backbone(*unhashed):
+                raise UserError(f"{first.key} and {row.key} are pretrainings of one backbone {name!r} but differ: "
+                                f"{_describe(first.record)} vs {_describe(row.record)}")
+        record = {k: v for k, v in first.record.items() if k not in ("sha256", "source")}
+        pooled = Row(name, {**record, "id": name, "pretrain_seeds": [s for s, _ in members]}, first.first)
+        for seed, row in members:
+            for k, v in row.cost.items():
+                if k == "wall_s":
+                    pooled.cost[k] = pooled.cost.get(k, 0.0) + v
+                elif k == "peak_rss_gib":
+                    pooled.cost[k] = max(pooled.cost.get(k, 0.0), v)
+                else:
+                    pooled.cost.setdefault(k, v)
+            for col, cell in row.cells.items():
+                p = pooled.cells.setdefault(col, Cell(over="pretrainings"))
+                if cell.values:
+                    p.values.append(cell.mean)
+                    p.seeds.append(seed)
+                    p.recovered += cell.recovered == cell.n
+                p.partial += cell.partial
+                p.missing += cell.missing
+                p.paths += cell.paths
+                for status, n in cell.other.items():
+                    p.other[status] = p.other.get(status, 0) + n
+        out[name] = pooled
+    return out
 
 
 def _split_datasets(runs: list[RunResult], warnings: list[str]) -> list[RunResult]:

@@ -14,7 +14,8 @@ from droppos.results.published import Published, comparability
 
 LEGEND = (
     "Cells: mean ± half-width of its 95% confidence interval (t-distribution on the n seeds, n − 1 degrees of "
-    "freedom; shown when n >= 2). "
+    "freedom; shown when n >= 2; 'n=3 pretrainings': three pretraining seeds, each value the mean of its "
+    "downstream seeds). "
     "† recovered from the engine's own log (no metrics.json). "
     "Δ: difference of means against a reference row (a spec's `reference:`, `--reference`); "
     "'tie' when Welch's 95% interval of the difference (unequal variances) contains 0; with one seed on "
@@ -45,7 +46,7 @@ def cell_text(cell: Cell | None) -> str:
         if cell.ci95 is not None:
             s += f" ± {fmt(cell.ci95, cell.mean)}"
         if cell.n > 1:
-            s += f" (n={cell.n})"
+            s += f" (n={cell.n}{' pretrainings' if cell.over == 'pretrainings' else ''})"
         if cell.recovered:
             s += "†"
         if cell.deltas:

@@ -573,3 +573,35 @@ def test_knn_runs_once_whatever_the_seeds_and_refuses_a_list_of_several():
     with pytest.raises(SpecError) as e:
         parse_spec(bad, "smoke.yaml")
     assert "(knn).seeds: knn does not depend on its seed" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_pretrain_seeds_make_one_pretraining_and_its_runs_per_seed():
+    """``pretrain_seeds: [0, 1, 2]``: three pretrainings (their ``--seed``), each with its own downstream runs named
+    ``NAME@pt<seed>`` (the rows ``droppos results`` pools into NAME); per_backbone entries still apply."""
+    import copy
+
+    import yaml
+
+    raw = yaml.safe_load(shipped_specs()["smoke"].read_text())
+    raw["backbones"][0]["pretrain_seeds"] = [0, 1, 2]
+    raw["tasks"][0].setdefault("per_backbone", {})["droppos"] = {"options": {"epochs": 3}}
+    spec = parse_spec(copy.deepcopy(raw), "smoke.yaml")
+    runs = build_plan(spec, "OUT")
+    pre = [r for r in runs if r.kind == "pretrain" and r.backbone.startswith("droppos")]
+    assert [r.id for r in pre] == ["droppos@pt0/pretrain", "droppos@pt1/pretrain", "droppos@pt2/pretrain"]
+    assert [r.args[r.args.index("--seed") + 1] for r in pre] == ["0", "1", "2"]
+    ft = next(r for r in runs if r.id == "droppos@pt1/finetune/seed0")
+    assert ft.args[ft.args.index("--backbone") + 1] == "OUT/droppos@pt1/pretrain/encoder.pth"
+    assert ft.args[ft.args.index("--name") + 1] == "droppos@pt1" and "droppos@pt1/pretrain" in ft.deps
+    assert ft.args[ft.args.index("--epochs") + 1] == "3"  # the per_backbone entry of 'droppos'
+    assert not any(r.backbone == "droppos" for r in runs)
+    assert [r.id for r in runs if r.backbone == "mae" and r.kind == "pretrain"] == ["mae/pretrain"]  # others as before
+    for edit, message in [
+        (lambda r: r["backbones"][0]["pretrain"].update(seed=4), "pretrain.seed: give the pretraining seeds once"),
+        (lambda r: r["backbones"][3].update(pretrain_seeds=[0, 1]), "(scratch).pretrain_seeds: applies to backbones pretrained here"),
+    ]:
+        bad = copy.deepcopy(raw)
+        edit(bad)
+        with pytest.raises(SpecError) as e:
+            parse_spec(bad, "smoke.yaml")
+        assert message in str(e.value) and "\n" not in str(e.value)

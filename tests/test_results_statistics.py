@@ -124,3 +124,38 @@ def test_a_non_finite_metric_is_a_failed_run_never_a_nan(tmp_path, capsys, bad):
     failed = [r for r in data["runs"] if r["path"].endswith("s1")]
     assert failed[0]["status"] == "failed" and failed[0]["metrics"] == {}
     assert "- **failed** " in (tmp_path / "out" / "results.md").read_text()
+
+
+def test_pretraining_seed_rows_pool_into_one_row_of_pretraining_means():
+    """droppos@pt0/1/2 (a spec's pretrain_seeds) -> row droppos: one value per pretraining, the mean of its
+    downstream seeds; n = 3 pretrainings and the intervals over them."""
+    from droppos.results.markdown import cell_text
+
+    runs = [run("droppos@pt0", 0, 1.0), run("droppos@pt0", 1, 3.0), run("droppos@pt1", 0, 4.0),
+            run("droppos@pt2", 0, 5.0), run("droppos@pt2", 1, 7.0), run("ref", 0, 1.0), run("ref", 1, 2.0)]
+    for r in runs:
+        r.backbone["method"] = "droppos"  # one recipe, three pretrainings (the test runs name method by row)
+    c = cells(runs, references=["ref"])
+    assert set(c) == {"droppos", "ref"}
+    d = c["droppos"]
+    assert d.values == [2.0, 4.0, 6.0] and d.seeds == [0, 1, 2] and d.over == "pretrainings"
+    assert d.ci95 == pytest.approx(T975[2] * 2.0 / math.sqrt(3), rel=1e-9)
+    assert "(n=3 pretrainings)" in cell_text(d) and "(n=2)" in cell_text(c["ref"])
+    from scipy.stats import ttest_ind
+
+    want = ttest_ind([2.0, 4.0, 6.0], [1.0, 2.0], equal_var=False).confidence_interval(0.95)
+    assert d.intervals["ref"] == (pytest.approx(want.low), pytest.approx(want.high))
+
+
+def test_a_name_used_both_plain_and_per_pretraining_is_refused():
+    from droppos.errors import UserError
+
+    runs = [run("droppos", 0, 1.0), run("droppos@pt0", 0, 2.0)]
+    for r in runs:
+        r.backbone["method"] = "droppos"
+    with pytest.raises(UserError, match="'droppos' is both a row of its own"):
+        cells(runs)
+    other = [run("x@pt0", 0, 1.0), run("x@pt1", 0, 2.0)]
+    other[1].backbone["epochs"] = 99
+    with pytest.raises(UserError, match="are pretrainings of one backbone 'x' but differ"):
+        cells(other)

@@ -207,7 +207,7 @@ def _execute(args, spec, out: Path, runs, write_plan_json) -> int:
               f"effective batches differ from its recipe card by x{procs / spec.gpus:g} "
               f"(use --gpus-per-node/--nodes, or scale the batches)", file=sys.stderr)
     used = {r.backbone for r in runs}
-    records, warnings = backbone_records([b for b in spec.backbones if b.name in used], out)
+    records, warnings = backbone_records([b for b in spec.run_backbones() if b.name in used], out)
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
     if args.slurm:

@@ -115,8 +115,6 @@ def _data_used(spec: Spec, t: TaskSpec) -> list[str]:
 
 def build_plan(spec: Spec, out: str | Path) -> list[PlannedRun]:
     """Every run of ``spec`` under ``out``, in an order where each run comes after what it needs."""
-    from droppos.pretrain.config import PretrainConfig
-
     out = Path(out)
     runs: list[PlannedRun] = []
     used_data: list[str] = []
@@ -133,44 +131,56 @@ def build_plan(spec: Spec, out: str | Path) -> list[PlannedRun]:
     data_run = {r.id.split("/", 1)[1]: r.id for r in runs}
 
     ordered = _task_order(spec)
-    for bb in spec.backbones:
-        src = backbone_source(bb, out)
-        pre: list[str] = []
-        if bb.pretrain is not None:
-            folder = out / bb.name / "pretrain"
-            pt_data = bb.pretrain["data"]
-            data_path = spec.data[pt_data].path if pt_data in spec.data else pt_data
-            cfg = PretrainConfig(**{k: v for k, v in bb.pretrain.items() if k != "data"})
-            plan = {"task": "pretrain", "protocol": cfg.method, "dataset": Path(data_path).name, "seed": cfg.seed,
-                    "schedule": {"epochs": cfg.epochs}}
-            runs.append(PlannedRun(id=f"{bb.name}/pretrain", kind="pretrain", folder=folder,
-                            args=pretrain_args(bb, folder, data_path), log=folder / "bench.log",
-                            deps=[data_run[pt_data]] if pt_data in data_run else [], backbone=bb.name,
-                            task="pretrain", seed=cfg.seed, plan=plan))
-            pre = [f"{bb.name}/pretrain"]
-        for t in ordered:
-            if t.backbones is not None and bb.name not in t.backbones:
-                continue
-            t = t.for_backbone(bb.name)
-            entry = task_kind(t.kind, t.protocol)
-            task, protocol = entry.metrics_task, entry.protocol
-            d = spec.data[t.data]
-            seeds = t.seeds if t.seeds is not None else spec.seeds
-            for seed in (seeds if entry.seeded else seeds[:1]):  # a seed-free protocol runs once
-                folder = out / bb.name / t.name / f"seed{seed}"
-                options = _substitute(t.options, out, spec, bb.name, seed, src, folder)
-                deps = pre + [data_run[n] for n in _data_used(spec, t)]
-                deps += [f"{bb.name}/{ref}/seed{seed}" for ref in task_references(t)]
-                if t.kind == "segment":  # UperNet or a dense probe: the config says
-                    from droppos.transfer.segmentation.config import protocol_of
-
-                    protocol = protocol_of(t.config)
-                plan = {"task": task, "protocol": protocol or t.protocol, "dataset": default_dataset_name(d),
-                        "seed": seed, "schedule": derive_schedule(t)}
-                runs.append(PlannedRun(id=f"{bb.name}/{t.name}/seed{seed}", kind=t.kind, folder=folder,
-                                args=TASK_ARGS[t.kind](t, src, d, folder, seed, options), log=folder / "bench.log",
-                                deps=deps, backbone=bb.name, task=t.name, seed=seed, plan=plan))
+    for base in spec.backbones:
+        for bb in base.per_pretraining():
+            runs += _backbone_runs(spec, base.name, bb, out, ordered, data_run)
     _check_deps(spec, runs)
+    return runs
+
+
+def _backbone_runs(spec: Spec, base: str, bb: BackboneSpec, out: Path, ordered: list[TaskSpec],
+                   data_run: dict[str, str]) -> list[PlannedRun]:
+    """The pretraining (if any) and the downstream runs of ``bb``; ``base``: its name in the spec (the tasks'
+    ``backbones:`` and ``per_backbone:`` name it so, whatever its pretraining seed)."""
+    from droppos.pretrain.config import PretrainConfig
+
+    runs: list[PlannedRun] = []
+    src = backbone_source(bb, out)
+    pre: list[str] = []
+    if bb.pretrain is not None:
+        folder = out / bb.name / "pretrain"
+        pt_data = bb.pretrain["data"]
+        data_path = spec.data[pt_data].path if pt_data in spec.data else pt_data
+        cfg = PretrainConfig(**{k: v for k, v in bb.pretrain.items() if k != "data"})
+        plan = {"task": "pretrain", "protocol": cfg.method, "dataset": Path(data_path).name, "seed": cfg.seed,
+                "schedule": {"epochs": cfg.epochs}}
+        runs.append(PlannedRun(id=f"{bb.name}/pretrain", kind="pretrain", folder=folder,
+                        args=pretrain_args(bb, folder, data_path), log=folder / "bench.log",
+                        deps=[data_run[pt_data]] if pt_data in data_run else [], backbone=bb.name,
+                        task="pretrain", seed=cfg.seed, plan=plan))
+        pre = [f"{bb.name}/pretrain"]
+    for t in ordered:
+        if t.backbones is not None and base not in t.backbones:
+            continue
+        t = t.for_backbone(base)
+        entry = task_kind(t.kind, t.protocol)
+        task, protocol = entry.metrics_task, entry.protocol
+        d = spec.data[t.data]
+        seeds = t.seeds if t.seeds is not None else spec.seeds
+        for seed in (seeds if entry.seeded else seeds[:1]):  # a seed-free protocol runs once
+            folder = out / bb.name / t.name / f"seed{seed}"
+            options = _substitute(t.options, out, spec, bb.name, seed, src, folder)
+            deps = pre + [data_run[n] for n in _data_used(spec, t)]
+            deps += [f"{bb.name}/{ref}/seed{seed}" for ref in task_references(t)]
+            if t.kind == "segment":  # UperNet or a dense probe: the config says
+                from droppos.transfer.segmentation.config import protocol_of
+
+                protocol = protocol_of(t.config)
+            plan = {"task": task, "protocol": protocol or t.protocol, "dataset": default_dataset_name(d),
+                    "seed": seed, "schedule": derive_schedule(t)}
+            runs.append(PlannedRun(id=f"{bb.name}/{t.name}/seed{seed}", kind=t.kind, folder=folder,
+                            args=TASK_ARGS[t.kind](t, src, d, folder, seed, options), log=folder / "bench.log",
+                            deps=deps, backbone=bb.name, task=t.name, seed=seed, plan=plan))
     return runs
 
 

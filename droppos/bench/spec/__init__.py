@@ -11,6 +11,8 @@ A spec is a YAML file (``droppos/bench/specs/smoke.yaml`` is the commented examp
     backbones:
       - name: droppos              # pretrained here, in OUT/droppos/pretrain
         pretrain: {method: droppos, model: tiny, patch_size: 8, img_size: 64, epochs: 8, data: imagefolder}
+        pretrain_seeds: [0, 1, 2]  # optional: one pretraining per seed, OUT/droppos@pt<k>/..., rows droppos@pt<k>
+                                   # that `droppos results` pools into row droppos (n = pretrainings)
       - name: scratch              # used as given: any source `droppos convert` reads
         checkpoint: scratch:tiny_p8_64
       - name: mae_official         # the name is the backbone's row in the table (--name of its runs)

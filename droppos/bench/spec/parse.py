@@ -152,13 +152,14 @@ def _load_backbone(c: _Checker, raw, i: int, data: dict[str, DataSpec]) -> Backb
 
     key = f"backbones[{i}]"
     raw = c.mapping(raw, key)
-    c.known(raw, key, ("name", "pretrain", *SPEC_BACKBONE_KEYS, "recipe", "deviations"), required=("name",))
+    c.known(raw, key, ("name", "pretrain", *SPEC_BACKBONE_KEYS, "recipe", "deviations", "pretrain_seeds"),
+            required=("name",))
     name = c.name(raw["name"], f"{key}.name")
     key = f"backbones[{i}] ({name})"
     if ("pretrain" in raw) == ("checkpoint" in raw):
         c.fail(key, "give exactly one of 'pretrain: {...}' (make it) or 'checkpoint: PATH' (use it)")
     if "pretrain" not in raw:
-        for k in ("recipe", "deviations"):
+        for k in ("recipe", "deviations", "pretrain_seeds"):
             if k in raw:
                 c.fail(f"{key}.{k}", "applies to backbones pretrained here (pretrain: {...}); a checkpoint's "
                                      "recipe is its publisher's")
@@ -189,7 +190,13 @@ def _load_backbone(c: _Checker, raw, i: int, data: dict[str, DataSpec]) -> Backb
             c.fail(f"{key}.pretrain", str(e))
         recipe = c.recipe(raw["recipe"], f"{key}.recipe", "pretrain") if "recipe" in raw else None
         deviations = c.deviations(raw.get("deviations") or {}, f"{key}.deviations")
-        return BackboneSpec(name=name, pretrain=pt, recipe=recipe, deviations=deviations)
+        seeds = None
+        if "pretrain_seeds" in raw:
+            seeds = c.seeds(raw["pretrain_seeds"], f"{key}.pretrain_seeds")
+            if "seed" in pt:
+                c.fail(f"{key}.pretrain.seed", "give the pretraining seeds once: pretrain_seeds: [...] sets each "
+                                               "pretraining's seed")
+        return BackboneSpec(name=name, pretrain=pt, recipe=recipe, deviations=deviations, pretrain_seeds=seeds)
     fmt = raw.get("from")
     if fmt is not None:
         from droppos.backbones.source import FORMATS  # imports torch: only when needed

@@ -51,6 +51,19 @@ class BackboneSpec:
     source: BackboneOptions | None = None  # a checkpoint backbone: the backbone flags of every command
     recipe: str | None = None  # pretraining: the published recipe it follows (recipe card)
     deviations: dict = field(default_factory=dict)  # field -> why it deliberately differs from the recipe
+    pretrain_seeds: list[int] | None = None  # several pretrainings of one recipe: rows NAME@pt<seed>
+
+    def per_pretraining(self) -> list["BackboneSpec"]:
+        """This backbone once per pretraining seed (``NAME@pt<seed>``, its pretraining's ``seed``); itself
+        without ``pretrain_seeds``."""
+        if not self.pretrain_seeds:
+            return [self]
+        return [dataclasses.replace(self, name=f"{self.name}{PRETRAIN_SEED_MARK}{s}", pretrain={**self.pretrain, "seed": s},
+                                    pretrain_seeds=None) for s in self.pretrain_seeds]
+
+
+#: ``droppos@pt1``: the row of one pretraining seed; ``droppos results`` pools ``NAME@pt*`` into row NAME
+PRETRAIN_SEED_MARK = "@pt"
 
 
 @dataclass
@@ -87,3 +100,8 @@ class Spec:
 
     def task(self, name: str) -> TaskSpec:
         return next(t for t in self.tasks if t.name == name)
+
+    def run_backbones(self) -> list[BackboneSpec]:
+        """The backbones the runs are made of: one per pretraining seed (``NAME@pt<seed>``) where a backbone has
+        ``pretrain_seeds``."""
+        return [b for bb in self.backbones for b in bb.per_pretraining()]
