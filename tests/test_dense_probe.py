@@ -57,7 +57,7 @@ def test_linear4_trains_its_head_on_the_frozen_original_features(vit_file):
     assert main(["segment", "--config", "linear4_vit_fmnist", "--backbone", str(tmp / "vit.safetensors"), "--arch", f"num_heads={HEADS}",
                  "--data", str(data), "--output", str(out), "--cfg-options", *_options(3, [0, 1, 2, 3])]) == 0
     record = json.loads((out / "metrics.json").read_text())
-    assert (record["task"], record["protocol"]) == ("segmentation", "linear") and 0 <= record["metrics"]["mIoU"] <= 100
+    assert (record["task"], record["protocol"]) == ("segmentation", "linear4") and 0 <= record["metrics"]["mIoU"] <= 100
 
     allow_mmengine_checkpoints()
     model = init_model(str(out / "linear4_vit_fmnist.py"), str(out / "iter_3.pth"), device="cpu").eval()
