@@ -165,6 +165,10 @@ def _backbone_runs(spec: Spec, base: str, bb: BackboneSpec, out: Path, ordered: 
         t = t.for_backbone(base)
         entry = task_kind(t.kind, t.protocol)
         task, protocol = entry.metrics_task, entry.protocol
+        if t.kind == "segment":  # UperNet or a dense probe: the config says (read once per task)
+            from droppos.transfer.segmentation.config import protocol_of
+
+            protocol = protocol_of(t.config)
         d = spec.data[t.data]
         seeds = t.seeds if t.seeds is not None else spec.seeds
         for seed in (seeds if entry.seeded else seeds[:1]):  # a seed-free protocol runs once
@@ -172,10 +176,6 @@ def _backbone_runs(spec: Spec, base: str, bb: BackboneSpec, out: Path, ordered: 
             options = _substitute(t.options, out, spec, bb.name, seed, src, folder)
             deps = pre + [data_run[n] for n in _data_used(spec, t)]
             deps += [f"{bb.name}/{ref}/seed{seed}" for ref in task_references(t)]
-            if t.kind == "segment":  # UperNet or a dense probe: the config says
-                from droppos.transfer.segmentation.config import protocol_of
-
-                protocol = protocol_of(t.config)
             plan = {"task": task, "protocol": protocol or t.protocol, "dataset": default_dataset_name(d),
                     "seed": seed, "schedule": derive_schedule(t)}
             runs.append(PlannedRun(id=f"{bb.name}/{t.name}/seed{seed}", kind=t.kind, folder=folder,
