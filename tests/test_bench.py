@@ -605,3 +605,28 @@ def test_pretrain_seeds_make_one_pretraining_and_its_runs_per_seed():
         with pytest.raises(SpecError) as e:
             parse_spec(bad, "smoke.yaml")
         assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_smoke_pt3_is_the_smokes_droppos_and_mae_over_three_pretraining_seeds():
+    """``smoke_pt3`` restates the smoke's DropPos and MAE pretrainings and four of its tasks (YAML anchors do not
+    cross files): each pretraining is the smoke's command plus its ``--seed``, each downstream run the smoke's
+    command with the backbone folder renamed. A value changed in smoke.yaml and not here fails this test."""
+    from droppos.bench.plan import build_plan
+
+    smoke = {r.id: r for r in build_plan(load_spec(shipped_specs()["smoke"]), "OUT")}
+    pt3 = build_plan(load_spec(shipped_specs()["smoke_pt3"]), "OUT")
+    tasks = ("linear", "knn", "position", "dense")
+    assert sorted(r.id for r in pt3 if r.kind != "data") == sorted(
+        [f"{m}@pt{s}/pretrain" for m in ("droppos", "mae") for s in range(3)]
+        + [f"{m}@pt{s}/{t}/seed0" for m in ("droppos", "mae") for s in range(3) for t in tasks])
+    for run in pt3:
+        if run.kind == "data":
+            continue
+        method, _, seed = run.backbone.partition("@pt")
+        if run.kind == "pretrain":
+            ours = run.args[:run.args.index("--seed")] + run.args[run.args.index("--seed") + 2:]
+            assert [a.replace(run.backbone, method) for a in ours] == smoke[f"{method}/pretrain"].args, run.id
+            assert run.args[run.args.index("--seed") + 1] == seed
+        else:
+            theirs = smoke[run.id.replace(run.backbone, method)].args
+            assert [a.replace(run.backbone, method) for a in run.args] == theirs, run.id
