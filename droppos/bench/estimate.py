@@ -8,10 +8,11 @@ count floating-point operations as GPU peaks do) on one image at the run's real 
   their decoders, DropPos's attentive full forward included; supervised: the classifier);
 * ``classify``/``probe``: the backbone's pooled feature (the head is negligible); the run's metrics.json;
 * ``detect``: the whole Mask R-CNN in inference (detectron2's ``FlopCountAnalysis``);
-* ``segment``: the whole UperNet on one crop (backbone, neck, decode and auxiliary heads).
+* ``segment``: the whole segmentor on one crop (UperNet: backbone, neck, decode and auxiliary heads; a
+  frozen dense probe: backbone and its BatchNorm + 1x1 head).
 
-A training step costs 3 forwards (forward + backward); a frozen encoder (linear probing, k-NN, probes)
-one. Images per run: the real schedule (epochs x the data set's train images, or iterations x the
+A training step costs 3 forwards (forward + backward); a frozen encoder (linear probing, k-NN, probes,
+the frozen dense probes ``linear``/``linear4``, whose head is negligible) one. Images per run: the real schedule (epochs x the data set's train images, or iterations x the
 global batch) plus, for fine-tuning and linear probing, one evaluation of the validation images per
 epoch. Data-set sizes are the public ones (ImageNet-1K 1,281,167 / 50,000; COCO 2017 118,287 /
 5,000; ADE20K 20,210 / 2,000).
@@ -26,6 +27,8 @@ import torch
 
 #: dense bf16 peak FLOP/s of the GPUs an estimate can be stated for (NVIDIA's data sheets, SXM)
 GPUS = {"A100": 312e12, "H100": 989e12, "H200": 989e12, "V100": 125e12}
+#: segment protocols whose backbone is frozen (``droppos.transfer.segmentation.linear``): one forward per image
+FROZEN_SEGMENT = ("linear", "linear4")
 #: (train, val) images of the public data sets
 DATASETS = {"imagenet": (1_281_167, 50_000), "coco": (118_287, 5_000), "ade20k": (20_210, 2_000)}
 
@@ -62,6 +65,8 @@ def schedule_images(kind: str, protocol: str | None, schedule: dict | None, data
     iters = schedule.get("iters")
     if iters is None or global_batch is None:
         return None, "schedule unknown"
+    if kind == "segment" and protocol in FROZEN_SEGMENT:
+        return iters * global_batch, f"{iters:,} it x {global_batch} frozen"
     return 3 * iters * global_batch, f"3 x {iters:,} it x {global_batch}"
 
 

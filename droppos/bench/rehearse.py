@@ -377,8 +377,9 @@ def _estimate(row: Row, run: PlannedRun, real: PlannedRun | None, spec: Spec, op
         row.note = (row.note + "; " if row.note else "") + f"no FLOP count ({type(e).__name__}: {str(e)[:120]})"
     batch = _global_batch(real, spec)
     options = _options(real)
-    images, how = est.schedule_images(real.kind, real.args[1] if real.kind in ("classify", "probe") else None,
-                                      real.plan.get("schedule"), real.plan.get("dataset", ""), batch, options)
+    protocol = real.args[1] if real.kind in ("classify", "probe") else real.plan.get("protocol")
+    images, how = est.schedule_images(real.kind, protocol, real.plan.get("schedule"), real.plan.get("dataset", ""),
+                                      batch, options)
     row.images = how
     hours = est.gpu_hours(row.gmac, images, opts.gpu, opts.mfu)
     row.gpu_hours = None if hours is None else round(hours, 1)
@@ -435,7 +436,9 @@ def _global_batch(run: PlannedRun, spec: Spec) -> int | None:
         return int(LazyConfig.load(str(resolve_config_file(o["config_file"]))).dataloader.train.total_batch_size)
     if run.kind == "segment":
         from droppos.transfer.segmentation.config import load_config
+        from droppos.transfer.segmentation.mmcv_ops import ensure_mmcv_ops
 
+        ensure_mmcv_ops()  # the config's custom imports need mmcv.ops (the FLOP count may not have run first)
         per = int(o.get("train_dataloader.batch_size") or load_config(o["config"]).train_dataloader.batch_size)
         return per * spec.gpus
     return None
