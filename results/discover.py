@@ -214,7 +214,8 @@ def _from_plan_or_log(path: Path, folder: _Folder, log: EngineLog | None, warnin
         warnings.append(f"{path}: no metrics.json or run.json names its backbone; "
                         f"using the folder name {path.name!r} (write run.json to name it)")
     backbone = plan["backbone"] if isinstance(plan.get("backbone"), dict) else _guess_backbone(path)
-    run = RunResult(path=path, task=str(plan.get("task") or engine_task[0]), protocol=str(plan.get("protocol") or engine_task[1]),
+    protocol = plan.get("protocol") or (log.protocol if log else None) or engine_task[1]
+    run = RunResult(path=path, task=str(plan.get("task") or engine_task[0]), protocol=str(protocol),
               backbone=backbone, dataset=str(plan.get("dataset") or "unknown"), seed=plan.get("seed"))
     if folder.malformed:
         run.note = "metrics.json malformed"

@@ -9,7 +9,9 @@ Three formats, all JSON lines (one object per line):
 * mmengine ``<work_dir>/<timestamp>/vis_data/scalars.json`` (``LocalVisBackend``): training
   lines ``{"loss": ..., "iter": 50, "step": 50}`` and validation lines
   ``{"aAcc": 71.3, "mIoU": 23.45, "mAcc": 30.1, "step": 100}`` (percent). The schedule comes
-  from the dumped ``vis_data/config.py`` (``max_iters=`` / ``max_epochs=``).
+  from the dumped ``vis_data/config.py`` (``train_cfg``'s ``max_iters`` / ``max_epochs``; not a
+  top-level variable of the same name, which a config may leave at another value), and so does
+  the protocol (its top-level ``protocol``, e.g. ``'linear'`` for a frozen dense probe; else UperNet).
 * classification ``log.jsonl``: one line per epoch with ``epoch`` and top-1 under ``top1``,
   ``acc1`` or ``test_acc1`` (top-5 under ``top5``/``acc5``/``test_acc5``), percent.
 
@@ -19,6 +21,7 @@ Each parser returns an :class:`EngineLog`; a file that is not what it claims to 
 
 from __future__ import annotations
 
+import ast
 import json
 import math
 import re
@@ -46,6 +49,7 @@ class EngineLog:
     total: int | None = None
     complete: bool | None = None
     warnings: list[str] = field(default_factory=list)
+    protocol: str | None = None  # what the log says it ran, when it says (mmengine: the config's ``protocol``)
 
     @property
     def progress(self) -> str:
@@ -130,13 +134,25 @@ def parse_detectron2(path: Path, expected_iters: int | None = None) -> EngineLog
     return EngineLog("detectron2", path, metrics, step, expected_iters, complete if metrics else False, warnings)
 
 
-def _mmengine_schedule(vis_dir: Path) -> int | None:
-    """``max_iters``/``max_epochs`` from the config mmengine dumped beside ``scalars.json``."""
-    cfg = vis_dir / "config.py"
-    if not cfg.is_file():
-        return None
-    m = re.search(r"\bmax_(?:iters|epochs)\s*=\s*(\d+)", cfg.read_text(errors="replace"))
-    return int(m.group(1)) if m else None
+def _mmengine_config(vis_dir: Path) -> tuple[int | None, str | None]:
+    """(``train_cfg``'s ``max_iters``/``max_epochs``, the top-level ``protocol``) of the config mmengine dumped
+    beside ``scalars.json``; read as Python syntax, never run. None for what it does not state."""
+    try:
+        tree = ast.parse((vis_dir / "config.py").read_text(errors="replace"))
+    except (OSError, SyntaxError, ValueError):
+        return None, None
+    top = {node.targets[0].id: node.value for node in tree.body
+           if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)}
+    total = None
+    loop = top.get("train_cfg")
+    if isinstance(loop, ast.Call):
+        for kw in loop.keywords:
+            if kw.arg in ("max_iters", "max_epochs") and isinstance(kw.value, ast.Constant) \
+                    and isinstance(kw.value.value, int):
+                total = kw.value.value
+    protocol = top.get("protocol")
+    protocol = protocol.value if isinstance(protocol, ast.Constant) and isinstance(protocol.value, str) else None
+    return total, protocol
 
 
 def parse_mmengine(path: Path, expected_iters: int | None = None) -> EngineLog:
@@ -159,9 +175,10 @@ def parse_mmengine(path: Path, expected_iters: int | None = None) -> EngineLog:
         last = max(evals, key=lambda line: _int(line["step"]) or 0)
         step = _int(last["step"])
         metrics = _finite({k: last[k] for k in MMSEG_METRICS if k in last}, path, warnings)
-    total = _mmengine_schedule(path.parent) or expected_iters
+    dumped, protocol = _mmengine_config(path.parent)
+    total = dumped or expected_iters
     complete = (step is not None and step >= total) if total else None
-    return EngineLog("mmengine", path, metrics, step, total, complete if metrics else False, warnings)
+    return EngineLog("mmengine", path, metrics, step, total, complete if metrics else False, warnings, protocol)
 
 
 def parse_classification(path: Path, expected_epochs: int | None = None) -> EngineLog:

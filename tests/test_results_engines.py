@@ -76,3 +76,37 @@ def test_wrong_engine_format_is_named(tmp_path):
         parse_detectron2(p)
     with pytest.raises(ValueError, match="not an mmengine scalars file"):
         parse_mmengine(p)
+
+
+def _dumped_run(folder: Path, config: str, evals: int) -> Path:
+    """An mmengine work dir as the Runner leaves it: ``<timestamp>/vis_data/{config.py,scalars.json}``."""
+    vis = folder / "20260101_000000" / "vis_data"
+    vis.mkdir(parents=True)
+    (vis / "config.py").write_text(config)
+    (vis / "scalars.json").write_text(f'{{"loss": 1.0, "iter": {evals}, "step": {evals}}}\n'
+                                      f'{{"mIoU": 7.5, "mAcc": 9.0, "aAcc": 60.0, "step": {evals}}}\n')
+    return vis / "scalars.json"
+
+
+# the head of a dumped config of the shipped fmnist segment configs: a top-level max_iters (the file's own
+# default, which the spec's train_cfg.max_iters override leaves as it was) and the loop's real schedule
+DENSE_CONFIG = ("max_iters = 400\nprotocol = 'linear'\nfrozen_backbone = True\n"
+                "train_cfg = dict(\n    _scope_='mmseg',\n    max_iters=200,\n    type='IterBasedTrainLoop',\n"
+                "    val_interval=200)\n")
+
+
+def test_mmengine_schedule_is_the_train_loops_and_the_protocol_the_configs(tmp_path):
+    log = parse_mmengine(_dumped_run(tmp_path / "dense", DENSE_CONFIG, 200))
+    assert (log.step, log.total, log.complete, log.protocol) == (200, 200, True, "linear")
+    upernet = parse_mmengine(_dumped_run(tmp_path / "upernet", DENSE_CONFIG.replace("protocol = 'linear'\n", ""), 100))
+    assert (upernet.total, upernet.complete, upernet.protocol) == (200, False, None)
+
+
+def test_a_killed_dense_probe_without_run_json_is_its_protocols_column(tmp_path):
+    """``droppos segment --config linear_vit_fmnist`` killed after its evaluation, before metrics.json, outside
+    the bench (no run.json): its recovered mIoU goes to the dense probe's column, not UperNet's."""
+    from droppos.results.discover import discover
+
+    _dumped_run(tmp_path / "dense", DENSE_CONFIG, 200)
+    runs = discover([tmp_path]).runs
+    assert [(r.task, r.protocol, r.status, r.metrics["mIoU"]) for r in runs] == [("segmentation", "linear", "recovered", 7.5)]
