@@ -92,3 +92,15 @@ def test_scratch_init_and_whole_segmentor_eval(setup):
     assert _segment(data, tmp / "eval", work / "iter_1.pth", 1, "--eval-only") == 0
     rec_eval = json.loads((tmp / "eval" / "metrics.json").read_text())
     assert rec_eval["metrics"] == rec["metrics"] and rec_eval["backbone"] == rec["backbone"]
+
+
+def test_each_run_in_one_process_writes_its_scalars_in_its_own_folder(setup):
+    """mmengine keeps visualizers process-wide by name: before each run had its own, a second run in the same
+    process (two ``main`` calls) wrote its scalars.json under the first run's folder, and none under its own."""
+    tmp, data, _ = setup
+    for name in ("first", "second"):
+        assert _segment(data, tmp / name, tmp / "encoder.pth", 1) == 0
+    for name in ("first", "second"):
+        scalars = list((tmp / name).glob("*/vis_data/scalars.json"))
+        assert len(scalars) == 1, (name, scalars)
+        assert any("mIoU" in json.loads(line) for line in scalars[0].read_text().splitlines())

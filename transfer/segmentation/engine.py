@@ -1,4 +1,5 @@
-"""mmengine's Runner with one addition (the IoU metric keeps its per-class numbers), and a hook.
+"""mmengine's Runner with two additions (the IoU metric keeps its per-class numbers; each run has its own
+visualizer), and a hook.
 
 mmseg's ``IoUMetric`` returns mIoU / mAcc / aAcc and only logs the per-class table.
 :class:`SegRunner` builds every ``IoUMetric`` of the config as :class:`PerClassIoUMetric`, the
@@ -12,12 +13,15 @@ Import after :func:`droppos.transfer.segmentation.mmcv_ops.ensure_mmcv_ops` (mms
 
 from __future__ import annotations
 
+import itertools
 import math
 
 from mmengine.evaluator import Evaluator
 from mmengine.hooks import Hook
 from mmengine.runner import Runner
 from mmseg.evaluation import IoUMetric
+
+_RUNNERS = itertools.count()  # runners made in this process: a visualizer name no earlier run holds
 
 
 class PerClassIoUMetric(IoUMetric):
@@ -52,6 +56,15 @@ class SegRunner(Runner):
     def __init__(self, *args, **kwargs):
         self.iou_metrics: list[PerClassIoUMetric] = []
         super().__init__(*args, **kwargs)
+
+    def build_visualizer(self, visualizer=None):
+        """This run's own visualizer. mmengine keeps visualizers process-wide by name (``ManagerMixin``), and the
+        configs name theirs ``'visualizer'``: a second run in one process (``droppos.cli.main`` called twice, a
+        test session) got the first run's instance, its scalars written under the first run's folder. Named
+        after this run, each run gets a new one whose ``save_dir`` is its own log folder."""
+        if isinstance(visualizer, dict):
+            visualizer = {**visualizer, "name": f"{self._experiment_name}#{next(_RUNNERS)}"}
+        return super().build_visualizer(visualizer)
 
     def build_evaluator(self, evaluator):
         items = evaluator if isinstance(evaluator, list) else [evaluator]
