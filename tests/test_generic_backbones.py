@@ -60,7 +60,7 @@ def test_timm_models_run_knn_linear_and_finetune(tmp_path, data, model):
     for name in ("knn", "lin", "ft"):
         m = json.loads((tmp_path / name / "metrics.json").read_text())
         assert m["backbone"]["arch"] == model and 0 <= m["metrics"]["top1"] <= 100
-    assert m["backbone"]["id"].startswith(f"timm_{model}")
+    assert m["backbone"]["id"] == f"{model}-w"  # the model and the file's name, not the file's whole path
     assert_linear_features_are_the_models(tmp_path / "lin", ref, data)
 
 
@@ -78,6 +78,8 @@ def test_weights_file_loads_through_timms_filter_and_lands(tmp_path):
             assert torch.equal(own[k], v), k
     assert any("classifier head" in n for n in bb.notes)
     assert bb.backbone["id"] == "mine" and bb.backbone["method"] == "supervised" and bb.backbone["sha256"]
+    # without --name: the model and the file's name, not the file's whole path (tmp_path's folders)
+    assert load_generic(f"timm:test_resnet:{tmp_path / 'r.pth'}").backbone["id"] == "test_resnet-r"
     x = torch.randn(2, 3, 32, 32)
     ref.eval(), enc.eval()
     torch.testing.assert_close(enc.forward_head(enc.forward_features(x), pre_logits=True),

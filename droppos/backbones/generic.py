@@ -212,11 +212,20 @@ def load_generic(src: str, trust_pickle: bool = False, allow_nonfinite: bool = F
     params = sum(p.numel() for p in model.parameters())
     arch = GenericArch(model_name, (int(size[0]), int(size[1])), int(model.num_features), params)
     record = backbone_record(meta["method"], model_name, epochs if (weights or hub) else 0, src,
-                             id=name or default_name(src.replace(":", "_").replace("/", "_")),
+                             id=name or _default_id(src, model_name, weights),
                              sha256=meta.get("sha256"))
     record.update({k: meta[k] for k in ("repo", "revision") if meta.get(k)})
     record["params_M"] = round(params / 1e6, 3)
     return GenericBackbone(model_name, build, sd, arch, meta, notes, backbone=record)
+
+
+def _default_id(src: str, model_name: str, weights: str) -> str:
+    """The row name without ``--name``: the model and its weights file's own name (``timm:vit_small_patch16_224:
+    /ckpt/dino_s16.pth`` -> ``vit_small_patch16_224-dino_s16``), not the file's whole path; a hub name or a
+    random init: the source (``timm_vit_base_patch16_224.mae``)."""
+    if weights:
+        return f"{model_name}-{default_name(weights)}"
+    return default_name(src.replace(":", "_").replace("/", "_"))
 
 
 def _timm_pretrained(model_name: str, src: str) -> torch.nn.Module:
