@@ -1,6 +1,7 @@
 """Edges of the DropPos and MAE modules that their mutation runs found untested: every per-sample draw a forward
 makes is counted in ``noise_size`` (none missing, none wasted), a position-mask ratio that drops nothing is
-refused at any grid size, and the constructors' defaults are the released decoders."""
+refused at any grid size, the constructors' defaults are the released decoders, and MAE's pixel loss and decoder width
+against the released formula."""
 
 from __future__ import annotations
 
@@ -69,3 +70,34 @@ def test_the_defaults_are_the_released_decoders():
     line = SOURCES["Haochen-Wang409/DropPos models_DropPos_mae.py:457"]
     assert "decoder_embed_dim=512, decoder_depth=2, decoder_num_heads=16" in line
     assert _decoder_shape(DropPos(tiny()).pos_decoder) == (512, 2, 16)
+
+
+def _released_pixel_loss(imgs, pred, mask, p):
+    """MAE's ``forward_loss`` with ``norm_pix_loss`` (models_mae.py), written out: patchify 'nchpwq->nhwpqc', per-patch
+    mean and unbiased variance, + 1e-6 under the root, the squared error averaged over the removed patches."""
+    n, c, hh, ww = imgs.shape
+    h, w = hh // p, ww // p
+    x = torch.einsum("nchpwq->nhwpqc", imgs.reshape(n, c, h, p, w, p)).reshape(n, h * w, p * p * c)
+    x = (x - x.mean(dim=-1, keepdim=True)) / (x.var(dim=-1, keepdim=True) + 1.0e-6) ** 0.5
+    loss = ((pred - x) ** 2).mean(dim=-1)
+    return (loss * mask).sum() / mask.sum()
+
+
+def test_mae_pixel_loss_normalises_by_default_and_stays_finite_on_flat_patches():
+    """A flat patch (variance 0) is where the 1e-6 under the root matters: the loss stays finite and equal to the
+    released formula; the default normalises patches as the released recipe does (``--norm_pix_loss``)."""
+    torch.manual_seed(0)
+    imgs = torch.rand(2, 3, 16, 16)
+    imgs[0, :, :4, :4] = 0.25  # one flat patch
+    pred, mask = torch.randn(2, 16, 48), (torch.rand(2, 16) < 0.75).float()
+    mask[0, 0] = 1.0
+    want = _released_pixel_loss(imgs, pred, mask, 4)
+    assert torch.isfinite(want)
+    torch.testing.assert_close(mae_module.pixel_loss(imgs, pred, mask, 4), want)
+
+
+def test_the_mae_decoder_predicts_every_pixel_of_a_patch():
+    """The pixel decoder's output is p * p * C wide (one value per pixel and channel of the patch), not a
+    width that would silently broadcast against the target."""
+    model = MAE(tiny(), decoder_dim=32, decoder_depth=1, decoder_heads=2)
+    assert model.decoder.head.pred.out_features == 4 * 4 * 3
