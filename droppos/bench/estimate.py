@@ -12,8 +12,8 @@ count floating-point operations as GPU peaks do) on one image at the run's real 
   frozen dense probe: backbone and its BatchNorm + 1x1 head).
 
 A training step costs 3 forwards (forward + backward); a frozen encoder (linear probing, k-NN, probes,
-the frozen dense probes ``linear``/``linear4``, whose head is negligible) one. Images per run: the real schedule (epochs x the data set's train images, or iterations x the
-global batch) plus, for fine-tuning and linear probing, one evaluation of the validation images per
+the frozen dense probes ``linear``/``linear4``, whose head is negligible) one. Images per run: the real
+schedule (epochs x the data set's train images, or iterations x the global batch) plus, for fine-tuning and linear probing, one evaluation of the validation images per
 epoch. Data-set sizes are the public ones (ImageNet-1K 1,281,167 / 50,000; COCO 2017 118,287 /
 5,000; ADE20K 20,210 / 2,000).
 """

@@ -436,9 +436,7 @@ def _global_batch(run: PlannedRun, spec: Spec) -> int | None:
         return int(LazyConfig.load(str(resolve_config_file(o["config_file"]))).dataloader.train.total_batch_size)
     if run.kind == "segment":
         from droppos.transfer.segmentation.config import load_config
-        from droppos.transfer.segmentation.mmcv_ops import ensure_mmcv_ops
 
-        ensure_mmcv_ops()  # the config's custom imports need mmcv.ops (the FLOP count may not have run first)
         per = int(o.get("train_dataloader.batch_size") or load_config(o["config"]).train_dataloader.batch_size)
         return per * spec.gpus
     return None

@@ -35,9 +35,13 @@ def config_path(config: str | Path) -> Path:
 
 
 def load_config(config: str | Path, cfg_options: dict | None = None):
-    """``mmengine.Config`` of ``config`` with ``cfg_options`` ({'a.b': value}) merged in."""
+    """``mmengine.Config`` of ``config`` with ``cfg_options`` ({'a.b': value}) merged in (its custom imports run,
+    so ``mmcv.ops`` is made importable first)."""
     from mmengine.config import Config
 
+    from .mmcv_ops import ensure_mmcv_ops
+
+    ensure_mmcv_ops()
     path = config_path(config)
     with warnings.catch_warnings():  # mmengine resolves `mmseg::` through pkg_resources
         warnings.filterwarnings("ignore", message=".*pkg_resources.*")
