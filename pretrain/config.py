@@ -25,6 +25,8 @@ class PretrainConfig:
     # data and run folder
     data: str = opt("data/fmnist", "ImageFolder root (its train/ subfolder is used when present)")
     output: str = opt("runs/pretrain", "run folder: config, logs, checkpoints, encoder weights")
+    name: str | None = opt(None, "the backbone's name, its row in the results table (default: the readable id that a "
+                                 "transfer run of OUTPUT/encoder.pth gives it)")
     # method
     method: str = opt("droppos", "pretraining method (supervised: the DeiT recipe on a labelled ImageFolder)",
                       choices=["droppos", "mae", "supervised"])

@@ -310,9 +310,9 @@ class PretrainRun:
             save_encoder(self.run_dir / "encoder.pth", self.encoder.state_dict(), self.meta())
             from droppos.backbones.source import default_name
 
-            encoder_file = str(self.run_dir / "encoder.pth")  # named as every transfer run of it names it
+            encoder_file = str(self.run_dir / "encoder.pth")  # by default named as a transfer run of it names it
             bb = backbone_record(self.cfg.method, self.encoder.arch_args(), self.cfg.epochs, source=encoder_file,
-                                 id=default_name(encoder_file), data=self.cfg.data)
+                                 id=self.cfg.name or default_name(encoder_file), data=self.cfg.data)
             write_metrics(self.run_dir, task="pretrain", protocol=self.cfg.method, backbone=bb,
                           dataset=Path(self.cfg.data).name, metrics=last_epoch, seed=self.cfg.seed,
                           data_root=self.cfg.data, cost=backbone_cost(self.encoder, self.cfg.img_size),

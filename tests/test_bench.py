@@ -590,6 +590,8 @@ def test_pretrain_seeds_make_one_pretraining_and_its_runs_per_seed():
     pre = [r for r in runs if r.kind == "pretrain" and r.backbone.startswith("droppos")]
     assert [r.id for r in pre] == ["droppos@pt0/pretrain", "droppos@pt1/pretrain", "droppos@pt2/pretrain"]
     assert [r.args[r.args.index("--seed") + 1] for r in pre] == ["0", "1", "2"]
+    # each pretraining is named as its downstream runs are: its cost joins their row, pooled into droppos
+    assert [r.args[r.args.index("--name") + 1] for r in pre] == ["droppos@pt0", "droppos@pt1", "droppos@pt2"]
     ft = next(r for r in runs if r.id == "droppos@pt1/finetune/seed0")
     assert ft.args[ft.args.index("--backbone") + 1] == "OUT/droppos@pt1/pretrain/encoder.pth"
     assert ft.args[ft.args.index("--name") + 1] == "droppos@pt1" and "droppos@pt1/pretrain" in ft.deps
@@ -598,6 +600,7 @@ def test_pretrain_seeds_make_one_pretraining_and_its_runs_per_seed():
     assert [r.id for r in runs if r.backbone == "mae" and r.kind == "pretrain"] == ["mae/pretrain"]  # others as before
     for edit, message in [
         (lambda r: r["backbones"][0]["pretrain"].update(seed=4), "pretrain.seed: give the pretraining seeds once"),
+        (lambda r: r["backbones"][0]["pretrain"].update(name="x"), "pretrain.name: set by the bench"),
         (lambda r: r["backbones"][3].update(pretrain_seeds=[0, 1]), "(scratch).pretrain_seeds: applies to backbones pretrained here"),
     ]:
         bad = copy.deepcopy(raw)

@@ -85,17 +85,19 @@ def test_resumed_log_and_metrics_equal_the_uninterrupted_run(tmp_path, data):
 
 
 def test_outputs_are_self_describing(tmp_path, data):
-    PretrainRun(tiny_cfg(data, tmp_path / "r", epochs=1, warmup_epochs=0)).train()
-    enc = torch.load(tmp_path / "r" / "encoder.pth", weights_only=True)
+    run = tmp_path / "r@pt1"  # a bench folder of one pretraining seed
+    PretrainRun(tiny_cfg(data, run, epochs=1, warmup_epochs=0, name="r@pt1")).train()
+    enc = torch.load(run / "encoder.pth", weights_only=True)
     assert enc["format"] == "droppos-bench/encoder/v1"
     assert enc["meta"]["method"] == "droppos" and enc["meta"]["arch"]["embed_dim"] == 192
     assert enc["meta"]["arch"]["patch_size"] == 4 and enc["meta"]["config"]["img_size"] == 16
     assert "pos_decoder.pred.weight" not in enc["state_dict"] and "blocks.11.mlp.fc2.weight" in enc["state_dict"]
-    ck = torch.load(tmp_path / "r" / "checkpoint.pth", weights_only=True)
+    ck = torch.load(run / "checkpoint.pth", weights_only=True)
     assert {"meta", "model", "optimizer", "scaler", "progress", "rng"} <= set(ck)
-    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["task"] == "pretrain" and 0.0 <= metrics["metrics"]["pos_acc"] <= 1.0
-    assert (tmp_path / "r" / "config.yaml").is_file() and any((tmp_path / "r" / "tb").iterdir())
+    assert metrics["backbone"]["id"] == "r@pt1"  # --name: its results row (unnamed, the folder gives 'r_pt1')
+    assert (run / "config.yaml").is_file() and any((run / "tb").iterdir())
 
 
 def test_learning_rate_schedule_and_groups(tmp_path, data):

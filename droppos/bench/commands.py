@@ -80,8 +80,11 @@ def _resume(entry: TaskKind) -> list[str]:
 
 
 def pretrain_args(bb: BackboneSpec, folder: Path, data_path: str) -> list[str]:
+    """``droppos pretrain``, named as its downstream runs name it (``--name``: one results row, pooled by
+    pretraining seed)."""
     opts = {k: v for k, v in (bb.pretrain or {}).items() if k != "data"}
-    return ["pretrain", *_resume(task_kind("pretrain")), "--output", str(folder), "--data", data_path, *flags(opts)]
+    return ["pretrain", *_resume(task_kind("pretrain")), "--output", str(folder), "--name", bb.name, "--data", data_path,
+            *flags(opts)]
 
 
 def classify_args(t: TaskSpec, src: BackboneOptions, d: DataSpec, folder: Path, seed: int, options: dict) -> list[str]:

@@ -171,7 +171,9 @@ def _load_backbone(c: _Checker, raw, i: int, data: dict[str, DataSpec]) -> Backb
         fields = _dataclass_fields(PretrainConfig)
         if "output" in pt:
             c.fail(f"{key}.pretrain.output", "set by the bench (OUT/<backbone>/pretrain); remove it")
-        c.known(pt, f"{key}.pretrain", fields - {"output"})
+        if "name" in pt:
+            c.fail(f"{key}.pretrain.name", "set by the bench (the backbone's name, its results row); remove it")
+        c.known(pt, f"{key}.pretrain", fields - {"output", "name"})
         c.option_values(pt, f"{key}.pretrain")
         if "data" not in pt:
             pt["data"] = next((n for n, d in data.items() if d.kind == "imagefolder"), None)
