@@ -28,7 +28,8 @@ def test_the_readme_dry_run_counts_are_the_plans():
         assert (int(runs), int(data)) == counts(name), f"README: write 'the {counts(name)[0]} runs and {counts(name)[1]} data checks' for {name}"
 
 
-@pytest.mark.parametrize("doc,name", [("smoke_results.md", "smoke"), ("smoke3_results.md", "smoke3")])
+@pytest.mark.parametrize("doc,name", [("smoke_results.md", "smoke"), ("smoke3_results.md", "smoke3"),
+                                      ("smoke_pt3_results.md", "smoke_pt3")])
 def test_a_published_table_was_made_by_the_spec_as_it_stands(doc, name):
     """docs/<spec>_results.md is the output of ``droppos bench <spec>``: its run count is the plan's."""
     m = re.search(r"^(\d+) runs \(finished (\d+)\)", (ROOT / "docs" / doc).read_text(), re.MULTILINE)
