@@ -42,7 +42,7 @@ def build_loaded(MAE, arch, path, final_norm=False):
 
 @pytest.mark.parametrize("final_norm", [False, True])
 def test_mmseg_mae_features_match_source(tmp_path, mmseg_mae, final_norm):
-    enc = tiny_encoder(seed=11)
+    enc = tiny_encoder(seed=11, depth=3)  # 3 blocks: the output is the last one (depth - 1), not depth // 2
     write_droppos_official(tmp_path / "droppos.pth", enc)
     report = convert(tmp_path / "droppos.pth", "mmseg", tmp_path / "mmseg.pth", arch=f"num_heads={HEADS}",
                      final_norm=final_norm)

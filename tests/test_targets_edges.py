@@ -12,7 +12,7 @@ import dataclasses
 import pytest
 import torch
 from convert_helpers import tiny_encoder
-from layout_files import write_dinov2_timm
+from layout_files import write_dinov2_hub
 
 from droppos.backbones.source import load_backbone
 from droppos.backbones.targets import mmseg_keys, timm_kwargs, to_mmseg, to_timm
@@ -30,8 +30,9 @@ def test_registers_go_to_timm_as_its_no_embed_class_model_and_nowhere_else(tmp_p
     the plain ViTs of detectron2 and mmseg are refused with one line naming the timm: source."""
     from timm.models.vision_transformer import VisionTransformer
 
-    ref = write_dinov2_timm(tmp_path / "reg.safetensors", reg=4).eval()
-    bb = load_backbone(tmp_path / "reg.safetensors")
+    ref = write_dinov2_hub(tmp_path / "dinov2_vits14_reg4_pretrain.pth", reg=4).eval()  # [cls] position row != 0
+    bb = load_backbone(tmp_path / "dinov2_vits14_reg4_pretrain.pth")
+    assert bb.state_dict["pos_embed"][0, 0].abs().sum() > 0
     sd, report = to_timm(bb)
     assert report.ok and any("no_embed_class" in n for n in report.notes)
     kwargs = timm_kwargs(bb.arch)
@@ -41,6 +42,10 @@ def test_registers_go_to_timm_as_its_no_embed_class_model_and_nowhere_else(tmp_p
     x = torch.randn(2, 3, *bb.arch.img_size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.testing.assert_close(model.forward_features(x), ref.forward_features(x), atol=1e-4, rtol=0)  # layer scale folded: float rounding
+    bigger = bb.arch.img_size[0] + 2 * bb.arch.patch_size
+    sd_big, report = to_timm(bb, img_size=bigger)  # only the position table is resampled, never the registers
+    assert [r.split(":")[0] for r in report.resampled] == ["pos_embed"]
+    assert torch.equal(sd_big["reg_token"], sd["reg_token"]) and torch.equal(sd_big["cls_token"], sd["cls_token"])
     for convert in ("detectron2", "mmseg"):
         from droppos.backbones.targets import CONVERTERS
 
