@@ -15,7 +15,7 @@ from convert_helpers import tiny_encoder
 from layout_files import write_dinov2_hub
 
 from droppos.backbones.source import load_backbone
-from droppos.backbones.targets import mmseg_keys, timm_kwargs, to_mmseg, to_timm
+from droppos.backbones.targets import CONVERTERS, mmseg_keys, timm_kwargs, to_mmseg, to_timm
 from droppos.errors import UserError
 
 
@@ -47,8 +47,6 @@ def test_registers_go_to_timm_as_its_no_embed_class_model_and_nowhere_else(tmp_p
     assert [r.split(":")[0] for r in report.resampled] == ["pos_embed"]
     assert torch.equal(sd_big["reg_token"], sd["reg_token"]) and torch.equal(sd_big["cls_token"], sd["cls_token"])
     for convert in ("detectron2", "mmseg"):
-        from droppos.backbones.targets import CONVERTERS
-
         with pytest.raises(UserError) as e:
             CONVERTERS[convert](bb)
         msg = str(e.value)
