@@ -1,5 +1,7 @@
 """The one backbone layer: how a backbone is named, read, built and loaded into each engine (map: ARCHITECTURE.md).
 
+* :mod:`.naming`: what a ``--backbone`` string names (:func:`.naming.parse_source`, the only reader of its syntax)
+  and the registered plug-in names;
 * :mod:`.options`: the command-line vocabulary (``--backbone --from --arch --part --trust-pickle --pretrained
   --name --method --pretrain-epochs``) shared by every command that takes a backbone;
 * :mod:`.readers` / :mod:`.source` / :mod:`.hub`: every release layout, hub repository and model folder read
@@ -15,7 +17,7 @@
 
 
 def register(name: str, builder) -> None:
-    """Register a plug-in backbone (see :func:`droppos.backbones.generic.register`)."""
-    from .generic import register as _register
+    """Register a plug-in backbone (see :func:`droppos.backbones.naming.register`)."""
+    from .naming import register as _register
 
     _register(name, builder)

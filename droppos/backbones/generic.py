@@ -34,43 +34,14 @@ from droppos.utils.checkpoint import safe_load
 from droppos.utils.metrics import backbone_record
 
 from .hub import cached_file, hub_failure
+from .naming import GENERIC, TIMM_PREFIXES, parse_source, providers, register  # noqa: F401 (register: public here)
 from .report import KeyReport
 from .source import default_name, file_hash
-
-ENTRY_POINT_GROUP = "droppos.backbones"
-_REGISTRY: dict[str, Callable[..., torch.nn.Module]] = {}
-_RESERVED = {"scratch", "timm", "hf-hub", "hf"}  # source prefixes of the project
-
 
 class WeightsMismatch(UserError):
     """The weights do not fit the named model (the load report is the message); exit status 1."""
 
     exit_code = 1
-
-
-def register(name: str, builder: Callable[..., torch.nn.Module]) -> None:
-    """Make ``--backbone name:<weights>`` build ``builder(**kwargs)`` (see the module docstring)."""
-    if not name or ":" in name or name in _RESERVED:
-        raise UserError(f"cannot register a backbone named {name!r}: choose a name without ':' other than "
-                        f"{', '.join(sorted(_RESERVED))}")
-    _REGISTRY[name] = builder
-
-
-def providers() -> dict[str, Callable[..., torch.nn.Module]]:
-    """Registered builders, with the installed packages' entry points (group ``droppos.backbones``)."""
-    from importlib.metadata import entry_points
-
-    found = dict(_REGISTRY)
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name not in found:
-            found[ep.name] = ep.load()
-    return found
-
-
-def is_generic(src: str) -> bool:
-    """Whether ``src`` names a generic backbone (``timm:...`` or a registered plug-in)."""
-    head = str(src).split(":", 1)[0]
-    return ":" in str(src) and not Path(src).exists() and (head in ("timm", "hf-hub") or head in providers())
 
 
 @dataclass(frozen=True)
@@ -169,8 +140,12 @@ def load_generic(src: str, trust_pickle: bool = False, allow_nonfinite: bool = F
     """Read ``timm:<model>[.<tag>][:<weights>]``, ``hf-hub:<org>/<repo>`` or ``<plugin>:<weights>`` (see the
     module docstring). A tag, ``hf-hub:`` or ``pretrained`` loads the published weights through timm's own
     machinery (the Hugging Face cache); ``timm:<model>`` alone is a random init, and says so."""
-    kind, rest = src.split(":", 1)
-    if kind in ("timm", "hf-hub"):
+    parsed = parse_source(src)
+    if parsed.kind != GENERIC:
+        raise UserError(f"{src}: not a generic backbone source: timm:<model>[.<tag>][:<weights>], hf-hub:<org>/<repo> "
+                        f"or <plugin>:<weights> (plug-ins: {', '.join(sorted(providers())) or 'none registered'})")
+    kind, rest = parsed.prefix, parsed.rest
+    if kind in TIMM_PREFIXES:
         model_name, _, weights = (rest.partition(":") if kind == "timm" else (f"hf-hub:{rest}", "", ""))
         build = _timm_builder(model_name)
         hub = not weights and (kind == "hf-hub" or "." in model_name or pretrained)

@@ -22,6 +22,8 @@ from pathlib import Path
 
 from droppos.errors import UserError
 
+from .naming import HUB, parse_source
+
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 #: transformers ``model_type`` values whose weights the ``hf`` reader reads into this project's ViT
 MODEL_TYPES = ("vit", "vit_mae", "dinov2", "dinov2_with_registers")
@@ -46,11 +48,6 @@ class ModelFolder:
         return f"hf:{self.repo}" if self.repo else str(self.path)
 
 
-def is_model_folder(src: str) -> bool:
-    """``hf:<org>/<repo>[@rev]``, or a local folder holding ``config.json``."""
-    return src.startswith("hf:") or (Path(src).is_dir() and (Path(src) / "config.json").is_file())
-
-
 def download_hint(repo: str) -> str:
     return (f"download it where the hub is reachable (`hf download {repo}`, or huggingface_hub.snapshot_download) "
             "into the cache HF_HOME / HF_HUB_CACHE points at")
@@ -73,12 +70,13 @@ def hub_failure(src: str, repo: str, e: Exception) -> UserError:
 
 def resolve_folder(src: str) -> ModelFolder:
     """The folder of ``hf:<org>/<repo>[@rev]`` (from the hub cache) or of a local path."""
-    if not src.startswith("hf:"):
+    parsed = parse_source(src)
+    if parsed.kind != HUB:
         return ModelFolder(Path(src))
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
-    repo, _, revision = src[len("hf:"):].partition("@")
+    repo, _, revision = parsed.rest.partition("@")
     if repo.count("/") != 1 or not all(repo.split("/")):
         raise UserError(f"{src}: expected hf:<org>/<repo>[@revision], e.g. hf:facebook/vit-mae-base")
     try:

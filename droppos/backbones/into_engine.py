@@ -41,9 +41,8 @@ from droppos.utils.checkpoint import atomic_save, safe_load
 from droppos.utils.metrics import backbone_record
 
 from .convert import ConversionError, convert_backbone
-from .generic import is_generic
-from .hub import is_model_folder
 from .arch import ViTArch
+from .naming import ENGINE_SCRATCH, FILE
 from .options import BackboneOptions
 from .report import KeyReport, short
 from .source import file_hash
@@ -85,15 +84,15 @@ class StartWeights:
 # ---------------------------------------------------------------------------------------- resolve
 def resolve(opts: BackboneOptions, target: EngineTarget) -> StartWeights:
     """``--backbone`` (and its flags) as the :class:`StartWeights` of ``target`` (see the module docstring)."""
-    src = opts.backbone
+    src, name = opts.backbone, opts.source
     if not src:
         raise InitError("no --backbone given: a checkpoint in any layout the readers know, 'scratch' (the engine's "
                         "random init) or scratch:<size>_p<patch>_<img>")
-    if src == "scratch":
+    if name.kind == ENGINE_SCRATCH:
         record = backbone_record("scratch", _arch_name(target), 0, f"scratch ({target.name} init)",
                                  id=opts.name or "scratch")
         return StartWeights(src, "scratch", record)
-    if is_generic(src):
+    if name.generic:
         raise InitError(f"{src}: a generic backbone goes with the engine's generic configs (detect: mask_rcnn_timm_*, "
                         "segment: upernet_timm_*), which build it from this source; this config builds a ViT")
     native = _native(src, opts, target)
@@ -113,7 +112,7 @@ def _native(src: str, opts: BackboneOptions, target: EngineTarget) -> StartWeigh
     """A file already in the engine's names, or None (``--from`` other than the engine's: never native)."""
     path = Path(src)
     forced = opts.source_format == target.name
-    if (opts.source_format is not None and not forced) or src.startswith("scratch:") or is_model_folder(src) \
+    if (opts.source_format is not None and not forced) or opts.source.kind != FILE \
             or path.suffix in (".safetensors", ".npz"):
         return None
     if not path.is_file():

@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from droppos.errors import UserError
 from droppos.utils.config import add_deprecated, opt, to_args
 
+from .naming import SourceName, parse_source
+
 
 @dataclass
 class BackboneOptions:
@@ -62,6 +64,11 @@ class BackboneOptions:
     pretrain_epochs: int | None = opt(None, "pretraining epochs for the backbone record (default: what the file says)",
                                       metavar="N", ge=0)
 
+    @property
+    def source(self) -> SourceName:
+        """What ``--backbone`` names (:func:`droppos.backbones.naming.parse_source`)."""
+        return parse_source(self.backbone)
+
     def args(self) -> list[str]:
         """These options as the flags of every command (``--backbone SRC --from FMT ...``; defaults left out)."""
         return to_args(self)
@@ -70,13 +77,13 @@ class BackboneOptions:
         """The backbone these options name: a :class:`~droppos.backbones.source.ViTBackbone` (a ViT in
         any release layout), or a :class:`~droppos.backbones.generic.GenericBackbone` for
         ``timm:<model>[:<weights>]`` and registered plug-ins."""
-        from droppos.backbones.generic import is_generic, load_generic
+        from droppos.backbones.generic import load_generic
         from droppos.backbones.source import load_backbone
 
-        if is_generic(self.backbone):
+        if self.source.generic:
             for flag, value in (("--from", self.source_format), ("--arch", self.arch), ("--part", self.part)):
                 if value is not None:
-                    raise UserError(f"{flag} applies to checkpoint files, not to {self.backbone.split(':')[0]}: "
+                    raise UserError(f"{flag} applies to checkpoint files, not to {self.source.prefix}: "
                                     "sources (the model name fixes the architecture)")
             return load_generic(self.backbone, trust_pickle=self.trust_pickle, allow_nonfinite=self.allow_nonfinite,
                                 name=self.name, method=self.method, epochs=self.pretrain_epochs,

@@ -40,7 +40,8 @@ from droppos.utils.checkpoint import safe_load
 from droppos.utils.metrics import backbone_record
 
 from .arch import ViTArch, check_shapes, infer_arch, parse_arch_override
-from .hub import is_model_folder, resolve_folder, transformers_arch
+from .hub import resolve_folder, transformers_arch
+from .naming import ENGINE_SCRATCH, SCRATCH, parse_source
 from .readers import PARTS, READERS, by_suffix, detect_layout, formats, heads_for
 
 #: every layout ``--from`` takes (the registered readers, then ``scratch``)
@@ -167,10 +168,17 @@ def load_backbone(src: str | Path, fmt: str | None = None, trust_pickle: bool = 
         raise UserError(f"--part {part}: choose one of {', '.join(PARTS)}")
     hint = parse_arch_override(arch) if isinstance(arch, (str, type(None))) else dict(arch)
     src = str(src)
-    if src.startswith("scratch:") or fmt == "scratch":
+    parsed = parse_source(src)
+    if parsed.kind == SCRATCH or fmt == "scratch":
         bb = _scratch(src, hint)
-    elif is_model_folder(src):
+    elif parsed.model_folder:
         bb = _load_folder(src, fmt, hint, allow_nonfinite)
+    elif parsed.kind == ENGINE_SCRATCH:
+        raise UserError("scratch: the engine's own random init exists in detect and segment only; name a random ViT "
+                        "here: scratch:<size>_p<patch>_<img>[_s<seed>], e.g. scratch:base_p16_224")
+    elif parsed.generic:
+        raise UserError(f"{src}: a generic backbone, built by name, not a ViT checkpoint: read it with "
+                        "BackboneOptions(backbone=...).read()")
     else:
         bb = _load_file(Path(src), fmt, trust_pickle, hint, part, allow_nonfinite)
     bb.backbone = backbone_record(method or bb.meta["method"], bb.arch.to_dict(),
@@ -251,8 +259,9 @@ _GENERIC = {"encoder", "checkpoint", "model", "pytorch_model", "model_final", "p
 def default_name(src: str) -> str:
     """A stable, readable id of a source: ``runs/x/droppos/pretrain/encoder.pth`` -> ``droppos``,
     ``dino_vitbase16_pretrain.pth`` -> ``dino_vitbase16_pretrain``, ``scratch:tiny_p8_64`` -> ``scratch-tiny_p8_64``."""
-    if src.startswith("scratch:") or src == "scratch":
-        return "scratch" + ("-" + src.split(":", 1)[1] if ":" in src and src.split(":", 1)[1] else "")
+    name = parse_source(src)
+    if name.scratch:
+        return "scratch" + ("-" + name.rest if name.rest else "")
     path = Path(src)
     stem = path.name
     for suffix in (".tar", ".pth", ".pt", ".bin", ".safetensors", ".npz", ".pkl"):
@@ -375,7 +384,7 @@ def _scratch(src: str, hint: dict) -> ViTBackbone:
     """Random init of ``scratch:<size>_p<patch>_<img>[_s<seed>]`` (or ``--arch`` fields)."""
     from droppos.models.vit import VisionTransformer, vit_arch_args
 
-    spec = src.split(":", 1)[1] if ":" in src else ""
+    spec = parse_source(src).rest
     arch, seed = {}, 0
     if spec:
         m = _SCRATCH.match(spec)

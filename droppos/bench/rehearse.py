@@ -39,6 +39,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from droppos.backbones.naming import FILE, parse_source
 from droppos.errors import UserError
 from droppos.utils.files import atomic_write_json, atomic_write_text, read_json
 
@@ -127,7 +128,7 @@ def rehearsal_spec(spec: Spec, out: Path, opts: RehearsalOptions) -> tuple[Spec,
             bb.pretrain = {**bb.pretrain, **tiny_schedule("pretrain", opts.processes)}
             continue
         src, fmt = bb.source.backbone, bb.source.source_format or "timm"
-        if src.startswith(("scratch", "timm:")) or ":" in src.split("/")[0] or Path(src).exists():
+        if parse_source(src).kind != FILE or Path(src).exists():  # only a missing checkpoint file gets a stand-in
             continue
         stand_in = out / "checkpoints" / Path(src).name
         if not stand_in.exists():

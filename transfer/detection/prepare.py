@@ -4,7 +4,8 @@ and the initial weights (:func:`prepare`); run by detectron2's process 0 (:mod:`
 from __future__ import annotations
 
 from droppos.backbones import into_engine
-from droppos.backbones.generic import is_generic, load_generic
+from droppos.backbones.generic import load_generic
+from droppos.backbones.naming import parse_source
 from droppos.backbones.options import backbone_options
 from droppos.utils.metrics import backbone_record
 
@@ -29,7 +30,7 @@ def prepare(args) -> tuple[dict, list[str]]:
     _check_world(args, state)
     opts = backbone_options(args)
     net_key = generic_net(cfg)
-    if net_key is not None or is_generic(opts.backbone or ""):
+    if net_key is not None or opts.source.generic:
         return _prepare_generic(args, opts, cfg, net_key, state)
     tgt = target(cfg)
     if args.eval_only:
@@ -79,7 +80,7 @@ def _prepare_generic(args, opts, cfg, net_key: str | None, state: dict) -> tuple
         print(f"resuming {args.output} (initialised from {state['source']}); --backbone is not used")
         return state, [f"{net_key}.source={state['source']}"]
     src = opts.backbone or str(cfg.model.backbone[net_key.rsplit(".", 1)[1]].source)
-    if not is_generic(src):
+    if not parse_source(src).generic:
         raise InitError(f"{src}: this config builds a generic backbone: give --backbone timm:<model>[:<weights>] or "
                         "<plugin>:<weights> (a ViT checkpoint goes with the mask_rcnn_vitdet_* configs)")
     bb = load_generic(src, trust_pickle=opts.trust_pickle, allow_nonfinite=opts.allow_nonfinite, name=opts.name,

@@ -214,12 +214,13 @@ def _generic_init(args, cfg, stored: dict):
     """The config's ``TimmGenericBackbone`` gets ``--backbone`` (or, resuming, the run's own source);
     returns the init record and the backbone as read (its feature maps fit the heads)."""
     from droppos.backbones import into_engine
-    from droppos.backbones.generic import is_generic, load_generic
+    from droppos.backbones.generic import load_generic
+    from droppos.backbones.naming import parse_source
     from droppos.backbones.options import backbone_options
 
     opts = backbone_options(args)
     src = stored.get("source") or opts.backbone or str(cfg.model.backbone.source)
-    if not is_generic(src):
+    if not parse_source(src).generic:
         raise SegmentError(f"{src}: this config builds a generic backbone: give --backbone timm:<model>[:<weights>] "
                            "or <plugin>:<weights> (a ViT checkpoint goes with the upernet_vit / upernet_mae configs)")
     bb = load_generic(src, trust_pickle=opts.trust_pickle, allow_nonfinite=opts.allow_nonfinite, name=opts.name,
