@@ -1,6 +1,6 @@
 """Mutation testing of the modules in tests/mutation/modules.toml with cosmic-ray, on a copy of the checkout.
 
-    python tests/mutation/run.py [NAME ...] [--out DIR]
+    python tests/mutation/run.py [NAME ...] [--out DIR] [--workers N]
 
 The working tree's files (tracked and untracked, not ignored) are copied to DIR/checkout, where the
 ``droppos`` namespace is laid out as installed (``droppos/pretrain`` -> ``pretrain/``, ...) and put first on
@@ -9,7 +9,9 @@ The working tree's files (tracked and untracked, not ignored) are copied to DIR/
 killed when they fail). Prints one row per module (mutants, killed, survived,
 timeouts, the score with the equivalent mutants of tests/mutation/equivalent.toml left out) and writes the
 survivors to ``DIR/survivors-NAME.txt`` (default DIR: ./mutation-report, which also holds the copy and
-cosmic-ray's session files: ``--resume`` goes on where a run was stopped).
+cosmic-ray's session files: ``--resume`` goes on where a run was stopped). A module's ``path`` is a file or a
+folder (every ``.py`` file under it). With ``--workers N`` the mutants are shared by N cosmic-ray HTTP workers,
+each mutating its own copy (``DIR/checkout``, ``DIR/checkout-w1``, ...): cosmic-ray's ``http`` distributor.
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ import ast
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
+import time
 import tomllib
 from pathlib import Path
 
@@ -65,60 +69,105 @@ def annotation_spans(source: str) -> list[tuple[tuple[int, int], tuple[int, int]
     return [((n.lineno, n.col_offset), (n.end_lineno, n.end_col_offset)) for n in nodes]
 
 
-def skip_annotation_mutants(db: Path, module: Path) -> int:
+def skip_annotation_mutants(db: Path, root: Path) -> int:
     """Mark the mutants that lie inside an annotation as skipped (those already run too: a run from before this
-    rule); returns how many."""
+    rule); returns how many. ``root`` is the copy the mutants' module paths are relative to."""
     from cosmic_ray.work_db import use_db
     from cosmic_ray.work_item import WorkerOutcome, WorkResult
 
-    spans = annotation_spans(module.read_text())
+    spans: dict[Path, list] = {}
     skipped = 0
     with use_db(str(db)) as work_db:
         for item in work_db.work_items:
-            if all(any(a <= tuple(m.start_pos) and tuple(m.end_pos) <= b for a, b in spans) for m in item.mutations):
+            inside = []
+            for m in item.mutations:
+                path = Path(m.module_path)
+                if path not in spans:
+                    spans[path] = annotation_spans((root / path).read_text())
+                inside.append(any(a <= tuple(m.start_pos) and tuple(m.end_pos) <= b for a, b in spans[path]))
+            if all(inside):
                 work_db.set_result(item.job_id, WorkResult(worker_outcome=WorkerOutcome.SKIPPED))
                 skipped += 1
     return skipped
 
 
 def equivalents(name: str) -> set[str]:
+    """The keys ``FILE OPERATOR OCCURRENCE`` of the module's listed equivalent mutants (``file`` is needed only
+    where the module is a folder; without it the key is ``OPERATOR OCCURRENCE``)."""
     data = tomllib.loads((HERE / "equivalent.toml").read_text()) if (HERE / "equivalent.toml").is_file() else {}
-    return {f"{e['operator']} {e['occurrence']}" for e in data.get(name, [])}
+    return {" ".join(filter(None, (e.get("file"), e["operator"], str(e["occurrence"])))) for e in data.get(name, [])}
 
 
-def run_module(mod: dict, copy: Path, out: Path, timeout: float, fresh: bool = True) -> dict:
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_workers(copies: list[Path], cr: list[str]) -> tuple[list[subprocess.Popen], list[str]]:
+    """One cosmic-ray HTTP worker per copy (it mutates and tests in its own folder); waits until each listens."""
+    procs, urls = [], []
+    for copy in copies:
+        (copy / ".mutation").mkdir(exist_ok=True)  # the tests' --basetemp lives there
+        port = free_port()
+        env = {**os.environ, "PYTHONPATH": str(copy), "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+        procs.append(subprocess.Popen([*cr, "http-worker", "--port", str(port)], cwd=copy, env=env,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        urls.append(f"http://127.0.0.1:{port}")
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if procs[-1].poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit(f"cosmic-ray http-worker in {copy} did not start")
+                time.sleep(0.5)
+    return procs, urls
+
+
+def run_module(mod: dict, copies: list[Path], out: Path, timeout: float, fresh: bool = True) -> dict:
+    copy = copies[0]
     work = copy / ".mutation"
     work.mkdir(exist_ok=True)
     config, db = work / f"{mod['name']}.toml", work / f"{mod['name']}.sqlite"
     tests = " ".join(mod["tests"])
+    env = {**os.environ, "PYTHONPATH": str(copy), "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+    cr = [sys.executable, "-m", "cosmic_ray.cli"]
+    workers, urls = start_workers(copies, cr) if len(copies) > 1 else ([], [])
+    distributor = f'name = "http"\n\n[cosmic-ray.distributor.http]\nworker-urls = {urls}' if urls else 'name = "local"'
+    # each test run keeps its folders under its own copy (the command runs in the worker's folder)
     config.write_text(f"""[cosmic-ray]
 module-path = "{mod['path']}"
 timeout = {timeout}
 excluded-modules = []
-test-command = "{sys.executable} -m pytest -x -q -p no:cacheprovider --basetemp {work / 'tmp'} {tests}"
+test-command = "{sys.executable} -m pytest -x -q -p no:cacheprovider --basetemp .mutation/tmp {tests}"
 
 [cosmic-ray.distributor]
-name = "local"
+{distributor}
 """)
-    env = {**os.environ, "PYTHONPATH": str(copy), "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
-    cr = [sys.executable, "-m", "cosmic_ray.cli"]
-    if fresh or not db.is_file():
-        db.unlink(missing_ok=True)
-        subprocess.run([*cr, "init", str(config), str(db)], cwd=copy, env=env, check=True)
-    skip_annotation_mutants(db, copy / mod["path"])
-    base = subprocess.run([*cr, "baseline", str(config)], cwd=copy, env=env, capture_output=True, text=True)
-    if base.returncode != 0:
-        raise SystemExit(f"{mod['name']}: its tests fail on the unmutated copy:\n{base.stdout[-2000:]}{base.stderr[-2000:]}")
-    subprocess.run([*cr, "exec", str(config), str(db)], cwd=copy, env=env, check=True)
+    try:
+        if fresh or not db.is_file():
+            db.unlink(missing_ok=True)
+            subprocess.run([*cr, "init", str(config), str(db)], cwd=copy, env=env, check=True)
+        skip_annotation_mutants(db, copy)
+        base = subprocess.run([*cr, "baseline", str(config)], cwd=copy, env=env, capture_output=True, text=True)
+        if base.returncode != 0:
+            raise SystemExit(f"{mod['name']}: its tests fail on the unmutated copy:\n{base.stdout[-2000:]}{base.stderr[-2000:]}")
+        subprocess.run([*cr, "exec", str(config), str(db)], cwd=copy, env=env, check=True)
+    finally:
+        for w in workers:
+            w.terminate()
+            w.wait()
     report = subprocess.run([sys.executable, "-m", "cosmic_ray.tools.report", "--show-diff", str(db)], cwd=copy,
                             env=env, capture_output=True, text=True, check=True).stdout
-    return summarize(mod["name"], report, out)
+    return summarize(mod["name"], report, out, folder=(copy / mod["path"]).is_dir())
 
 
 JOB = re.compile(r"^\[job-id\] (\S+)\n(\S+) (\S+) (\d+)", re.M)
 
 
-def summarize(name: str, report: str, out: Path) -> dict:
+def summarize(name: str, report: str, out: Path, folder: bool = False) -> dict:
     """Counts from cr-report's text: one block per job, its outcome and diff."""
     blocks = re.split(r"(?m)^(?=\[job-id\] )", report)
     counts = {"mutants": 0, "killed": 0, "survived": 0, "timeout": 0, "equivalent": 0, "annotation": 0,
@@ -130,7 +179,7 @@ def summarize(name: str, report: str, out: Path) -> dict:
         if not m:
             continue
         counts["mutants"] += 1
-        key = f"{m.group(3)} {m.group(4)}"
+        key = f"{m.group(2) + ' ' if folder else ''}{m.group(3)} {m.group(4)}"
         if "WorkerOutcome.SKIPPED" in block:
             counts["annotation"] += 1  # inside an annotation (never evaluated): equivalent by construction
         elif "WorkerOutcome.TIMEOUT" in block:
@@ -157,6 +206,8 @@ def main(argv=None) -> int:
     p.add_argument("names", nargs="*", help="modules of modules.toml (default: all)")
     p.add_argument("--out", default="mutation-report", help="folder for the survivors' diffs")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per mutant's test run")
+    p.add_argument("--workers", type=int, default=1,
+                   help="mutants tested at once, each worker in its own copy (cosmic-ray's http distributor)")
     p.add_argument("--resume", action="store_true",
                    help="keep the session files in OUT/checkout and run only the mutants not yet run (the copy's "
                         "files are refreshed from this checkout; a mutant left in place by a stopped run is undone)")
@@ -170,19 +221,22 @@ def main(argv=None) -> int:
     chosen = [m for m in modules if not args.names or m["name"] in args.names]
     rows = []
     out = Path(args.out).resolve()
-    copy = out / "checkout"
-    if not (args.resume and copy.is_dir()):
-        shutil.rmtree(copy, ignore_errors=True)
-        copy.mkdir(parents=True)
-    copy_checkout(copy)
+    if args.workers < 1:
+        p.error("--workers must be at least 1")
+    copies = [out / "checkout"] + [out / f"checkout-w{i}" for i in range(1, args.workers)]
+    for i, copy in enumerate(copies):
+        if not (args.resume and i == 0 and copy.is_dir()):  # the first copy holds the session files
+            shutil.rmtree(copy, ignore_errors=True)
+            copy.mkdir(parents=True)
+        copy_checkout(copy)
     for mod in chosen:
-        db = copy / ".mutation" / f"{mod['name']}.sqlite"
+        db = copies[0] / ".mutation" / f"{mod['name']}.sqlite"
         if args.resume and args.recheck_survivors and db.is_file():
             import sqlite3
 
             with sqlite3.connect(db) as con:
                 con.execute("DELETE FROM work_results WHERE test_outcome = 'SURVIVED'")
-        rows.append((mod, run_module(mod, copy, out, args.timeout, fresh=not args.resume)))
+        rows.append((mod, run_module(mod, copies, out, args.timeout, fresh=not args.resume)))
     print_table(rows)
     low = [m["name"] for m, c in rows if c["score"] < 90.0]
     return 1 if low else 0

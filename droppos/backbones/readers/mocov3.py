@@ -7,7 +7,7 @@ from droppos.errors import UserError
 from .common import as_int, refuse_unrepresentable, tensors
 from .registry import Raw, register, register_family
 
-register_family("mocov3", {384: 12, 768: 12})  # MoCo v3 vits.py: vit_small has 12 heads
+register_family("mocov3", {384: 12, 768: 12, 1024: 16, 1280: 16})  # MoCo v3 vits.py: vit_small has 12 heads
 
 
 def _is_mocov3(obj: dict) -> bool:

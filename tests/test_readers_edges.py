@@ -1,0 +1,201 @@
+"""The readers' tables and messages, each against an independent source: the head counts of every family
+against the networks its code defines (built by timm / torchvision on the meta device, or the cited
+release file), the recognition order against the documented table, and the exact words a reader
+gives about what it read and dropped (a swapped branch reads the same weights but says the wrong thing)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+
+import pytest
+import torch
+from droppos.backbones import readers
+from droppos.backbones.readers import FAMILY_HEADS, READERS, detect_layout, formats, registry
+from droppos.backbones.readers.engine_files import _source_named_beside
+from droppos.models.vit import VIT_SIZES
+
+from droppos.errors import UserError
+
+
+def _timm_heads(*names: str) -> dict[int, int]:
+    import timm
+
+    out = {}
+    for name in names:
+        with torch.device("meta"):
+            model = timm.create_model(name, pretrained=False)
+        out[model.embed_dim] = model.blocks[0].attn.num_heads
+    return out
+
+
+def _torchvision_heads(*names: str) -> dict[int, int]:
+    import torchvision
+
+    out = {}
+    for name in names:
+        with torch.device("meta"):
+            model = getattr(torchvision.models, name)()
+        out[model.hidden_dim] = model.encoder.layers[0].self_attention.num_heads
+    return out
+
+
+#: facebookresearch/moco-v3 vits.py (commit 1c6b717): vit_small, vit_base, vit_large, vit_huge
+#: (``embed_dim=384, ... num_heads=12``, ``768 ... 12``, ``1024 ... 16``, ``1280 ... 16``); not in timm
+MOCOV3_VITS = {384: 12, 768: 12, 1024: 16, 1280: 16}
+
+FAMILIES = {
+    "dino": lambda: _timm_heads("vit_small_patch16_224", "vit_base_patch16_224"),  # DINO's vit_small / vit_base
+    "ibot": lambda: _timm_heads("vit_small_patch16_224", "vit_base_patch16_224", "vit_large_patch16_224"),
+    "mae": lambda: _timm_heads("vit_base_patch16_224", "vit_large_patch16_224", "vit_huge_patch14_224"),
+    "deit": lambda: _timm_heads("deit_tiny_patch16_224", "deit_small_patch16_224", "deit_base_patch16_224"),
+    "timm": lambda: _timm_heads("vit_tiny_patch16_224", "vit_small_patch16_224", "vit_base_patch16_224",
+                                "vit_large_patch16_224", "vit_huge_patch14_224"),
+    "dinov2": lambda: _timm_heads("vit_small_patch14_dinov2", "vit_base_patch14_dinov2", "vit_large_patch14_dinov2",
+                                  "vit_giant_patch14_dinov2"),
+    "torchvision": lambda: _torchvision_heads("vit_b_16", "vit_l_16", "vit_h_14"),
+    "droppos": lambda: {width: heads for width, _, heads in VIT_SIZES.values()},
+    "mocov3": lambda: MOCOV3_VITS,
+}
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_each_family_table_is_the_networks_its_code_defines(family):
+    assert FAMILY_HEADS[family] == FAMILIES[family]()
+
+
+def test_every_registered_family_is_checked():
+    assert set(FAMILY_HEADS) == set(FAMILIES)
+
+
+def test_recognition_order_is_the_documented_table():
+    """readers/__init__.py's table lists the layouts in recognition order; formats() follows the orders."""
+    table = re.findall(r"^\| ``(\w+)``", readers.__doc__, re.M)
+    assert formats() == (*table, "scratch")
+    assert [r.name for r in sorted(READERS.values(), key=lambda r: r.order) if r.recognise or r.suffix] == table
+
+
+def test_an_unknown_file_lists_its_first_eight_keys_and_every_layout():
+    obj = {f"k{i}": i for i in range(12)}
+    with pytest.raises(UserError) as e:
+        detect_layout(obj, "x.pth: ")
+    msg = str(e.value)
+    assert msg.startswith("x.pth: no ViT encoder in this file (top-level keys: k0, k1, k2, k3, k4, k5, k6, k7); ")
+    assert msg.endswith("--from {" + ",".join(formats()) + "}")
+
+
+def test_registration_is_checked_and_readers_are_immutable(monkeypatch):
+    monkeypatch.setattr(registry, "FAMILY_HEADS", dict(FAMILY_HEADS))
+    registry.register_family("dino", {384: 6, 768: 12})  # the same table again: fine
+    assert registry.FAMILY_HEADS["dino"] == {384: 6, 768: 12}
+    with pytest.raises(ValueError, match="family 'dino' registered twice with different tables"):
+        registry.register_family("dino", {384: 6, 768: 13})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        READERS["timm"].order = 1  # type: ignore[misc]
+
+
+def test_head_count_from_a_family_else_only_from_agreement():
+    assert registry.heads_for(1024, "mocov3") == (16, "the mocov3 family's value for width 1024")
+    assert registry.heads_for(768, None) == (12, "every known ViT family has 12 heads at width 768")
+    heads, why = registry.heads_for(384, None)  # MoCo v3 has 12 heads at 384, the others 6
+    assert heads is None and "mocov3 12" in why and "dino 6" in why
+    assert registry.heads_for(100, None) == (None, "")
+    assert registry.heads_for(384, "nofamily")[0] is None
+
+
+# ---------------------------------------------------------------------------------------- what a reader says
+def _vit_sd(prefix: str = "", width: int = 8) -> dict:
+    sd = {"cls_token": torch.zeros(1, 1, width), "pos_embed": torch.zeros(1, 5, width),
+          "patch_embed.proj.weight": torch.zeros(width, 3, 2, 2), "blocks.0.attn.qkv.weight": torch.zeros(3 * width, width)}
+    return {prefix + k: v for k, v in sd.items()}
+
+
+def _network(extra: dict | None = None, module: bool = False) -> dict:
+    sd = {**_vit_sd("backbone."), "head.last_layer.weight_g": torch.ones(1, 1), **(extra or {})}
+    return {("module." if module else "") + k: v for k, v in sd.items()}
+
+
+@pytest.mark.parametrize("ibot, part, chosen, other, default", [
+    (False, None, "teacher", "student", " (default; --part student picks the other)"),
+    (False, "student", "student", "teacher", ""),
+    (False, "teacher", "teacher", "student", ""),
+    (True, None, "teacher", "student", " (default; --part student picks the other)"),
+])
+def test_dino_full_checkpoint_notes(ibot, part, chosen, other, default):
+    obj = {"teacher": _network(), "student": _network({"head.extra": torch.ones(1)}, module=True), "epoch": 3}
+    if ibot:
+        obj["ibot_loss"] = 0.0
+    raw, info = READERS["dino"].read(obj, "f: ", part)
+    name = "IBOT" if ibot else "DINO"
+    assert info["notes"] == [f"{name} full checkpoint: read the {chosen}{default}",
+                             f"dropped the {other} network: {len(obj[other])} tensors"]
+    assert info["family"] == ("ibot" if ibot else "dino") and info["part"] == chosen and info["epochs"] == 3
+    assert raw["head.last_layer.weight_g"][1] == f"head of the {chosen} (projection head: pretext)"
+
+
+def test_dino_student_only_checkpoint_defaults_to_it_and_says_the_other():
+    obj = {"student": _network(module=True)}
+    _, info = READERS["dino"].read(obj, "f: ", None)
+    assert info["notes"] == ["DINO full checkpoint: read the student (default; --part teacher picks the other)"]
+    with pytest.raises(UserError, match="--part teacher: this checkpoint holds student"):
+        READERS["dino"].read(obj, "f: ", "teacher")
+
+
+@pytest.mark.parametrize("module, ibot, note", [
+    (False, False, "DINO network saved alone: its backbone read, its projection head dropped"),
+    (True, False, "DINO student saved alone: its backbone read, its projection head dropped"),
+    (True, True, "IBOT student saved alone: its backbone read, its projection head dropped"),
+])
+def test_dino_network_alone_notes(module, ibot, note):
+    obj = _network({"backbone.masked_embed": torch.zeros(8)} if ibot else None, module=module)
+    raw, info = READERS["dino_net"].read(obj, "f: ", None)
+    assert info == {"family": "ibot" if ibot else "dino", "notes": [note]}
+    if ibot:
+        assert raw["masked_embed"][1] == "masked_embed (iBOT pretext token)"
+
+
+@pytest.mark.parametrize("masked, family", [(True, "ibot"), (False, None)])
+def test_state_dict_wrapper_family_from_the_ibot_token(masked, family):
+    sd = {**_vit_sd(), **({"masked_embed": torch.zeros(8)} if masked else {})}
+    raw, info = READERS["ibot"].read({"state_dict": sd, "epoch": 5}, "f: ", None)
+    assert info["family"] == family and info["epochs"] == 5
+    assert (raw.get("masked_embed", (None, None))[1] == "pretext (pretraining only)") == masked
+
+
+@pytest.mark.parametrize("part, enc, other", [(None, "base_encoder", "momentum_encoder"),
+                                              ("momentum", "momentum_encoder", "base_encoder")])
+def test_mocov3_reads_one_encoder_and_names_each_dropped_part(part, enc, other):
+    sd = {**_vit_sd(f"module.{enc}."), **_vit_sd(f"module.{other}."),
+          f"module.{enc}.head.0.weight": torch.zeros(2, 2), "module.predictor.0.weight": torch.zeros(2, 2)}
+    raw, info = READERS["mocov3"].read({"state_dict": sd, "epoch": 7, "arch": "vit_small"}, "f: ", part)
+    assert {k for k, (_, why) in raw.items() if why is None} == set(_vit_sd())
+    assert raw[f"module.{enc}.head.0.weight"][1] == "MoCo v3 projector head (pretext)"
+    assert raw["module.predictor.0.weight"][1] == "MoCo v3 predictor (pretext)"
+    assert raw[f"module.{other}.cls_token"][1] == f"MoCo v3 {other} (pretext)"
+    default = "" if part else " (default; --part momentum picks the other)"
+    assert info["notes"] == [f"MoCo v3 checkpoint: read the {enc}{default}"]
+    assert (info["epochs"], info["model_name"], info["family"]) == (7, "vit_small", "mocov3")
+
+
+def test_dinov2_with_swiglu_names_the_timm_model_to_use():
+    sd = {**_vit_sd(), "blocks.0.ls1.gamma": torch.ones(8), "blocks.0.mlp.w12.weight": torch.zeros(4, 8)}
+    with pytest.raises(UserError) as e:
+        READERS["dinov2"].read(sd, "g.pth: ", None)
+    assert str(e.value) == ("g.pth: a DINOv2 with SwiGLU MLP (mlp.w12, ViT-g) cannot be represented exactly as a plain "
+                            "ViT encoder; read it as a generic backbone through timm: "
+                            "--backbone timm:vit_giant_patch14_dinov2:g.pth")
+
+
+@pytest.mark.parametrize("side, said", [
+    ({"backbone": {"source": "runs/pt/encoder.pth"}}, " (converted from runs/pt/encoder.pth)"),
+    ({"other": 1}, ""),  # KeyError
+    ({"backbone": "text"}, ""),  # TypeError
+    ("not json", ""),  # ValueError
+    (None, ""),  # OSError: no file beside it
+])
+def test_engine_files_name_their_source_only_from_a_sidecar_that_says_it(tmp_path, side, said):
+    path = tmp_path / "out.pth"
+    if side is not None:
+        (tmp_path / "out.pth.json").write_text(side if isinstance(side, str) else json.dumps(side))
+    assert _source_named_beside(f"{path}: ") == said
