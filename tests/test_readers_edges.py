@@ -199,3 +199,77 @@ def test_engine_files_name_their_source_only_from_a_sidecar_that_says_it(tmp_pat
     if side is not None:
         (tmp_path / "out.pth.json").write_text(side if isinstance(side, str) else json.dumps(side))
     assert _source_named_beside(f"{path}: ") == said
+
+
+# ---------------------------------------------------------------------------------------- shared helpers
+def test_state_dict_checks_name_what_is_wrong():
+    from droppos.backbones.readers.common import tensors
+
+    with pytest.raises(UserError, match=r"^f: model is a list, not a state dict$"):
+        tensors([1], "f: ", "model")
+    bad = {f"n{i}": i for i in range(6)}
+    with pytest.raises(UserError) as e:
+        tensors({"t": torch.zeros(1), **bad}, "f: ", "model")
+    assert str(e.value) == "f: model holds non-tensor entries (n0, n1, n2, n3)"
+    sd = {"t": torch.zeros(1)}
+    assert tensors(sd, "f: ", "model") is sd
+
+
+def test_small_helpers_against_hand_computed_cases():
+    from droppos.backbones.readers.common import as_int, flat, generic_path, strip, under_prefix
+
+    assert [as_int(v) for v in (3, 0, True, False, 2.0, "3", None)] == [3, 0, None, None, None, None, None]
+    assert not flat({}) and flat({"a": torch.zeros(1)}) and not flat({"a": torch.zeros(1), "b": 1})
+    assert strip({"m.a": 1, "b": 2, "m.m.c": 3}, "m.") == {"a": 1, "m.c": 3}
+    assert generic_path("x/y.pth: ") == "read it as a generic backbone through timm: --backbone timm:<model_name>:x/y.pth"
+    assert generic_path("", "convnext_base").endswith("--backbone timm:convnext_base:FILE")
+    raw = under_prefix({"p.a": 1, "q.b": 2}, "p.", lambda k: f"not {k}")
+    assert raw == {"a": (1, None), "q.b": (2, "not q.b")}
+
+
+def test_timm_names_keep_the_head_aside_and_drop_pretext():
+    from droppos.backbones.readers.common import timm_raw
+
+    t = torch.zeros(1)
+    raw = timm_raw({"head.weight": t, "pre_logits.fc.weight": t, "mask_token": t, "blocks.0.x": t}, pretext=("mask_",))
+    assert {k: why for k, (_, why) in raw.items()} == {
+        "head.weight": "classifier head (kept as the backbone's head)", "pre_logits.fc.weight": "pre-logits layer of the classifier",
+        "mask_token": "pretext (pretraining only)", "blocks.0.x": None}
+
+
+def test_rename_rules_first_match_wins_drop_or_keep():
+    from droppos.backbones.readers.common import block_rules, renamed, stem_rules
+
+    rules = [*stem_rules(r"cls", r"pos", r"pe\.", r"ln\."), (r"^drop\.", None, "gone"), (r"^note$", "kept", "why"),
+             *block_rules(r"^L\.(\d+)\.", {r"a\.": "attn.qkv", r"b\.": "mlp.fc1"})]
+    t = torch.zeros(1)
+    raw = renamed({"cls": t, "pos": t, "pe.weight": t, "ln.bias": t, "drop.x": t, "note": t, "L.3.a.weight": t,
+                   "L.0.b.bias": t, "other": t}, rules)
+    assert {k: why for k, (_, why) in raw.items()} == {
+        "cls_token": None, "pos_embed": None, "patch_embed.proj.weight": None, "norm.bias": None, "drop.x": "gone",
+        "kept": "why", "blocks.3.attn.qkv.weight": None, "blocks.0.mlp.fc1.bias": None, "other": None}
+
+
+def test_fold_scale_is_the_same_linear_layer():
+    from droppos.backbones.readers.common import fold_scale
+
+    lin = torch.nn.Linear(3, 4).double()
+    gamma = torch.tensor([0.5, -2.0, 3.0, 1e-3], dtype=torch.float64)
+    sd = {"l.weight": lin.weight.detach().clone(), "l.bias": lin.bias.detach().clone()}
+    fold_scale(sd, "l", gamma)
+    x = torch.randn(5, 3, dtype=torch.float64)
+    torch.testing.assert_close(x @ sd["l.weight"].T + sd["l.bias"], gamma * lin(x).detach(), atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("ema, module", [(True, True), (False, False)])
+def test_official_droppos_release_says_what_it_removed_and_ignored(ema, module):
+    sd = {("module." if module else "") + k: v for k, v in {**_vit_sd(), "mask_pos_token": torch.zeros(1)}.items()}
+    obj = {"state_dict": sd, "model": "DropPos_mae_vit_base_patch16_dec512d2b", "epoch": 199}
+    if ema:
+        obj["ema_state_dict"] = {}
+    raw, info = READERS["droppos"].read(obj, "f: ", None)
+    assert info["notes"] == ((["removed DDP's 'module.' prefix from the state_dict keys"] if module else []) +
+                             (["file also holds an EMA teacher (ema_state_dict); the student state_dict was used"]
+                              if ema else []))
+    assert (info["method"], info["epochs"], info["family"]) == ("droppos", 199, "mae")
+    assert raw["mask_pos_token"][1] == "pretext (official release)" and raw["cls_token"][1] is None

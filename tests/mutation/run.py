@@ -237,6 +237,7 @@ def main(argv=None) -> int:
             with sqlite3.connect(db) as con:
                 con.execute("DELETE FROM work_results WHERE test_outcome = 'SURVIVED'")
         rows.append((mod, run_module(mod, copies, out, args.timeout, fresh=not args.resume)))
+        print(f"done: {row(*rows[-1])}", flush=True)  # each module as it ends (a long run may be stopped)
     print_table(rows)
     low = [m["name"] for m, c in rows if c["score"] < 90.0]
     return 1 if low else 0
@@ -246,8 +247,12 @@ def print_table(rows) -> None:
     print("| module | file | mutants | in annotations | killed | timeouts | survived | equivalent | score |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for mod, c in rows:
-        print(f"| {mod['name']} | `{mod['path']}` | {c['mutants']} | {c['annotation']} | {c['killed']} | {c['timeout']} | "
-              f"{c['survived']} | {c['equivalent']} | {c['score']:.1f}% |", flush=True)
+        print(row(mod, c), flush=True)
+
+
+def row(mod: dict, c: dict) -> str:
+    return (f"| {mod['name']} | `{mod['path']}` | {c['mutants']} | {c['annotation']} | {c['killed']} | {c['timeout']} | "
+            f"{c['survived']} | {c['equivalent']} | {c['score']:.1f}% |")
 
 
 if __name__ == "__main__":
