@@ -273,3 +273,68 @@ def test_official_droppos_release_says_what_it_removed_and_ignored(ema, module):
                               if ema else []))
     assert (info["method"], info["epochs"], info["family"]) == ("droppos", 199, "mae")
     assert raw["mask_pos_token"][1] == "pretext (official release)" and raw["cls_token"][1] is None
+
+
+@pytest.mark.parametrize("model, input_size, want_hint", [
+    ("mae_vit_base_patch16", 192, 192),  # the run's input size joins the architecture the name gives
+    ("mae_vit_base_patch16", None, None),
+    ("", 192, "no hint"),  # no name: no architecture to add the size to
+])
+def test_official_mae_input_size_joins_the_named_architecture(model, input_size, want_hint):
+    import argparse
+
+    args = argparse.Namespace(model=model, input_size=input_size, epochs=800)
+    obj = {"model": {**_vit_sd(), "mask_token": torch.zeros(1)}, "args": args, "epoch": 399}
+    raw, info = READERS["mae"].read(obj, "f: ", None)
+    if want_hint == "no hint":
+        assert info["arch_hint"] is None and info["method"] == "unknown"
+    else:
+        assert info["arch_hint"]["embed_dim"] == 768 and info["arch_hint"].get("img_size") == want_hint
+        assert info["method"] == "mae"
+    assert info["epochs"] == 400 and raw["mask_token"][1] == "pretext (official release)"
+
+
+@pytest.mark.parametrize("meta, data", [
+    ({"config": {"data": "/d/cfg"}}, "/d/cfg"),  # older encoders: the data only in the run's config
+    ({"data": "/d/meta", "config": {"data": "/d/cfg"}}, "/d/meta"),
+    ({"config": None}, None),
+])
+def test_own_encoder_names_its_pretraining_data(meta, data):
+    from droppos.utils.checkpoint import ENCODER_FORMAT
+
+    obj = {"format": ENCODER_FORMAT, "state_dict": _vit_sd(), "meta": {"method": "droppos", "epochs": 9, **meta}}
+    raw, info = READERS["encoder"].read(obj, "f: ", None)
+    assert info["data"] == data and info["method"] == "droppos" and info["epochs"] == 9
+    assert all(why is None for _, why in raw.values())
+
+
+def test_dino_args_name_the_model_and_the_patch():
+    import argparse
+
+    obj = {"teacher": _network(), "args": argparse.Namespace(arch="vit_small", patch_size=8)}
+    _, info = READERS["dino"].read(obj, "f: ", None)
+    assert info["model_name"] == "vit_small" and info["arch_hint"] == {"patch_size": 8}
+    _, info = READERS["dino"].read({"teacher": _network(), "args": argparse.Namespace(arch=None)}, "f: ", None)
+    assert info["model_name"] == "" and info["arch_hint"] is None
+
+
+def test_dino_network_without_a_backbone_lists_its_first_six_keys():
+    obj = {"teacher": {f"head.layer{i}.weight": torch.zeros(1) for i in range(9)}}
+    with pytest.raises(UserError) as e:
+        READERS["dino"].read(obj, "f: ", None)
+    assert str(e.value) == ("f: teacher has no 'backbone.' weights (keys: " +
+                            ", ".join(f"head.layer{i}.weight" for i in range(6)) + ")")
+
+
+def test_dino_backbone_that_is_no_plain_vit_is_refused_by_its_kept_keys():
+    obj = {"teacher": _network({"backbone.blocks.0.attn.q_norm.weight": torch.ones(8)})}
+    with pytest.raises(UserError, match=r"qk-norm \(key blocks\.0\.attn\.q_norm\.weight\)"):
+        READERS["dino"].read(obj, "f: ", None)
+
+
+@pytest.mark.parametrize("prefix", ["module.", "model.", "module.model."])
+def test_flat_timm_state_dict_loses_ddp_and_wrapper_prefixes(prefix):
+    raw, _ = READERS["timm"].read(_vit_sd(prefix), "f: ", None)
+    assert set(raw) == set(_vit_sd()) and all(why is None for _, why in raw.values())
+    mixed = {**_vit_sd("module."), "extra": torch.zeros(1)}  # not every key has it: nothing removed
+    assert set(READERS["timm"].read(mixed, "f: ", None)[0]) == set(mixed)

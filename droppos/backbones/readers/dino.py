@@ -34,14 +34,13 @@ def read_dino(obj: dict, where: str, part: str | None = None):
     have = [p for p in ("teacher", "student") if isinstance(obj.get(p), dict)]
     if part is not None and part not in have:
         raise UserError(f"{where}--part {part}: this checkpoint holds {' and '.join(have)}")
-    chosen = part or ("teacher" if "teacher" in have else have[0])
+    chosen = part or have[0]  # the teacher when the file holds it
+    other = "student" if chosen == "teacher" else "teacher"
     raw, family = _network(tensors(obj[chosen], where, chosen), chosen, where, ibot="ibot_loss" in obj)
-    ibot = family == "ibot"
-    default = "" if part else f" (default; --part {'student' if chosen == 'teacher' else 'teacher'} picks the other)"
-    notes = [f"{family.upper() if ibot else 'DINO'} full checkpoint: read the {chosen}{default}"]
-    if len(have) == 2:
-        notes.append(f"dropped the {'student' if chosen == 'teacher' else 'teacher'} network: "
-                     f"{len(obj['student' if chosen == 'teacher' else 'teacher'])} tensors")
+    default = "" if part else f" (default; --part {other} picks the other)"
+    notes = [f"{family.upper()} full checkpoint: read the {chosen}{default}"]
+    if other in have:
+        notes.append(f"dropped the {other} network: {len(obj[other])} tensors")
     args = obj.get("args")
     epochs = as_int(obj.get("epoch"))
     hint = {"patch_size": int(args.patch_size)} if as_int(getattr(args, "patch_size", None)) else {}
@@ -60,7 +59,7 @@ def read_dino_net(obj: dict, where: str, part: str | None = None):
     student = all(str(k).startswith("module.") for k in obj)
     name = "student" if student else "network"
     raw, family = _network(tensors(obj, where, "state dict"), name, where)
-    notes = [f"{family.upper() if family == 'ibot' else 'DINO'} {name} saved alone: its backbone read, its "
+    notes = [f"{family.upper()} {name} saved alone: its backbone read, its "
              "projection head dropped"]
     return raw, dict(family=family, notes=notes)
 
