@@ -338,3 +338,33 @@ def test_flat_timm_state_dict_loses_ddp_and_wrapper_prefixes(prefix):
     assert set(raw) == set(_vit_sd()) and all(why is None for _, why in raw.values())
     mixed = {**_vit_sd("module."), "extra": torch.zeros(1)}  # not every key has it: nothing removed
     assert set(READERS["timm"].read(mixed, "f: ", None)[0]) == set(mixed)
+
+
+def test_dinov2_recognised_by_its_two_dimensional_mask_token():
+    from droppos.backbones.readers.dinov2 import is_dinov2
+
+    base = {**_vit_sd(), "blocks.0.attn.qkv.weight": torch.zeros(24, 8)}
+    assert is_dinov2({**base, "mask_token": torch.zeros(1, 8)})  # DINOv2: (1, D)
+    assert not is_dinov2({**base, "mask_token": torch.zeros(1, 1, 8)})  # MAE: (1, 1, D)
+    assert not is_dinov2({**base, "mask_token": torch.zeros(8)})
+    assert not is_dinov2({"mask_token": torch.zeros(1, 8)})  # no timm blocks
+    assert is_dinov2({"register_tokens": torch.zeros(1, 4, 8)}) and is_dinov2({"blocks.3.ls2.gamma": torch.ones(8)})
+
+
+def test_dinov2_registers_counted_in_the_note():
+    sd = {**_vit_sd(), "register_tokens": torch.zeros(1, 4, 8), "mask_token": torch.zeros(1, 8)}
+    raw, info = READERS["dinov2"].read(sd, "f: ", None)
+    assert info["notes"] == ["4 register tokens kept as prefix tokens after [cls] (no position)"]
+    assert raw["reg_token"][1] is None and raw["mask_token"][1] == "DINOv2 mask token (iBOT pretext)"
+
+
+def test_dinov2_that_is_no_plain_vit_is_refused_beside_its_layer_scale():
+    sd = {**_vit_sd(), "blocks.0.ls1.gamma": torch.ones(8), "blocks.0.attn.k_norm.weight": torch.ones(8)}
+    with pytest.raises(UserError, match=r"qk-norm \(key blocks\.0\.attn\.k_norm\.weight\)"):
+        READERS["dinov2"].read(sd, "f: ", None)
+
+
+def test_mocov3_encoder_that_is_no_plain_vit_is_refused():
+    sd = {**_vit_sd("module.base_encoder."), "module.base_encoder.blocks.0.attn.q_norm.weight": torch.ones(8)}
+    with pytest.raises(UserError, match=r"qk-norm \(key blocks\.0\.attn\.q_norm\.weight\)"):
+        READERS["mocov3"].read({"state_dict": sd}, "f: ", None)
