@@ -368,3 +368,10 @@ def test_mocov3_encoder_that_is_no_plain_vit_is_refused():
     sd = {**_vit_sd("module.base_encoder."), "module.base_encoder.blocks.0.attn.q_norm.weight": torch.ones(8)}
     with pytest.raises(UserError, match=r"qk-norm \(key blocks\.0\.attn\.q_norm\.weight\)"):
         READERS["mocov3"].read({"state_dict": sd}, "f: ", None)
+
+
+def test_deit_wrapper_loses_ddp_prefix():
+    raw, info = READERS["deit"].read({"model": _vit_sd("module.")}, "f: ", None)
+    assert set(raw) == set(_vit_sd()) and info["family"] is None
+    raw, _ = READERS["deit"].read({"model": {**_vit_sd(), "head.weight": torch.zeros(2, 8)}}, "f: ", None)
+    assert set(raw) == {*_vit_sd(), "head.weight"}
