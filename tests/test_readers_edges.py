@@ -375,3 +375,44 @@ def test_deit_wrapper_loses_ddp_prefix():
     assert set(raw) == set(_vit_sd()) and info["family"] is None
     raw, _ = READERS["deit"].read({"model": {**_vit_sd(), "head.weight": torch.zeros(2, 8)}}, "f: ", None)
     assert set(raw) == {*_vit_sd(), "head.weight"}
+
+
+def _hf_sd(layer_scale: bool = False, drop: str = "") -> dict:
+    t = torch.zeros
+    sd = {"embeddings.cls_token": t(1, 1, 8), "embeddings.position_embeddings": t(1, 5, 8),
+          "embeddings.patch_embeddings.projection.weight": t(8, 3, 2, 2), "embeddings.patch_embeddings.projection.bias": t(8)}
+    for x in ("query", "key", "value"):
+        sd[f"encoder.layer.0.attention.attention.{x}.weight"] = t(8, 8)
+    sd.update({"encoder.layer.0.attention.output.dense.weight": t(8, 8), "encoder.layer.0.attention.output.dense.bias": t(8)})
+    if layer_scale:
+        sd.update({"encoder.layer.0.layer_scale1.lambda1": torch.ones(8), "encoder.layer.0.layer_scale2.lambda1": torch.ones(8),
+                   "encoder.layer.0.mlp.fc2.weight": t(8, 8), "encoder.layer.0.mlp.fc2.bias": t(8)})
+    return {k: v for k, v in sd.items() if not (drop and drop in k)}
+
+
+@pytest.mark.parametrize("layer_scale, family", [(True, "dinov2"), (False, None)])
+def test_hf_family_is_dinov2_by_its_layer_scale(layer_scale, family):
+    raw, info = READERS["hf"].read(_hf_sd(layer_scale), "f: ", None)
+    assert info["family"] == family and "blocks.0.attn.qkv.weight" in raw
+    assert any("layer scale folded into 2 projections" in n for n in info["notes"]) == layer_scale
+
+
+def test_hf_block_without_its_key_projection_names_the_block():
+    with pytest.raises(UserError) as e:
+        READERS["hf"].read(_hf_sd(drop="attention.attention.key"), "f: ", None)
+    assert str(e.value) == "f: blocks.0 lacks some of query/key/value"
+
+
+def test_hf_model_under_vit_prefix_drops_only_what_is_outside_it():
+    sd = {**{f"vit.{k}": v for k, v in _hf_sd().items()}, "decoder.decoder_embed.weight": torch.zeros(4, 8)}
+    raw, _ = READERS["hf"].read(sd, "f: ", None)
+    assert raw["decoder.decoder_embed.weight"][1] == "not the encoder (decoder / classifier of the HF model)"
+    assert not any(k.startswith("vit.") for k in raw) and raw["cls_token"][1] is None
+
+
+def test_torchvision_recognised_by_both_of_its_stem_names():
+    from droppos.backbones.readers.torchvision import is_torchvision
+
+    t = torch.zeros(1)
+    assert is_torchvision({"conv_proj.weight": t, "class_token": t})
+    assert not is_torchvision({"conv_proj.weight": t}) and not is_torchvision({"class_token": t})
