@@ -416,3 +416,28 @@ def test_torchvision_recognised_by_both_of_its_stem_names():
     t = torch.zeros(1)
     assert is_torchvision({"conv_proj.weight": t, "class_token": t})
     assert not is_torchvision({"conv_proj.weight": t}) and not is_torchvision({"class_token": t})
+
+
+def _mmseg_sd(**extra) -> dict:
+    t = torch.zeros
+    return {"patch_embed.projection.weight": t(8, 3, 2, 2), "layers.0.ln1.weight": t(8), "ln1.weight": t(8),
+            "layers.0.attn.proj.weight": t(8, 8), "layers.0.attn.proj.bias": t(8),
+            "layers.0.ffn.layers.1.weight": t(8, 8), "layers.0.ffn.layers.1.bias": t(8), **extra}
+
+
+def test_mmseg_relative_bias_refusal_names_the_first_nonzero_table():
+    sd = _mmseg_sd(**{f"layers.{i}.attn.relative_position_bias_table": torch.ones(3, 2) for i in range(3)})
+    with pytest.raises(UserError, match=r"not zero \(layers\.0\.attn\.relative_position_bias_table\)"):
+        READERS["mmseg"].read(sd, "f: ", None)
+
+
+@pytest.mark.parametrize("value, words", [(1.0, "layer scale of ones folded"), (0.5, "layer scale folded")])
+def test_mmseg_layer_scale_note_says_whether_it_was_ones(value, words):
+    sd = _mmseg_sd(**{f"layers.0.gamma_{j}": torch.full((8,), value) for j in (1, 2)})
+    _, info = READERS["mmseg"].read(sd, "f: ", None)
+    assert info["notes"][1] == f"{words} into 2 projections (the same network)"
+
+
+def test_mmseg_without_layer_scale_says_only_the_renaming():
+    _, info = READERS["mmseg"].read(_mmseg_sd(), "f: ", None)
+    assert info["notes"] == ["mmseg MAE names mapped back to the encoder's"]
