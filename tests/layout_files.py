@@ -161,30 +161,46 @@ def write_torchvision(path):
     return model
 
 
-def write_augreg(path) -> TimmViT:
-    """An AugReg ``.npz`` in the JAX names timm's ``_load_weights`` reads (written by inverting it)."""
-    model = timm_vit(width=192, heads=3, num_classes=10, seed=15)
+def write_augreg(path, big_vision: bool = False, stacked: bool = False, prefix: str = "", width: int = 192,
+                 heads: int = 3, depth: int = 2, mlp_ratio: float = 4.0, cls: bool = True, head: bool = True,
+                 seed: int = 15) -> TimmViT:
+    """An AugReg ``.npz`` in the JAX names timm's ``_load_weights`` reads, written by inverting it: the classic
+    AugReg names (``Transformer/posembed_input``, ``MultiHeadDotProductAttention_1``, ``LayerNorm_2``,
+    ``MlpBlock_3``), or with ``big_vision`` its names (``pos_embedding`` at the top, ``..._0``, ``LayerNorm_1``,
+    ``MlpBlock_0``), its blocks ``stacked`` on axis 0 as one ``encoderblock`` if asked, all under ``prefix``."""
+    model = timm_vit(width=width, depth=depth, heads=heads, mlp_ratio=mlp_ratio, num_classes=10 if head else 0,
+                     seed=seed)
     sd = {k: v.numpy() for k, v in model.state_dict().items()}
-    d, h = 192, 3
+    d, h = width, heads
     w = {"embedding/kernel": sd["patch_embed.proj.weight"].transpose(2, 3, 1, 0), "embedding/bias": sd["patch_embed.proj.bias"],
-         "cls": sd["cls_token"], "Transformer/posembed_input/pos_embedding": sd["pos_embed"],
-         "Transformer/encoder_norm/scale": sd["norm.weight"], "Transformer/encoder_norm/bias": sd["norm.bias"],
-         "head/kernel": sd["head.weight"].T, "head/bias": sd["head.bias"]}
-    for i in range(2):
-        b, p = f"blocks.{i}.", f"Transformer/encoderblock_{i}/"
-        mha = p + "MultiHeadDotProductAttention_1/"
+         "pos_embedding" if big_vision else "Transformer/posembed_input/pos_embedding": sd["pos_embed"],
+         "Transformer/encoder_norm/scale": sd["norm.weight"], "Transformer/encoder_norm/bias": sd["norm.bias"]}
+    if cls:
+        w["cls"] = sd["cls_token"]
+    if head:
+        w["head/kernel"], w["head/bias"] = sd["head.weight"].T, sd["head.bias"]
+    mha, ln2, mlp = ("MultiHeadDotProductAttention_0", "LayerNorm_1", "MlpBlock_0") if big_vision else \
+        ("MultiHeadDotProductAttention_1", "LayerNorm_2", "MlpBlock_3")
+    blocks = []
+    for i in range(depth):
+        b, m, blk = f"blocks.{i}.", f"{mha}/", {}
         qkv_w, qkv_b = sd[b + "attn.qkv.weight"].reshape(3, d, d), sd[b + "attn.qkv.bias"].reshape(3, h, d // h)
         for j, n in enumerate(("query", "key", "value")):
-            w[f"{mha}{n}/kernel"] = qkv_w[j].T.reshape(d, h, d // h)
-            w[f"{mha}{n}/bias"] = qkv_b[j]
-        w[mha + "out/kernel"] = sd[b + "attn.proj.weight"].T.reshape(h, d // h, d)
-        w[mha + "out/bias"] = sd[b + "attn.proj.bias"]
-        for src, dst in (("norm1", "LayerNorm_0"), ("norm2", "LayerNorm_2")):
-            w[f"{p}{dst}/scale"], w[f"{p}{dst}/bias"] = sd[b + src + ".weight"], sd[b + src + ".bias"]
+            blk[f"{m}{n}/kernel"] = qkv_w[j].T.reshape(d, h, d // h)
+            blk[f"{m}{n}/bias"] = qkv_b[j]
+        blk[m + "out/kernel"] = sd[b + "attn.proj.weight"].T.reshape(h, d // h, d)
+        blk[m + "out/bias"] = sd[b + "attn.proj.bias"]
+        for src, dst in (("norm1", "LayerNorm_0"), ("norm2", ln2)):
+            blk[f"{dst}/scale"], blk[f"{dst}/bias"] = sd[b + src + ".weight"], sd[b + src + ".bias"]
         for r, fc in enumerate(("fc1", "fc2")):
-            w[f"{p}MlpBlock_3/Dense_{r}/kernel"] = sd[f"{b}mlp.{fc}.weight"].T
-            w[f"{p}MlpBlock_3/Dense_{r}/bias"] = sd[f"{b}mlp.{fc}.bias"]
-    np.savez(path, **w)
+            blk[f"{mlp}/Dense_{r}/kernel"] = sd[f"{b}mlp.{fc}.weight"].T
+            blk[f"{mlp}/Dense_{r}/bias"] = sd[f"{b}mlp.{fc}.bias"]
+        blocks.append(blk)
+    if stacked:
+        w.update({f"Transformer/encoderblock/{k}": np.stack([blk[k] for blk in blocks]) for k in blocks[0]})
+    else:
+        w.update({f"Transformer/encoderblock_{i}/{k}": v for i, blk in enumerate(blocks) for k, v in blk.items()})
+    np.savez(path, **{prefix + k: v for k, v in w.items()})
     return model
 
 

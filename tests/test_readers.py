@@ -193,10 +193,20 @@ def test_torchvision_vit(tmp_path):
     torch.testing.assert_close(tokens_of(bb, x), want, atol=1e-5, rtol=0)
 
 
-def test_augreg_npz_through_timm_loader(tmp_path):
-    ref = write_augreg(tmp_path / "augreg.npz")
+@pytest.mark.parametrize("layout", [
+    dict(),  # the AugReg release names
+    dict(prefix="opt/target/"),
+    dict(big_vision=True, prefix="params/", depth=3, mlp_ratio=1.5),  # big_vision, one block per key
+    dict(big_vision=True, stacked=True, depth=4, mlp_ratio=1.5),  # big_vision, blocks stacked on axis 0
+    dict(big_vision=True, stacked=True, prefix="params/img/", depth=5, heads=4, width=256),
+])
+def test_augreg_npz_through_timm_loader(tmp_path, layout):
+    ref = write_augreg(tmp_path / "augreg.npz", **layout)
     bb = load_backbone(tmp_path / "augreg.npz")
-    assert bb.meta["format"] == "augreg" and bb.arch.num_heads == 3 and bb.head["weight"].shape == (10, 192)
+    want = (layout.get("depth", 2), layout.get("heads", 3), layout.get("width", 192), layout.get("mlp_ratio", 4.0))
+    assert bb.meta["format"] == "augreg"
+    assert (bb.arch.depth, bb.arch.num_heads, bb.arch.embed_dim, bb.arch.mlp_ratio) == want
+    assert bb.head["weight"].shape == (10, want[2])
     assert_features(bb, ref)
 
 

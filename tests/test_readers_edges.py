@@ -441,3 +441,76 @@ def test_mmseg_layer_scale_note_says_whether_it_was_ones(value, words):
 def test_mmseg_without_layer_scale_says_only_the_renaming():
     _, info = READERS["mmseg"].read(_mmseg_sd(), "f: ", None)
     assert info["notes"] == ["mmseg MAE names mapped back to the encoder's"]
+
+
+def _augreg(tmp_path, drop: str = "", replace: dict | None = None, **layout):
+    """An AugReg / big_vision ``.npz`` (tests/layout_files.py), less the arrays whose names end with ``drop``, with
+    ``replace`` arrays put in; -> its path."""
+    import numpy as np
+    from layout_files import write_augreg
+
+    path = tmp_path / "augreg.npz"
+    write_augreg(path, **layout)
+    arrays = dict(np.load(path))
+    arrays = {k: v for k, v in arrays.items() if not (drop and k.endswith(drop))} | (replace or {})
+    np.savez(path, **arrays)
+    return path
+
+
+def _read_augreg(path):
+    from droppos.backbones.readers.augreg import read_augreg
+
+    return read_augreg(path, "x.npz: ")
+
+
+@pytest.mark.parametrize("layout, drop, missing", [
+    (dict(), "posembed_input/pos_embedding", "Transformer/posembed_input/pos_embedding"),
+    (dict(big_vision=True, prefix="params/"), "pos_embedding", "params/pos_embedding"),
+    (dict(), "encoderblock_0/MultiHeadDotProductAttention_1/query/kernel",
+     "Transformer/encoderblock_0/MultiHeadDotProductAttention_1/query/kernel"),
+    (dict(big_vision=True, stacked=True, prefix="params/"), "MlpBlock_0/Dense_0/kernel",
+     "params/Transformer/encoderblock/MlpBlock_0/Dense_0/kernel"),
+])
+def test_augreg_names_the_array_it_misses(tmp_path, layout, drop, missing):
+    path = _augreg(tmp_path, drop, **layout)
+    with pytest.raises(UserError) as err:
+        _read_augreg(path)
+    assert str(err.value) == f"x.npz: not an AugReg/big_vision ViT .npz (missing {missing})"
+
+
+def test_augreg_without_embedding_or_readable_arrays_is_refused(tmp_path):
+    with pytest.raises(UserError) as err:
+        _read_augreg(_augreg(tmp_path, "embedding/kernel"))
+    assert str(err.value) == "x.npz: not an AugReg/big_vision ViT .npz (no embedding/kernel)"
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(UserError, match=r"^x\.npz: not a readable \.npz file \(\w+Error: .+\)$"):
+        _read_augreg(tmp_path / "bad.npz")
+
+
+@pytest.mark.parametrize("layout", [dict(), dict(big_vision=True, stacked=True)])
+def test_augreg_without_cls_is_sent_to_the_generic_source(tmp_path, layout):
+    from droppos.backbones.readers.common import generic_path
+
+    with pytest.raises(UserError) as err:
+        _read_augreg(_augreg(tmp_path, cls=False, **layout))
+    assert str(err.value) == ("x.npz: a ViT without a [cls] token (global average pooling / MAP head); "
+                              + generic_path("x.npz: "))
+    assert "timm:<model_name>:x.npz" in str(err.value)
+
+
+@pytest.mark.parametrize("rows", [13, 15])  # 12 cells (3x3 = 9 below), 14 cells (4x4 = 16 above)
+def test_augreg_position_grid_that_is_not_square_is_refused_either_side(tmp_path, rows):
+    import numpy as np
+
+    pos = np.zeros((1, rows, 192), np.float32)
+    path = _augreg(tmp_path, replace={"Transformer/posembed_input/pos_embedding": pos})
+    with pytest.raises(UserError) as err:
+        _read_augreg(path)
+    assert str(err.value) == f"x.npz: position grid of {rows - 1} cells is not square"
+
+
+def test_augreg_without_a_head_reads_the_encoder_and_no_classes(tmp_path):
+    raw, info = _read_augreg(_augreg(tmp_path, head=False, big_vision=True, stacked=True, depth=3))
+    assert not any(k.startswith("head") and raw[k].numel() for k in raw)
+    assert info == dict(notes=["AugReg .npz read by timm's _load_weights (3 blocks, 3 heads from the array shapes)"],
+                        arch_hint={"num_heads": 3})
