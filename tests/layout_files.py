@@ -163,13 +163,13 @@ def write_torchvision(path):
 
 def write_augreg(path, big_vision: bool = False, stacked: bool = False, prefix: str = "", width: int = 192,
                  heads: int = 3, depth: int = 2, mlp_ratio: float = 4.0, cls: bool = True, head: bool = True,
-                 seed: int = 15) -> TimmViT:
+                 img_size: int = IMG, seed: int = 15) -> TimmViT:
     """An AugReg ``.npz`` in the JAX names timm's ``_load_weights`` reads, written by inverting it: the classic
     AugReg names (``Transformer/posembed_input``, ``MultiHeadDotProductAttention_1``, ``LayerNorm_2``,
     ``MlpBlock_3``), or with ``big_vision`` its names (``pos_embedding`` at the top, ``..._0``, ``LayerNorm_1``,
     ``MlpBlock_0``), its blocks ``stacked`` on axis 0 as one ``encoderblock`` if asked, all under ``prefix``."""
     model = timm_vit(width=width, depth=depth, heads=heads, mlp_ratio=mlp_ratio, num_classes=10 if head else 0,
-                     seed=seed)
+                     img_size=img_size, seed=seed)
     sd = {k: v.numpy() for k, v in model.state_dict().items()}
     d, h = width, heads
     w = {"embedding/kernel": sd["patch_embed.proj.weight"].transpose(2, 3, 1, 0), "embedding/bias": sd["patch_embed.proj.bias"],

@@ -197,6 +197,7 @@ def test_torchvision_vit(tmp_path):
     dict(),  # the AugReg release names
     dict(prefix="opt/target/"),
     dict(big_vision=True, prefix="params/", depth=3, mlp_ratio=1.5),  # big_vision, one block per key
+    dict(big_vision=True, img_size=136),  # known by its top-level pos_embedding alone; 17 x 17 = 289 cells
     dict(big_vision=True, stacked=True, depth=4, mlp_ratio=1.5),  # big_vision, blocks stacked on axis 0
     dict(big_vision=True, stacked=True, prefix="params/img/", depth=5, heads=4, width=256),
 ])
@@ -207,7 +208,8 @@ def test_augreg_npz_through_timm_loader(tmp_path, layout):
     assert bb.meta["format"] == "augreg"
     assert (bb.arch.depth, bb.arch.num_heads, bb.arch.embed_dim, bb.arch.mlp_ratio) == want
     assert bb.head["weight"].shape == (10, want[2])
-    assert_features(bb, ref)
+    assert bb.arch.img_size == (layout.get("img_size", 32),) * 2
+    assert_features(bb, ref, x64(*bb.arch.img_size))
 
 
 def test_vit_without_qkv_bias_gets_an_exact_zero_bias(tmp_path):

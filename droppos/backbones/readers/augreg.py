@@ -50,9 +50,11 @@ def read_augreg(path, where: str, part: str | None = None):
         raise UserError(f"{where}position grid of {n} cells is not square")
     head_key = f"{prefix}head/kernel"
     classes = w[head_key].shape[-1] if head_key in files and w[head_key].ndim == 2 else 0
+    notes = [f"AugReg .npz read by timm's _load_weights ({depth} blocks, {heads} heads from the array shapes)"]
+    if head_key in files and not classes:
+        notes.append(f"{head_key} of shape {tuple(w[head_key].shape)} is no linear classifier: not read")
     model = TimmViT(img_size=side * p, patch_size=p, in_chans=c, embed_dim=d, depth=depth, num_heads=heads,
                     mlp_ratio=mlp / d, qkv_bias=True, num_classes=classes)
     _load_weights(model, str(path))
     sd = model.state_dict()
-    return timm_raw(sd), dict(notes=[f"AugReg .npz read by timm's _load_weights ({depth} blocks, {heads} heads "
-                                      "from the array shapes)"], arch_hint={"num_heads": int(heads)})
+    return timm_raw(sd), dict(notes=notes, arch_hint={"num_heads": int(heads)})
