@@ -72,7 +72,11 @@ def _check_world(args, state: dict) -> None:
 
 def _prepare_generic(args, opts, cfg, net_key: str | None, state: dict) -> tuple[dict, list[str]]:
     """``--backbone timm:...`` / a plug-in with a ``mask_rcnn_timm_*`` config: the source goes into the
-    config's ``TimmBackbone``, which reads and strictly loads the weights when the model is built."""
+    config's ``TimmBackbone``, which reads and strictly loads the weights when the model is built.
+
+    It is read here as well, once, in process 0: a bad source or a refused file is then one line before
+    detectron2 starts its workers. Each worker reads it again, because detectron2 builds the model in every
+    worker from the config, and a config holds the source, not the weights (as with ``train.init_checkpoint``)."""
     if net_key is None:
         raise InitError(f"{opts.backbone}: a generic backbone needs a generic config: mask_rcnn_timm_plain_fmnist "
                         "(one stride, e.g. ViTs) or mask_rcnn_timm_fpn_fmnist (strides 4-32), or their COCO versions")

@@ -212,7 +212,9 @@ def _resolve(args, cfg, work_dir: Path, world_size: int | None = None):
 
 def _generic_init(args, cfg, stored: dict):
     """The config's ``TimmGenericBackbone`` gets ``--backbone`` (or, resuming, the run's own source);
-    returns the init record and the backbone as read (its feature maps fit the heads)."""
+    returns the init record and the backbone as read (its feature maps fit the heads). mmseg reads the source
+    again when it builds the model from the config, which holds the source, not the weights: read here first,
+    a bad source or a refused file is one line before mmengine starts."""
     from droppos.backbones import into_engine
     from droppos.backbones.generic import load_generic
     from droppos.backbones.naming import parse_source
